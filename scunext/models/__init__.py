@@ -1,0 +1,16 @@
+"""Model zoo. Importing this package registers every architecture."""
+
+from __future__ import annotations
+
+from scunext.models import resunetpp, sc_unext, unet, unext  # noqa: F401  (registration side effects)
+from scunext.models._registry import create_model, list_models, model_info, register_model
+from scunext.models.base import InputShapeError, SegmentationModel
+
+__all__ = [
+    "InputShapeError",
+    "SegmentationModel",
+    "create_model",
+    "list_models",
+    "model_info",
+    "register_model",
+]

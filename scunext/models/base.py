@@ -1,0 +1,93 @@
+"""Shared base class: argument checks, input contract and constructor bookkeeping for every model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["SegmentationModel", "InputShapeError", "check_positive_int"]
+
+
+class InputShapeError(ValueError):
+    """An input tensor the model cannot handle (wrong rank, channels or spatial size)."""
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is a positive int, else raise a ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_widths(name: str, value: Any, length: int) -> tuple[int, ...]:
+    """Return ``value`` as a tuple of ``length`` positive ints, else raise a ValueError."""
+    try:
+        widths = tuple(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of {length} positive integers, got {value!r}") from None
+    if len(widths) != length:
+        raise ValueError(f"{name} must have {length} entries, got {len(widths)}: {value!r}")
+    for w in widths:
+        check_positive_int(name, w)
+    return widths
+
+
+def _exporting() -> bool:
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    if hasattr(torch, "onnx") and torch.onnx.is_in_onnx_export():
+        return True
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+class SegmentationModel(nn.Module):
+    """Base class: ``(B, in_channels, H, W)`` image -> ``(B, num_classes, H, W)`` logits.
+
+    Subclasses set :attr:`input_divisor` (H and W must be multiples of it), call
+    ``super().__init__(in_channels, num_classes)`` first and implement :meth:`forward_features`.
+    The constructor arguments are kept in :attr:`init_args` so that a checkpoint can rebuild the model.
+
+    Args:
+        in_channels: number of image channels (>= 1).
+        num_classes: number of output logit channels (>= 1).
+    """
+
+    input_divisor: int = 1
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.init_args: dict[str, Any] = {"in_channels": in_channels, "num_classes": num_classes}
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise :class:`InputShapeError` with a hint if ``x`` does not fit the model."""
+        if x.dim() != 4:
+            raise InputShapeError(f"expected a 4-D tensor (B, C, H, W), got shape {tuple(x.shape)}")
+        _, c, h, w = x.shape
+        if c != self.in_channels:
+            raise InputShapeError(
+                f"{type(self).__name__} was built for in_channels={self.in_channels}, got an input with {c} channels"
+            )
+        d = self.input_divisor
+        if h % d or w % d or h == 0 or w == 0:
+            ph, pw = max(d, -(-h // d) * d), max(d, -(-w // d) * d)
+            raise InputShapeError(
+                f"{type(self).__name__} needs H and W divisible by {d}, got {h}x{w}; resize or pad to {ph}x{pw}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape ``(B, num_classes, H, W)``."""
+        if not _exporting():
+            self.check_input(x)
+        return self.forward_features(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        """Exact number of parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

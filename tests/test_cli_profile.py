@@ -1,0 +1,62 @@
+"""CLI smoke tests for ``scunext profile`` (one through the installed console script)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from scunext.cli.main import main
+
+
+def test_profile_json_console_script():
+    exe = shutil.which("scunext")
+    cmd = [exe] if exe else [sys.executable, "-m", "scunext.cli.main"]
+    out = subprocess.run(
+        cmd + ["profile", "--model", "sc_unext", "--json", "--repeats", "2", "--warmup", "1"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    data = json.loads(out.stdout)
+    assert {"params", "gmacs", "latency_ms"} <= set(data)
+    assert data["params"] == 253_459 and data["latency_ms"] > 0
+    assert data["input_shape"] == [1, 3, 256, 256] and data["threads"] >= 1 and data["torch_version"]
+
+
+def test_profile_all_table(capsys):
+    assert main(["profile", "--all", "--no-latency", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    import scunext
+
+    for name in scunext.list_models():
+        assert name in out
+    assert "MACs" in out and "torch" in out
+
+
+def test_profile_in_channels_json(capsys):
+    assert main(["profile", "--model", "unext_s", "--in-channels", "1", "--no-latency", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["params"] == 253_417 and data["input_shape"] == [1, 1, 256, 256] and data["latency_ms"] is None
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["profile", "--model", "unext_s", "--size", "250", "--no-latency"], "divisible by 32"),
+        (["profile", "--model", "unext_s", "--in-channels", "0", "--no-latency"], "in_channels"),
+        (["profile", "--model", "unext_s", "--repeats", "0"], "--repeats"),
+    ],
+)
+def test_profile_user_errors_are_one_line(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0]
+
+
+def test_unknown_model_exits_nonzero(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["profile", "--model", "nope"])
+    assert info.value.code == 2
+    assert "sc_unext" in capsys.readouterr().err

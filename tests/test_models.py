@@ -21,6 +21,8 @@ PINNED = {
     "unext": (1_471_921, 562_003_968),  # official UNext: 1,471,921 params, 0.562 GMACs
     "unext_s": (253_561, 99_229_696),  # official UNext_S: 253,561 params, 0.099 GMACs
     "sc_unext": (253_459, 92_553_376),
+    "unet": (7_763_041, 12_071_206_912),  # widths 32..512
+    "resunetpp": (3_631_140, 17_675_588_928),  # filters 16..256
 }
 
 #: SC-UNeXt (cbam, sc_skip, pfm) -> (params, MACs at 1x3x256x256)
@@ -113,7 +115,8 @@ def test_each_switch_changes_the_function(switch):
     torch.manual_seed(1)
     on = scunext.create_model("sc_unext").eval()
     off = scunext.create_model("sc_unext", **{switch: False}).eval()
-    shared = {k: v for k, v in on.state_dict().items() if k in off.state_dict() and off.state_dict()[k].shape == v.shape}
+    target = off.state_dict()
+    shared = {k: v for k, v in on.state_dict().items() if k in target and target[k].shape == v.shape}
     off.load_state_dict(shared, strict=False)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

@@ -212,4 +212,6 @@ UNEXT_VARIANTS = {
 }
 
 register_model("unext", UNeXt, "UNeXt (Valanarasu & Patel 2022), official base widths", **UNEXT_VARIANTS["unext"])
-register_model("unext_s", UNeXt, "UNeXt-S, official small widths (the paper's 'UNeXt' row)", **UNEXT_VARIANTS["unext_s"])
+register_model(
+    "unext_s", UNeXt, "UNeXt-S, official small widths (the paper's 'UNeXt' row)", **UNEXT_VARIANTS["unext_s"]
+)

@@ -1,0 +1,36 @@
+"""The docs match the code: README commands are the ones CI runs, and documented counts are the pinned ones."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO
+
+
+def _ci_command() -> str:
+    lines = (REPO / ".ci" / "run").read_text().splitlines()
+    marker = next(i for i, line in enumerate(lines) if "README test command" in line)
+    return lines[marker + 1].strip()
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (REPO / "README.md").read_text()
+    assert _ci_command() in readme
+
+
+def test_readme_models_table_matches_registry():
+    import scunext
+
+    readme = (REPO / "README.md").read_text()
+    for name in scunext.list_models():
+        assert f"`{name}`" in readme
+
+
+def test_architecture_doc_counts_match_pins():
+    from test_models import PINNED
+
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    for name, (params, macs) in PINNED.items():
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"{params:,}" in row, name
+        assert re.search(rf"\b{macs / 1e9:.3f}\b", row), name

@@ -8,14 +8,14 @@ import sys
 from collections.abc import Sequence
 
 from scunext import __version__
-from scunext.cli import profile
+from scunext.cli import evaluate, predict, profile, train
 
 __all__ = ["main", "build_parser", "CLIError"]
 
 log = logging.getLogger("scunext")
 
 #: sub-command modules; each has ``add_parser(subparsers)`` which sets ``func`` to a ``run(args) -> int``.
-COMMANDS = [profile]
+COMMANDS = [train, evaluate, predict, profile]
 
 
 class CLIError(Exception):
@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'the user asked for something invalid', reported without a traceback."""
-    errors: list[type[BaseException]] = [CLIError, ValueError, FileNotFoundError, NotADirectoryError, KeyError]
-    return tuple(errors)
+    from scunext.engine.trainer import TrainingError
+
+    return (CLIError, ValueError, FileNotFoundError, NotADirectoryError, KeyError, TrainingError, ImportError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,268 @@
+"""Safe reading of images and binary masks with Pillow.
+
+Every problem with a file (missing, not an image, corrupt or truncated, too many pixels, a mask that is not
+binary) raises :class:`~scunext.data.errors.DataError` with a one-line message naming the file.
+
+Conversions done by :func:`read_image` (the returned array is always ``uint8``):
+
+============================  ===============================================================================
+file mode (Pillow)            result
+============================  ===============================================================================
+``L`` (8-bit gray)            ``(H, W)`` unchanged
+``1`` (1-bit)                 ``(H, W)`` with values {0, 255}
+``I;16*`` / ``I`` (16/32-bit) ``(H, W)``, scaled to 8 bits, see ``scale16`` below
+``LA`` (gray + alpha)         ``(H, W)``, composited on black: ``round(L * A / 255)``
+``RGB``                       ``(H, W, 3)`` unchanged (16-bit-per-channel RGB PNGs are reduced by Pillow itself)
+``RGBA``                      ``(H, W, 3)``, composited on black: ``round(RGB * A / 255)``
+``P`` (palette)               ``(H, W, 3)`` through the palette; with a transparent index, composited on black
+``CMYK``, ``YCbCr``, others   ``(H, W, 3)`` via Pillow's ``convert("RGB")``
+``F`` (float)                 refused: :class:`DataError` (the intended intensity range is unknown)
+============================  ===============================================================================
+
+Compositing on black equals dropping the alpha channel wherever the image is opaque (alpha 255), which is the usual
+case for medical images saved with an alpha channel; fully transparent pixels become 0. EXIF orientation tags are
+*not* applied: pixels are returned in stored order, the same order as a mask drawn on the raw pixel grid (a warning
+is logged when a file carries a rotation tag).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from scunext.data.errors import DataError
+
+__all__ = ["MAX_IMAGE_PIXELS", "read_image", "read_mask", "format_values"]
+
+logger = logging.getLogger(__name__)
+
+MAX_IMAGE_PIXELS: int = 50_000_000
+"""Default pixel cap (width x height) of :func:`read_image` / :func:`read_mask`, about 50 megapixels.
+
+Larger files are refused as possible decompression bombs. Pillow's own global limit
+(``PIL.Image.MAX_IMAGE_PIXELS``, about 89 MP; an error above twice that) still applies on top of this one, and its
+warning/error are also turned into :class:`DataError`.
+"""
+
+_EXIF_ORIENTATION = 0x0112
+_GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+PathLike = str | os.PathLike[str]
+
+
+def _reason(exc: BaseException) -> str:
+    """First line of an exception message, or its type name when the message is empty."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def format_values(values: np.ndarray, limit: int = 8) -> str:
+    """Short text for a sorted array of distinct values, e.g. ``[0, 3, 127, ..., 255] (12 distinct)``."""
+    vals = [int(v) if float(v).is_integer() else float(v) for v in np.asarray(values).ravel()]
+    if len(vals) <= limit:
+        shown = ", ".join(str(v) for v in vals)
+    else:
+        shown = ", ".join(str(v) for v in vals[: limit - 2]) + ", ..., " + ", ".join(str(v) for v in vals[-2:])
+    return f"[{shown}] ({len(vals)} distinct)"
+
+
+def _open_checked(path: PathLike, max_pixels: int) -> Image.Image:
+    """Open ``path`` with Pillow, refuse oversized images, and decode the pixels; raise DataError on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes)")
+    with warnings.catch_warnings():
+        # Pillow warns above its own limit and raises above twice that; treat both as refusals.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"{path}: refused as a possible decompression bomb ({_reason(exc)})") from exc
+        except UnidentifiedImageError as exc:
+            raise DataError(f"{path}: not a readable image (unknown format or corrupt header)") from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise DataError(f"{path}: cannot open image ({_reason(exc)})") from exc
+        width, height = im.size
+        if width < 1 or height < 1:
+            im.close()
+            raise DataError(f"{path}: image has an empty size {width}x{height}")
+        if width * height > max_pixels:
+            im.close()
+            raise DataError(
+                f"{path}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
+                f"{max_pixels / 1e6:g} megapixels (possible decompression bomb); pass a larger max_pixels if genuine"
+            )
+        try:
+            im.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            im.close()
+            raise DataError(f"{path}: refused as a possible decompression bomb ({_reason(exc)})") from exc
+        except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+            im.close()
+            raise DataError(f"{path}: corrupt or truncated image data ({_reason(exc)})") from exc
+    return im
+
+
+def _composite_on_black(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``round(colour * alpha / 255)`` in uint8; ``alpha`` is (H, W), ``colour`` is (H, W) or (H, W, C)."""
+    a = alpha.astype(np.uint16)
+    if colour.ndim == 3:
+        a = a[..., None]
+    return ((colour.astype(np.uint16) * a + 127) // 255).astype(np.uint8)
+
+
+def _scale_16bit(arr: np.ndarray, path: Path, scale16: str) -> np.ndarray:
+    """Map a 16-bit (or 32-bit int holding 16-bit) gray array to uint8."""
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 65535):
+        raise DataError(
+            f"{path}: integer image has values outside 0..65535 (min {int(arr.min())}, max {int(arr.max())}); "
+            "convert it to 8- or 16-bit first"
+        )
+    arr = arr.astype(np.uint32)
+    if scale16 == "full":
+        return ((arr + 128) // 257).astype(np.uint8)  # round(v / 257): 0 -> 0, 65535 -> 255
+    peak = int(arr.max()) if arr.size else 0
+    if peak == 0:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    return np.floor(arr.astype(np.float64) * (255.0 / peak) + 0.5).astype(np.uint8)
+
+
+def read_image(
+    path: PathLike,
+    *,
+    scale16: Literal["full", "max"] = "full",
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> np.ndarray:
+    """Read an image file as ``uint8``: ``(H, W)`` for grayscale sources, ``(H, W, 3)`` for colour ones.
+
+    See the module docstring for the conversion of every Pillow mode. Only the first frame of multi-frame files
+    (TIFF, GIF) is read.
+
+    Args:
+        path: image file (any format Pillow reads: PNG, JPEG, BMP, TIFF, ...).
+        scale16: how 16-bit grayscale is brought to 8 bits. ``"full"`` (default) maps the full 16-bit range,
+            ``round(v / 257)``, so 65535 -> 255 and intensities stay comparable between images. ``"max"`` stretches
+            ``[0, image max]`` to ``[0, 255]``, ``round(v * 255 / max)``: use it for 10/12-bit data stored in a
+            16-bit container, which ``"full"`` would leave very dark.
+        max_pixels: refuse images with more than this many pixels (width x height).
+
+    Returns:
+        A C-contiguous ``uint8`` array, ``(H, W)`` or ``(H, W, 3)``.
+
+    Raises:
+        DataError: missing, empty, unreadable, corrupt or truncated file; too many pixels; unsupported mode.
+        ValueError: a bad ``scale16`` value.
+    """
+    if scale16 not in ("full", "max"):
+        raise ValueError(f"scale16 must be 'full' or 'max', got {scale16!r}")
+    path = Path(path)
+    im = _open_checked(path, max_pixels)
+    try:
+        orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+        if orientation not in (1, None):
+            logger.warning("%s: EXIF orientation %s ignored; pixels are read in stored order", path, orientation)
+        mode = im.mode
+        if mode == "L":
+            out = np.array(im, dtype=np.uint8)
+        elif mode == "1":
+            out = np.array(im.convert("L"), dtype=np.uint8)
+        elif mode in _GRAY16_MODES:
+            out = _scale_16bit(np.array(im), path, scale16)
+        elif mode in ("LA", "La"):
+            la = np.array(im.convert("LA"), dtype=np.uint8)
+            out = _composite_on_black(la[..., 0], la[..., 1])
+        elif mode == "RGB":
+            out = np.array(im, dtype=np.uint8)
+        elif mode in ("RGBA", "RGBa", "PA") or (mode == "P" and "transparency" in im.info):
+            rgba = np.array(im.convert("RGBA"), dtype=np.uint8)
+            out = _composite_on_black(rgba[..., :3], rgba[..., 3])
+        elif mode == "F":
+            raise DataError(
+                f"{path}: floating-point images are not supported (unknown intensity range); save as 8/16-bit"
+            )
+        else:
+            try:
+                out = np.array(im.convert("RGB"), dtype=np.uint8)
+            except (ValueError, OSError) as exc:
+                raise DataError(f"{path}: unsupported image mode {mode!r} ({_reason(exc)})") from exc
+    finally:
+        im.close()
+    return np.ascontiguousarray(out)
+
+
+def _distinct(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+    return np.unique(arr)
+
+
+def read_mask(path: PathLike, threshold: bool = False, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Read a binary mask file as a ``bool`` array ``(H, W)``; ``True`` is foreground.
+
+    Accepted without ``threshold``: values within {0, 1} or within {0, 255} (for 16-bit files also {0, 65535}),
+    which includes all-background and all-foreground masks; anything > 0 is foreground. Any other set of values
+    raises :class:`DataError` listing the values found, unless ``threshold=True``, which binarises at half the
+    type's range: ``>= 128`` for 8-bit files, ``>= 32768`` for 16-bit ones (use it for anti-aliased or
+    JPEG-damaged masks).
+
+    Mode handling: ``1`` is used as is; ``L``, ``I;16``/``I`` by value; palette (``P``) masks by palette *index*,
+    not colour (index 0 = background); ``LA`` by its gray channel (alpha ignored); ``RGB``/``RGBA`` only when the
+    three colour channels are equal everywhere (alpha ignored), otherwise DataError. Float masks are refused.
+
+    Args:
+        path: mask file, normally a PNG.
+        threshold: binarise non-binary masks instead of refusing them.
+        max_pixels: refuse masks with more than this many pixels.
+
+    Returns:
+        A ``bool`` array of shape ``(H, W)``.
+
+    Raises:
+        DataError: unreadable file, colour or float mask, or non-binary values without ``threshold``.
+    """
+    path = Path(path)
+    im = _open_checked(path, max_pixels)
+    try:
+        mode = im.mode
+        if mode == "1":
+            return np.array(im, dtype=bool)
+        if mode in ("L", "P"):
+            arr = np.array(im, dtype=np.uint8)
+        elif mode in _GRAY16_MODES:
+            arr = np.array(im)
+        elif mode in ("LA", "La"):
+            arr = np.array(im.convert("LA"), dtype=np.uint8)[..., 0]
+        elif mode in ("RGB", "RGBA", "RGBX", "RGBa"):
+            rgb = np.array(im.convert("RGB"), dtype=np.uint8)
+            if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+                raise DataError(
+                    f"{path}: colour mask (mode {mode}, the R, G and B channels differ); save binary masks as "
+                    "single-channel 8-bit PNGs with values {0, 255}"
+                )
+            arr = rgb[..., 0]
+        else:
+            raise DataError(f"{path}: unsupported mask mode {mode!r}; save masks as single-channel 8-bit PNGs")
+    finally:
+        im.close()
+
+    values = _distinct(arr)
+    present = {int(v) for v in values}
+    full = 255 if arr.dtype == np.uint8 else 65535
+    if present <= {0, 1} or present <= {0, 255} or present <= {0, full}:
+        return arr > 0
+    if threshold:
+        return arr >= (full + 1) // 2
+    raise DataError(
+        f"{path}: mask is not binary, values {format_values(values)}; expected {{0, 1}} or {{0, 255}} "
+        f"(pass threshold=True / threshold_masks=True to binarise at >= {(full + 1) // 2})"
+    )

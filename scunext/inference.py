@@ -1,0 +1,94 @@
+"""Inference: a trained model -> masks at each input's native resolution."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scunext.config import load_config
+from scunext.data import convert_channels, resize_pair
+from scunext.data.dataset import normalise
+from scunext.engine.checkpoint import CheckpointError, load_model
+
+__all__ = ["Predictor", "checkpoint_stem"]
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_stem(run_dir: str | Path, checkpoint: str = "best") -> Path:
+    """Path stem of ``best`` / ``last`` in a run folder, with a clear error if the run has none."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder not found: {run_dir}")
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    stem = run_dir / checkpoint
+    if not stem.with_suffix(".json").is_file():
+        raise CheckpointError(f"{run_dir} has no {checkpoint} checkpoint (has it finished an epoch?)")
+    return stem
+
+
+@dataclass
+class Predictor:
+    """Wraps a model with the preprocessing it was trained with.
+
+    Attributes:
+        model: the network (eval mode).
+        in_channels: channels the model expects (images are converted).
+        size: side the model was trained at (images are resized to ``size x size``, logits resized back).
+        threshold: probability threshold for the foreground.
+        name: model name, for reports.
+    """
+
+    model: nn.Module
+    in_channels: int
+    size: int
+    threshold: float = 0.5
+    name: str = ""
+    device: torch.device = torch.device("cpu")
+
+    @classmethod
+    def from_checkpoint(cls, stem: str | Path, device: str | torch.device = "cpu") -> Predictor:
+        model, meta = load_model(stem)
+        cfg = meta.get("config") or {}
+        size = int(cfg.get("size", 256))
+        in_ch = int(meta["model_args"].get("in_channels", 3))
+        return cls(model.to(device), in_ch, size, name=meta["model"], device=torch.device(device))
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> Predictor:
+        stem = checkpoint_stem(run_dir, checkpoint)
+        pred = cls.from_checkpoint(stem, device)
+        cfg = load_config(Path(run_dir) / "config.yaml")
+        pred.size = cfg.size
+        return pred
+
+    def prepare(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 image (any channels) -> normalised ``(C, size, size)`` tensor, exactly as in training."""
+        img = convert_channels(image, self.in_channels)
+        img, _ = resize_pair(img, np.zeros(img.shape[:2], np.uint8), (self.size, self.size))
+        return normalise(img)
+
+    @torch.inference_mode()
+    def probabilities(self, images: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
+        """Foreground probability maps, each at its image's native ``(H, W)``."""
+        out: list[np.ndarray] = []
+        for i in range(0, len(images), batch_size):
+            chunk = images[i : i + batch_size]
+            x = torch.stack([self.prepare(im) for im in chunk]).to(self.device)
+            logits = self.model(x).float()
+            for im, lg in zip(chunk, logits):
+                h, w = im.shape[:2]
+                up = F.interpolate(lg[None, :1], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+                out.append(torch.sigmoid(up).cpu().numpy())
+        return out
+
+    def predict(self, images: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
+        """Boolean masks (probability > threshold), each at its image's native ``(H, W)``."""
+        return [p > self.threshold for p in self.probabilities(images, batch_size)]

@@ -1,0 +1,565 @@
+"""Tests for scunext.data: reading, pair discovery, the dataset, splits, augmentation and the shipped samples."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scunext.data import (
+    AugmentConfig,
+    DataError,
+    Pair,
+    SegmentationDataset,
+    Split,
+    build_eval_transform,
+    build_train_transform,
+    carve_validation,
+    convert_channels,
+    csv_split,
+    discover_pairs,
+    kfold_split,
+    list_samples,
+    random_split,
+    read_image,
+    read_mask,
+    resize_pair,
+    sample_dir,
+    select_pairs,
+    verify_checksums,
+)
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _disk(h: int = 32, w: int = 40, cy: int = 14, cx: int = 20, r: int = 9) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+
+
+def _save(path: Path, arr: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, mode=mode).save(path) if mode else Image.fromarray(arr).save(path)
+    return path
+
+
+def _make_folder(
+    root: Path, stems: list[str], *, mask_dir: str = "masks", img_ext: str = ".png", h: int = 32, w: int = 40
+) -> Path:
+    rng = np.random.default_rng(0)
+    for stem in stems:
+        _save(root / "images" / f"{stem}{img_ext}", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        _save(root / mask_dir / f"{stem}.png", _disk(h, w).astype(np.uint8) * 255)
+    return root
+
+
+def _png_declaring_size(path: Path, width: int, height: int) -> Path:
+    """A tiny valid 1-bit PNG whose header is patched to declare ``width`` x ``height`` (cheap bomb)."""
+    Image.new("1", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- shipped samples
+
+
+@pytest.mark.parametrize("name", ["isic2017", "chest-xray-lungs"])
+def test_shipped_sample_is_intact_and_discoverable(name: str) -> None:
+    folder = sample_dir(name)
+    assert (folder / "SOURCE.md").is_file()
+    assert verify_checksums(folder) >= 61
+    pairs = discover_pairs(folder)
+    assert len(pairs) == 30
+    assert [p.id for p in pairs] == sorted(p.id for p in pairs)
+    image, mask = read_image(pairs[0].image), read_mask(pairs[0].mask)
+    assert image.dtype == np.uint8 and mask.dtype == bool
+    assert image.shape == ((256, 256, 3) if name == "isic2017" else (256, 256))
+    assert mask.shape == (256, 256) and 0 < mask.mean() < 1
+    for pair in pairs:  # every shipped mask is strictly binary and matches its image
+        assert read_mask(pair.mask).shape == read_image(pair.image).shape[:2]
+
+
+def test_sample_names() -> None:
+    assert list_samples() == ["chest-xray-lungs", "isic2017"]
+    with pytest.raises(ValueError, match="available: chest-xray-lungs, isic2017"):
+        sample_dir("isic2018")
+    lungs = [p.id for p in discover_pairs(sample_dir("chest-xray-lungs"))]
+    assert any(i.startswith("MCUCXR_") for i in lungs) and any(i.startswith("CHNCXR_") for i in lungs)
+
+
+def test_checksum_mismatch_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("hello")
+    (tmp_path / "SHA256SUMS").write_text("0" * 64 + "  a.txt\n")
+    with pytest.raises(DataError, match="a.txt: sha256 does not match"):
+        verify_checksums(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------- dataset on samples
+
+
+def test_grayscale_to_three_channels_and_normalisation() -> None:
+    ds = SegmentationDataset.from_folder(sample_dir("chest-xray-lungs"), in_channels=3, size=256)
+    item = ds[0]
+    image, mask = item["image"], item["mask"]
+    assert image.shape == (3, 256, 256) and image.dtype == torch.float32
+    assert torch.equal(image[0], image[1]) and torch.equal(image[0], image[2])
+    raw = read_image(ds.pairs[0].image)
+    expected = (torch.from_numpy(raw).float() / 255 - 0.5) / 0.5
+    assert torch.allclose(image[0], expected)
+    assert image.min() >= -1 and image.max() <= 1
+    assert mask.shape == (1, 256, 256) and set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert item["id"] == ds.pairs[0].id and item["orig_size"] == (256, 256)
+
+
+def test_rgb_to_one_channel_uses_luma() -> None:
+    pairs = discover_pairs(sample_dir("isic2017"))
+    ds = SegmentationDataset(pairs[:2], in_channels=1, size=None, mean=0.0, std=1.0)
+    image = ds[1]["image"]
+    assert image.shape == (1, 256, 256)
+    with Image.open(pairs[1].image) as im:
+        luma = np.asarray(im.convert("L"), dtype=np.float32) / 255
+    assert torch.allclose(image[0], torch.from_numpy(luma))
+
+
+def test_per_channel_mean_std_and_arg_checks() -> None:
+    pairs = discover_pairs(sample_dir("isic2017"))[:1]
+    ds = SegmentationDataset(pairs, size=None, mean=(0.1, 0.2, 0.3), std=(1.0, 2.0, 4.0))
+    raw = torch.from_numpy(read_image(pairs[0].image)).permute(2, 0, 1).float() / 255
+    expected = (raw - torch.tensor([0.1, 0.2, 0.3])[:, None, None]) / torch.tensor([1.0, 2.0, 4.0])[:, None, None]
+    assert torch.allclose(ds[0]["image"], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="in_channels"):
+        SegmentationDataset(pairs, in_channels=2)
+    with pytest.raises(ValueError, match="mean"):
+        SegmentationDataset(pairs, mean=(0.5, 0.5))
+    with pytest.raises(ValueError, match="std"):
+        SegmentationDataset(pairs, std=0)
+    with pytest.raises(ValueError, match="size"):
+        SegmentationDataset(pairs, size=0)
+
+
+@pytest.mark.parametrize("size", [100, 300, (64, 96)])
+def test_resize_keeps_mask_binary(size: int | tuple[int, int]) -> None:
+    pairs = discover_pairs(sample_dir("isic2017"))[:3]
+    ds = SegmentationDataset(pairs, size=size)
+    h, w = (size, size) if isinstance(size, int) else size
+    for i in range(len(ds)):
+        item = ds[i]
+        assert item["image"].shape == (3, h, w) and item["mask"].shape == (1, h, w)
+        assert set(item["mask"].unique().tolist()) <= {0.0, 1.0}
+        full = read_mask(pairs[i].mask).mean()
+        assert abs(item["mask"].mean().item() - full) < 0.02
+        assert item["orig_size"] == (256, 256)
+
+
+def test_resize_pair_and_convert_channels_helpers() -> None:
+    image = np.arange(16, dtype=np.uint8).reshape(4, 4, 1) * 10
+    mask = np.eye(4, dtype=np.uint8)
+    img2, msk2 = resize_pair(image, mask, (2, 2))
+    assert img2.shape == (2, 2, 1) and msk2.shape == (2, 2)
+    assert img2[0, 0, 0] == round((0 + 10 + 40 + 50) / 4)  # area average of the top-left 2x2 block
+    assert resize_pair(image, mask, (4, 4))[0] is image
+    assert convert_channels(np.zeros((3, 3), np.uint8), 3).shape == (3, 3, 3)
+    assert convert_channels(np.zeros((3, 3, 3), np.uint8), 1).shape == (3, 3, 1)
+
+
+# ----------------------------------------------------------------------------------------------- reading files
+
+
+def test_16bit_png_is_scaled_to_8bit(tmp_path: Path) -> None:
+    arr = (np.arange(256, dtype=np.uint16) * 257).reshape(16, 16)
+    path = _save(tmp_path / "g16.png", arr)
+    with Image.open(path) as im:
+        assert im.mode.startswith("I")
+    out = read_image(path)
+    assert out.dtype == np.uint8 and out.shape == (16, 16)
+    assert np.array_equal(out, np.arange(256, dtype=np.uint8).reshape(16, 16))
+    twelve_bit = _save(tmp_path / "g12.png", (np.arange(256, dtype=np.uint16) * 16).reshape(16, 16))  # max 4080
+    assert read_image(twelve_bit).max() == 16  # "full": 4080 / 257, dark
+    stretched = read_image(twelve_bit, scale16="max")
+    assert stretched.max() == 255 and stretched.min() == 0
+    with pytest.raises(ValueError, match="scale16"):
+        read_image(twelve_bit, scale16="auto")  # type: ignore[arg-type]
+
+
+def test_rgba_la_palette_and_1bit(tmp_path: Path) -> None:
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[..., :3] = (200, 100, 50)
+    rgba[..., 3] = [[255, 255, 255], [0, 128, 255]]
+    out = read_image(_save(tmp_path / "rgba.png", rgba))
+    assert out.shape == (2, 3, 3)
+    assert out[0, 0].tolist() == [200, 100, 50]  # opaque: unchanged
+    assert out[1, 0].tolist() == [0, 0, 0]  # transparent: black
+    assert out[1, 1].tolist() == [100, 50, 25]  # half: composited on black
+    la = np.stack([np.full((2, 2), 200, np.uint8), np.array([[255, 0], [255, 255]], np.uint8)], axis=2)
+    out = read_image(_save(tmp_path / "la.png", la, mode="LA"))
+    assert out.shape == (2, 2) and out.tolist() == [[200, 0], [200, 200]]
+    pal = Image.new("P", (4, 4))
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    pal.putpixel((1, 1), 1)
+    pal.save(tmp_path / "pal.png")
+    out = read_image(tmp_path / "pal.png")
+    assert out.shape == (4, 4, 3) and out[1, 1].tolist() == [255, 0, 0] and out[0, 0].tolist() == [0, 0, 0]
+    one = Image.new("1", (5, 4))
+    one.putpixel((2, 1), 1)
+    one.save(tmp_path / "one.png")
+    out = read_image(tmp_path / "one.png")
+    assert out.shape == (4, 5) and set(np.unique(out).tolist()) == {0, 255}
+    assert read_mask(tmp_path / "one.png").sum() == 1
+
+
+def test_mask_value_conventions(tmp_path: Path) -> None:
+    disk = _disk()
+    for name, arr in {
+        "m255.png": disk.astype(np.uint8) * 255,
+        "m1.png": disk.astype(np.uint8),
+        "m16.png": disk.astype(np.uint16) * 65535,
+    }.items():
+        assert np.array_equal(read_mask(_save(tmp_path / name, arr)), disk), name
+    assert not read_mask(_save(tmp_path / "empty.png", np.zeros((4, 4), np.uint8))).any()
+    assert read_mask(_save(tmp_path / "full.png", np.full((4, 4), 255, np.uint8))).all()
+    gray_rgb = np.repeat((disk.astype(np.uint8) * 255)[..., None], 3, axis=2)
+    assert np.array_equal(read_mask(_save(tmp_path / "rgb.png", gray_rgb)), disk)
+    colour = gray_rgb.copy()
+    colour[0, 0] = (255, 0, 0)
+    with pytest.raises(DataError, match=r"colour\.png: colour mask"):
+        read_mask(_save(tmp_path / "colour.png", colour))
+
+
+def test_non_binary_mask_raises_and_threshold_accepts(tmp_path: Path) -> None:
+    arr = np.array([[0, 3, 127], [128, 254, 255]], np.uint8)
+    path = _save(tmp_path / "soft.png", arr)
+    with pytest.raises(DataError, match=r"soft\.png: mask is not binary, values \[0, 3, 127, 128, 254, 255\]") as exc:
+        read_mask(path)
+    assert "threshold=True" in str(exc.value) and "\n" not in str(exc.value)
+    assert read_mask(path, threshold=True).tolist() == [[False, False, False], [True, True, True]]
+    single = _save(tmp_path / "single.png", np.full((3, 3), 7, np.uint8))
+    with pytest.raises(DataError, match="single.png"):
+        read_mask(single)
+
+
+def test_corrupt_truncated_empty_missing_files(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"this is not an image at all" * 10)
+    with pytest.raises(DataError, match=r"junk\.png: not a readable image"):
+        read_image(junk)
+    good = _save(tmp_path / "good.png", np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"truncated\.png: (corrupt or truncated|cannot open)"):
+        read_image(truncated)
+    jpg = tmp_path / "good.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(jpg)
+    (tmp_path / "cut.jpg").write_bytes(jpg.read_bytes()[:300])
+    with pytest.raises(DataError, match=r"cut\.jpg"):
+        read_image(tmp_path / "cut.jpg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.png: file is empty"):
+        read_mask(tmp_path / "empty.png")
+    with pytest.raises(DataError, match=r"nope\.png: file not found"):
+        read_image(tmp_path / "nope.png")
+
+
+def test_decompression_bombs_are_refused(tmp_path: Path) -> None:
+    huge = _png_declaring_size(tmp_path / "huge.png", 20000, 20000)  # 400 MP: above Pillow's own hard limit
+    with pytest.raises(DataError, match=r"huge\.png: .*decompression bomb"):
+        read_image(huge)
+    with pytest.raises(DataError, match=r"huge\.png: .*decompression bomb"):
+        read_mask(huge)
+    big = _png_declaring_size(tmp_path / "big.png", 8000, 7000)  # 56 MP: above our 50 MP cap only
+    with pytest.raises(DataError, match=r"big\.png: image is 8000x7000 = 56\.0 megapixels"):
+        read_image(big)
+    small = _save(tmp_path / "small.png", np.zeros((10, 10), np.uint8))
+    with pytest.raises(DataError, match="above the limit"):
+        read_image(small, max_pixels=99)
+
+
+# ----------------------------------------------------------------------------------------------- discovery errors
+
+
+def test_discover_layouts(tmp_path: Path) -> None:
+    plain = _make_folder(tmp_path / "plain", ["b", "a", "c"], img_ext=".jpg")
+    pairs = discover_pairs(plain)
+    assert [p.id for p in pairs] == ["a", "b", "c"] and pairs[0].image.suffix == ".jpg"
+    unext = _make_folder(tmp_path / "unext", ["x", "y"], mask_dir="masks/0")
+    pairs = discover_pairs(unext)
+    assert [p.id for p in pairs] == ["x", "y"] and pairs[0].mask.parent.name == "0"
+    isic = tmp_path / "isic"
+    _make_folder(isic, ["ISIC_1"])
+    (isic / "masks" / "ISIC_1.png").rename(isic / "masks" / "ISIC_1_segmentation.png")
+    with pytest.raises(DataError, match="try mask_suffix='_segmentation'"):
+        discover_pairs(isic)
+    assert discover_pairs(isic, mask_suffix="_segmentation")[0].id == "ISIC_1"
+    assert [p.id for p in select_pairs(discover_pairs(plain), ["c", "a"])] == ["c", "a"]
+    with pytest.raises(DataError, match="1 id.* not found.*zzz"):
+        select_pairs(discover_pairs(plain), ["a", "zzz"])
+
+
+def test_discover_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="dataset folder not found"):
+        discover_pairs(tmp_path / "missing")
+    (tmp_path / "noimages").mkdir()
+    with pytest.raises(DataError, match=r"images: image folder not found"):
+        discover_pairs(tmp_path / "noimages")
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    with pytest.raises(DataError, match=r"images: no image files"):
+        discover_pairs(empty)
+    _save(empty / "images" / "a.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match=r"masks: no mask files"):
+        discover_pairs(empty)
+
+    root = _make_folder(tmp_path / "unpaired", ["a", "b", "c", "d", "e"])
+    (root / "masks" / "a.png").unlink()
+    (root / "masks" / "b.png").unlink()
+    _save(root / "masks" / "zz.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError) as exc:
+        discover_pairs(root)
+    msg = str(exc.value)
+    assert "2 image(s) without a mask (a.png, b.png)" in msg and "1 mask(s) without an image (zz.png)" in msg
+    assert "5 images" in msg and "4 masks" in msg and "\n" not in msg
+
+    root = _make_folder(tmp_path / "maskonly", ["a"])
+    _save(root / "masks" / "b.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match=r"1 mask\(s\) without an image \(b\.png\)"):
+        discover_pairs(root)
+
+    root = _make_folder(tmp_path / "jpgmask", ["a", "b"])
+    (root / "masks" / "b.png").rename(root / "masks" / "b.jpg")
+    with pytest.raises(DataError, match="masks must be PNG, found b.jpg"):
+        discover_pairs(root)
+
+    root = _make_folder(tmp_path / "dup", ["a", "b"])
+    _save(root / "images" / "a.jpg", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match=r"1 duplicate file stem.*a: a\.jpg, a\.png"):
+        discover_pairs(root)
+
+    root = _make_folder(tmp_path / "multiclass", ["a"], mask_dir="masks/0")
+    _save(root / "masks" / "1" / "a.png", np.zeros((32, 40), np.uint8))
+    with pytest.raises(DataError, match="class folders 0, 1; only binary"):
+        discover_pairs(root)
+
+
+def test_dataset_item_errors(tmp_path: Path) -> None:
+    root = _make_folder(tmp_path / "sizes", ["a"])
+    _save(root / "masks" / "a.png", np.zeros((20, 40), np.uint8))
+    ds = SegmentationDataset(discover_pairs(root), size=16)
+    with pytest.raises(DataError, match=r"a\.png: mask is 40x20 \(WxH\) but its image a\.png is 40x32"):
+        ds[0]
+    root = _make_folder(tmp_path / "soft", ["a"])
+    _save(root / "masks" / "a.png", (_disk() * 200).astype(np.uint8) + 10)
+    with pytest.raises(DataError, match="not binary"):
+        SegmentationDataset(discover_pairs(root))[0]
+    item = SegmentationDataset(discover_pairs(root), size=None, threshold_masks=True)[0]
+    assert torch.equal(item["mask"][0].bool(), torch.from_numpy(_disk()))
+
+
+# ----------------------------------------------------------------------------------------------- splits
+
+IDS = [f"case_{i:03d}" for i in range(30)]
+
+
+def _assert_partition(split: Split, ids: list[str]) -> None:
+    parts = [set(split.train), set(split.val), set(split.test)]
+    assert sum(len(p) for p in parts) == len(ids) and set().union(*parts) == set(ids)
+
+
+def test_random_split_deterministic_disjoint_covering() -> None:
+    a = random_split(IDS, val_fraction=0.2, seed=1)
+    assert a == random_split(list(reversed(IDS)), val_fraction=0.2, seed=1)  # input order does not matter
+    assert a.val != random_split(IDS, val_fraction=0.2, seed=2).val
+    assert a.counts() == {"train": 24, "val": 6, "test": 0}
+    _assert_partition(a, IDS)
+    assert a.description == {
+        "method": "random", "seed": 1, "val_fraction": 0.2, "test_fraction": 0.0, "stratified": False, "n_ids": 30
+    }  # fmt: skip
+    b = random_split(IDS, val_fraction=0.1, seed=0, test_fraction=0.2)
+    assert b.counts() == {"train": 21, "val": 3, "test": 6}
+    _assert_partition(b, IDS)
+
+
+def test_stratified_random_split() -> None:
+    ids = [f"MCU_{i}" for i in range(10)] + [f"CHN_{i}" for i in range(20)]
+    split = random_split(ids, 0.2, seed=0, strata=lambda i: i[:3])
+    assert sum(i.startswith("MCU") for i in split.val) == 2 and sum(i.startswith("CHN") for i in split.val) == 4
+
+
+def test_kfold_folds_partition_the_ids() -> None:
+    splits = [kfold_split(IDS, folds=5, fold=k, seed=3) for k in range(5)]
+    vals = [set(s.val) for s in splits]
+    assert all(len(v) == 6 for v in vals)
+    assert set().union(*vals) == set(IDS) and sum(len(v) for v in vals) == len(IDS)
+    for s in splits:
+        _assert_partition(s, IDS)
+        assert s.description["folds"] == 5
+    assert kfold_split(IDS, 5, 2, seed=3) == splits[2]
+    assert kfold_split(IDS, 5, 2, seed=4).val != splits[2].val
+    assert [len(kfold_split(IDS[:7], 3, k).val) for k in range(3)] == [3, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: kfold_split(IDS, folds=1), "folds must be an int >= 2"),
+        (lambda: kfold_split(IDS, folds=5, fold=5), r"fold must be an int in \[0, 5\)"),
+        (lambda: kfold_split(IDS, folds=5, fold=-1), "fold must be"),
+        (lambda: kfold_split(IDS[:3], folds=5), "cannot make 5 folds from 3 ids"),
+        (lambda: random_split(IDS, val_fraction=0), r"val_fraction must be in \(0, 1\)"),
+        (lambda: random_split(IDS, val_fraction=1.0), "val_fraction"),
+        (lambda: random_split(IDS, val_fraction=0.5, test_fraction=0.5), "must be < 1"),
+        (lambda: random_split(IDS + IDS[:1], 0.2), "duplicates: case_000"),
+        (lambda: random_split([], 0.2), "empty"),
+        (lambda: random_split("abc", 0.2), "not a single string"),
+        (lambda: carve_validation(IDS, fraction=1.5), "fraction"),
+        (lambda: carve_validation(IDS[:1], fraction=0.5), "at least 2"),
+    ],
+)
+def test_split_argument_validation(call, message: str) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_carve_validation_only_from_train() -> None:
+    train, val = carve_validation(IDS, fraction=0.1, seed=0)
+    assert len(val) == 3 and not set(train) & set(val) and set(train) | set(val) == set(IDS)
+    assert carve_validation(IDS, 0.1, 0) == (train, val)
+    paper = random_split(IDS, 0.2, seed=0)
+    honest = paper.with_carved_validation(0.125, seed=0)
+    assert honest.test == paper.val  # the held-out part is only reported
+    assert set(honest.val) <= set(paper.train) and len(honest.val) == 3
+    _assert_partition(honest, IDS)
+    assert honest.description["carved_validation"]["from"] == "train"
+    with pytest.raises(ValueError, match="already has a val part and a test part"):
+        random_split(IDS, 0.1, test_fraction=0.2).with_carved_validation(0.1)
+
+
+def test_split_json_round_trip_and_errors(tmp_path: Path) -> None:
+    split = kfold_split(IDS, 5, 1, seed=7)
+    path = split.to_json(tmp_path / "sub" / "split.json")
+    data = json.loads(path.read_text())
+    assert data["format"] == "scunext-split/1" and data["counts"] == {"train": 24, "val": 6, "test": 0}
+    assert Split.from_json(path) == split
+    with pytest.raises(DataError, match="split file not found"):
+        Split.from_json(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"bad\.json: invalid JSON"):
+        Split.from_json(tmp_path / "bad.json")
+    (tmp_path / "overlap.json").write_text(json.dumps({"format": "scunext-split/1", "train": ["a"], "val": ["a"]}))
+    with pytest.raises(DataError, match=r"overlap\.json: id 'a' appears more than once \(train and val\)"):
+        Split.from_json(tmp_path / "overlap.json")
+    (tmp_path / "other.json").write_text(json.dumps({"train": []}))
+    with pytest.raises(DataError, match="not a split file"):
+        Split.from_json(tmp_path / "other.json")
+
+
+def test_csv_split_on_isic_sample(tmp_path: Path) -> None:
+    folder = sample_dir("isic2017")
+    split = csv_split(folder / "splits.csv", "isic2017_split", id_column="image_id")
+    assert split.counts() == {"train": 18, "val": 4, "test": 8}
+    assert split.ids == [p.id for p in discover_pairs(folder)]
+    assert split.description["method"] == "csv" and len(split.description["csv_sha256"]) == 64
+    some = split.train[:2] + split.test[:1]
+    sub = csv_split(folder / "splits.csv", ids=some)
+    assert sub.counts() == {"train": 2, "val": 0, "test": 1}
+    honest = split.with_carved_validation  # val and test both exist: nothing to carve
+    with pytest.raises(ValueError):
+        honest(0.1)
+
+    with pytest.raises(DataError, match=r"no split column 'fold'; columns are image_id, isic2017_split"):
+        csv_split(folder / "splits.csv", "fold")
+    with pytest.raises(DataError, match="not listed in the CSV: ISIC_9999999"):
+        csv_split(folder / "splits.csv", ids=["ISIC_9999999"])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image_id,isic2017_split\nA,train\nB,holdout\nC,test\n")
+    with pytest.raises(
+        DataError, match=r"bad\.csv: unknown value\(s\) in column 'isic2017_split': 'holdout' \(line 3\)"
+    ):
+        csv_split(bad)
+    assert csv_split(bad, values={"train": "train", "test": "test", "holdout": None}).counts()["test"] == 1
+    dup = tmp_path / "dup.csv"
+    dup.write_text("image_id,isic2017_split\nA,train\nA,test\n")
+    with pytest.raises(DataError, match="'A' is listed twice"):
+        csv_split(dup)
+    with pytest.raises(DataError, match="split CSV not found"):
+        csv_split(tmp_path / "none.csv")
+
+
+# ----------------------------------------------------------------------------------------------- augmentation
+
+
+def test_flips_and_rotations_keep_mask_aligned() -> None:
+    t = build_train_transform(AugmentConfig(affine_p=0, brightness_contrast_p=0), seed=0)
+    mask = _disk(32, 40, cy=9, cx=27, r=7).astype(np.uint8)
+    image = np.repeat((mask * 255)[..., None], 3, axis=2)
+    shapes = set()
+    for _ in range(30):
+        out = t(image=image, mask=mask)
+        assert set(np.unique(out["mask"]).tolist()) <= {0, 1}
+        assert np.array_equal(out["image"][..., 0] // 255, out["mask"])
+        shapes.add(out["mask"].shape)
+    assert shapes == {(32, 40), (40, 32)}  # rot90 happened
+
+
+def test_full_augmentation_keeps_mask_binary_and_aligned() -> None:
+    t = build_train_transform({"affine_p": 1.0, "brightness_contrast_p": 0.0}, seed=1)
+    mask = _disk(64, 64, cy=30, cx=34, r=20).astype(np.uint8)
+    image = np.repeat((mask * 255)[..., None], 3, axis=2)
+    for _ in range(20):
+        out = t(image=image, mask=mask)
+        assert set(np.unique(out["mask"]).tolist()) <= {0, 1}
+        disagreement = np.mean((out["image"][..., 0] >= 128) != out["mask"].astype(bool))
+        assert disagreement < 0.02  # only interpolated boundary pixels of the image may differ
+    gray = build_train_transform(seed=0)(image=image[..., :1], mask=mask)
+    assert gray["image"].shape[:2] == gray["mask"].shape
+
+
+def test_augmentation_config() -> None:
+    assert build_train_transform(AugmentConfig.disabled()) is None
+    assert build_train_transform({"enabled": False}) is None
+    zero = {"hflip_p": 0, "vflip_p": 0, "rotate90_p": 0, "affine_p": 0, "brightness_contrast_p": 0}
+    assert build_train_transform(zero) is None
+    assert build_eval_transform() is None
+    assert AugmentConfig.from_dict(AugmentConfig().to_dict()) == AugmentConfig()
+    with pytest.raises(ValueError, match="unknown augmentation option.*hflip; valid:"):
+        build_train_transform({"hflip": 0.5})
+    with pytest.raises(ValueError, match="hflip_p is a probability"):
+        AugmentConfig(hflip_p=1.5)
+    with pytest.raises(ValueError, match="scale_limit must be < 1"):
+        AugmentConfig(scale_limit=1.0)
+
+
+def test_dataset_with_augmentation_and_workers(tmp_path: Path) -> None:
+    root = _make_folder(tmp_path / "aug", [f"s{i}" for i in range(4)], h=48, w=48)
+    for i in range(4):  # image == mask * 255, to check alignment after augmentation
+        _save(root / "images" / f"s{i}.png", _disk(48, 48).astype(np.uint8) * 255)
+    transform = build_train_transform({"affine_p": 1.0, "brightness_contrast_p": 0.0}, seed=0)
+    ds = SegmentationDataset(discover_pairs(root), in_channels=1, size=32, transform=transform, mean=0, std=1)
+    item = ds[0]
+    assert set(item["mask"].unique().tolist()) <= {0.0, 1.0}
+    assert ((item["image"] >= 0.5).float() != item["mask"]).float().mean() < 0.03
+
+    def batches() -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
+        return [b["image"] for b in loader]
+
+    first, second = batches(), batches()
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))  # reproducible under manual_seed
+    assert not torch.equal(first[0], first[1])  # the two workers do not repeat each other's augmentations
+
+
+def test_pair_is_plain_data() -> None:
+    p = Pair(id="a", image=Path("i/a.png"), mask=Path("m/a.png"))
+    assert p == Pair("a", Path("i/a.png"), Path("m/a.png"))
+    with pytest.raises(TypeError, match="Pair"):
+        SegmentationDataset([("a", "b", "c")])  # type: ignore[list-item]

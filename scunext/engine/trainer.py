@@ -231,7 +231,12 @@ def validate(model, loader, loss_fn, device, use_amp: bool) -> dict[str, float]:
 
 
 def train(
-    cfg: TrainConfig | None, run_dir: str | Path, *, resume: bool = False, show_progress: bool = True
+    cfg: TrainConfig | None,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    show_progress: bool = True,
+    stop_after_epoch: int | None = None,
 ) -> RunResult:
     """Train (or resume) a run in ``run_dir``; returns where it ended.
 
@@ -242,6 +247,9 @@ def train(
         RunFolderError: ``run_dir`` exists (new run), or is missing / finished (resume).
         DataError: the data folder or split is unusable.
         TrainingError: the loss became NaN/inf (the last good checkpoint is kept).
+
+    ``stop_after_epoch`` ends this call after that epoch and leaves the run resumable (a time-sliced budget, or a
+    test of ``--resume``).
     """
     run_dir = Path(run_dir)
     if cfg is None and not resume:
@@ -249,13 +257,19 @@ def train(
     cfg = _prepare_run_dir(cfg, run_dir, resume)
     dist_info, device = init_distributed(cfg.device)
     try:
-        return _train(cfg, run_dir, resume, show_progress, dist_info, device)
+        return _train(cfg, run_dir, resume, show_progress, dist_info, device, stop_after_epoch)
     finally:
         cleanup_distributed()
 
 
 def _train(
-    cfg: TrainConfig, run_dir: Path, resume: bool, show_progress: bool, dist_info: DistInfo, device: torch.device
+    cfg: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    show_progress: bool,
+    dist_info: DistInfo,
+    device: torch.device,
+    stop_after_epoch: int | None = None,
 ) -> RunResult:
     data_root = resolve_data_root(cfg)
     pairs = discover_pairs(data_root)
@@ -331,7 +345,7 @@ def _train(
             if dist_info.enabled:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if finite.item() < 1:
-                msg = (f"loss became {float(loss):.4g} at epoch {epoch}, step {step}; stopped. The last good "
+                msg = (f"loss became {float(loss.detach()):.4g} at epoch {epoch}, step {step}; stopped. The last good "
                        f"checkpoint (epoch {epoch - 1}) is kept in {run_dir}; try a lower --lr")  # fmt: skip
                 run.write_status(status="failed", message=msg)
                 raise TrainingError(msg)
@@ -371,6 +385,9 @@ def _train(
                 post["val_dice"] = f"{row['val_dice']:.4f}"
             epochs_bar.set_postfix(post)
         barrier()
+        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < cfg.epochs:
+            log.info("stopped after epoch %d as asked; continue with --resume %s", epoch, run_dir)
+            return RunResult(run_dir, epoch, best_epoch, best_dice, elapsed)
     run.write_status(status="finished")
     log.info("finished %s: best validation Dice %.4f at epoch %d", run_dir, best_dice, best_epoch)
     return RunResult(run_dir, cfg.epochs, best_epoch, best_dice, elapsed)

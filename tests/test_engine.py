@@ -1,0 +1,226 @@
+"""Training engine, checkpoints, evaluation and prediction, end to end on the shipped real sample."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from scunext.config import TrainConfig, load_config
+from scunext.data import sample_dir
+from scunext.engine import trainer as trainer_mod
+from scunext.engine.checkpoint import CheckpointError, load_model, save_checkpoint
+from scunext.engine.evaluate import evaluate_run
+from scunext.engine.trainer import RunFolderError, TrainingError, train
+from scunext.models import create_model
+
+FAST = dict(model="unext_s", size=64, epochs=2, batch_size=4, lr=1e-3, split="csv")
+
+
+def fast_cfg(**kw) -> TrainConfig:
+    return load_config(None, {"data": str(sample_dir("isic2017")), **FAST, **kw})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "r"
+    train(fast_cfg(), run, show_progress=False)
+    return run
+
+
+def _log(run):
+    return list(csv.DictReader((run / "log.csv").open()))
+
+
+def test_run_folder_contents(finished_run):
+    run = finished_run
+    for name in ["config.yaml", "split.json", "run.json", "log.csv", "curves.png", "best.safetensors", "best.json",
+                 "last.safetensors", "last.json", "train_state.safetensors", "train_state.json"]:  # fmt: skip
+        assert (run / name).is_file(), name
+    assert load_config(run / "config.yaml") == fast_cfg(in_channels=3)
+    status = json.loads((run / "run.json").read_text())
+    assert status["status"] == "finished" and status["epochs_done"] == 2
+    split = json.loads((run / "split.json").read_text())
+    assert {len(split["train"]), len(split["val"]), len(split["test"])} == {18, 4, 8}  # official split of the sample
+    rows = _log(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and all(r["val_dice"] for r in rows)
+    best = json.loads((run / "best.json").read_text())
+    assert best["selected_on"] == "val" and best["model"] == "unext_s"
+    assert float(rows[best["epoch"] - 1]["val_dice"]) == pytest.approx(max(float(r["val_dice"]) for r in rows))
+
+
+def test_deterministic_on_cpu(finished_run, tmp_path):
+    again = tmp_path / "again"
+    train(fast_cfg(), again, show_progress=False)
+    a, b = _log(finished_run), _log(again)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]  # noqa: E731
+    assert strip(a) == strip(b)
+    wa, wb = load_file(str(finished_run / "last.safetensors")), load_file(str(again / "last.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = fast_cfg(epochs=3)
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    train(cfg, straight, show_progress=False)
+    train(cfg, cut, show_progress=False, stop_after_epoch=1)
+    assert json.loads((cut / "run.json").read_text())["status"] == "running"
+    train(None, cut, resume=True, show_progress=False)
+    wa, wb = load_file(str(straight / "last.safetensors")), load_file(str(cut / "last.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [r["val_dice"] for r in _log(straight)] == [r["val_dice"] for r in _log(cut)]
+
+
+def test_resume_errors(finished_run, tmp_path):
+    with pytest.raises(RunFolderError, match="already finished"):
+        train(None, finished_run, resume=True, show_progress=False)
+    with pytest.raises(RunFolderError, match="does not exist"):
+        train(None, tmp_path / "missing", resume=True, show_progress=False)
+    with pytest.raises(RunFolderError, match="not empty"):
+        train(fast_cfg(), finished_run, show_progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real = trainer_mod.build_loss
+    calls = {"n": 0}
+
+    class Poisoned(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = real("bce_dice")
+
+        def forward(self, logits, target):
+            calls["n"] += 1
+            loss = self.inner(logits, target)
+            return loss * float("nan") if calls["n"] > 7 else loss  # epoch 1: 5 train + 1 val batch
+
+    monkeypatch.setattr(trainer_mod, "build_loss", lambda name, **kw: Poisoned())
+    run = tmp_path / "nan"
+    with pytest.raises(TrainingError, match="loss became nan at epoch 2"):
+        train(fast_cfg(), run, show_progress=False)
+    status = json.loads((run / "run.json").read_text())
+    assert status["status"] == "failed" and "nan" in status["message"]
+    assert json.loads((run / "last.json").read_text())["epoch"] == 1
+    load_model(run / "last")  # still loadable
+
+
+def test_checkpoint_errors(finished_run, tmp_path):
+    with pytest.raises(CheckpointError, match="expected 'sc_unext'"):
+        load_model(finished_run / "best", expected_model="sc_unext")
+    bad = tmp_path / "bad"
+    (tmp_path / "bad.json").write_text((finished_run / "best.json").read_text())
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(bad)
+    # weights of another architecture under this metadata
+    save_checkpoint(tmp_path / "other", create_model("sc_unext"), "sc_unext")
+    meta = json.loads((tmp_path / "other.json").read_text())
+    meta["model"], meta["model_args"] = "unext_s", {"in_channels": 3, "num_classes": 1}
+    (tmp_path / "other.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(tmp_path / "other")
+    (tmp_path / "nojson.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not JSON"):
+        load_model(tmp_path / "nojson")
+
+
+def test_evaluate_report_and_batch_invariance(finished_run, tmp_path):
+    a = evaluate_run(finished_run, out_dir=tmp_path / "a", batch_size=1, show_progress=False)
+    b = evaluate_run(finished_run, out_dir=tmp_path / "b", batch_size=8, show_progress=False)
+    assert a["n_images"] == 8 and a["subset"] == "test"
+    for m in ("dice", "iou", "precision", "recall", "specificity"):
+        assert set(a[m]) >= {"per_image_mean", "per_image_std", "pooled"}
+        # the metric itself is per image (tests/test_metrics.py checks exact invariance); here only the network's
+        # float arithmetic may differ with the batch size and flip a pixel at the threshold
+        for k in ("per_image_mean", "pooled"):
+            assert a[m][k] == pytest.approx(b[m][k], abs=1e-3)
+    assert "per_image_mean" in a["hd95"]
+    rows = list(csv.DictReader((tmp_path / "a" / "per_image.csv").open()))
+    assert len(rows) == 8 and np.mean([float(r["dice"]) for r in rows]) == pytest.approx(a["dice"]["per_image_mean"])
+    assert (tmp_path / "a" / "worst.png").is_file() and (tmp_path / "a" / "metrics.json").is_file()
+
+
+def test_predict_native_resolution_and_errors(finished_run, tmp_path, capsys):
+    from scunext.cli.main import main
+
+    img = np.array(Image.open(next((sample_dir("isic2017") / "images").iterdir())).resize((300, 200)))
+    Image.fromarray(img).save(tmp_path / "odd.png")
+    Image.fromarray(img[..., 0]).save(tmp_path / "gray.png")
+    out = tmp_path / "pred"
+    assert main(["predict", str(finished_run), str(tmp_path / "odd.png"), str(tmp_path / "gray.png"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    mask = np.array(Image.open(out / "odd_mask.png"))
+    assert mask.shape == (200, 300) and set(np.unique(mask)) <= {0, 255}
+    assert (out / "odd_overlay.png").is_file() and (out / "gray_mask.png").is_file()
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    out2 = tmp_path / "pred2"
+    assert main(["predict", str(finished_run), str(tmp_path / "odd.png"), str(tmp_path / "broken.png"),
+                 "--out", str(out2)]) == 2  # fmt: skip
+    assert not out2.exists()  # nothing half-written
+    assert "broken.png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv_tail, needle", [
+    (["--data", "/nonexistent/folder"], "not found"),
+    (["--epochs", "0"], "epochs"),
+    (["--set", "nonsense=1"], "unknown config key"),
+    (["--model-arg", "pfm"], "KEY=VALUE"),
+])  # fmt: skip
+def test_train_cli_user_errors(argv_tail, needle, tmp_path, capsys):
+    from scunext.cli.main import main
+
+    assert main(["train", "--out", str(tmp_path / "r"), "--no-progress", *argv_tail]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def _copy_sample(tmp_path, n=6):
+    src = sample_dir("isic2017")
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for f in sorted((src / "images").iterdir())[:n]:
+        (root / "images" / f.name).write_bytes(f.read_bytes())
+        (root / "masks" / (f.stem + ".png")).write_bytes((src / "masks" / (f.stem + ".png")).read_bytes())
+    return root
+
+
+def test_train_cli_bad_data(tmp_path, capsys):
+    from scunext.cli.main import main
+
+    root = _copy_sample(tmp_path)
+    mask = next((root / "masks").iterdir())
+    m = np.array(Image.open(mask))
+    m[0, 0] = 7
+    Image.fromarray(m).save(mask)
+    args = ["train", "--data", str(root), "--model", "unext_s", "--size", "64", "--epochs", "1", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "r1")]) == 2
+    assert "7" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "r2"), "--threshold-masks"]) == 0
+    next((root / "masks").iterdir()).unlink()
+    assert main([*args, "--out", str(tmp_path / "r3")]) == 2
+    assert "without" in capsys.readouterr().err.lower()
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "scunext.cli.main", "train", "--data", str(sample_dir("isic2017")), "--model", "unext_s",
+           "--size", "64", "--epochs", "2", "--batch-size", "4", "--split", "csv", "--out", str(run), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    status = json.loads((run / "run.json").read_text())
+    assert status["status"] == "finished" and status["world_size"] == 2
+    assert [int(r["epoch"]) for r in _log(run)] == [1, 2]  # one coherent log: rank 0 only
+    load_model(run / "best")
+    assert res.stdout.count("run:") == 1

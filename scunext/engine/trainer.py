@@ -255,6 +255,8 @@ def train(
     if cfg is None and not resume:
         raise ValueError("a config is needed for a new run")
     cfg = _prepare_run_dir(cfg, run_dir, resume)
+    if cfg.data and not resume:  # the run records where its data is, independent of the working directory
+        cfg = load_config(None, {**cfg.to_dict(), "data": str(Path(cfg.data).resolve())})
     dist_info, device = init_distributed(cfg.device)
     try:
         return _train(cfg, run_dir, resume, show_progress, dist_info, device, stop_after_epoch)

@@ -15,6 +15,7 @@ from scunext.config import load_config
 from scunext.data import convert_channels, resize_pair
 from scunext.data.dataset import normalise
 from scunext.engine.checkpoint import CheckpointError, load_model
+from scunext.engines import make_runner
 
 __all__ = ["Predictor", "checkpoint_stem"]
 
@@ -52,19 +53,31 @@ class Predictor:
     threshold: float = 0.5
     name: str = ""
     device: torch.device = torch.device("cpu")
+    engine: str = "torch"
+
+    def __post_init__(self) -> None:
+        self.model = self.model.eval()
+        self._runner = make_runner(self.model, self.engine) if self.device.type == "cpu" else None
 
     @classmethod
-    def from_checkpoint(cls, stem: str | Path, device: str | torch.device = "cpu") -> Predictor:
+    def from_checkpoint(
+        cls, stem: str | Path, device: str | torch.device = "cpu", engine: str = "torch"
+    ) -> Predictor:
         model, meta = load_model(stem)
         cfg = meta.get("config") or {}
         size = int(cfg.get("size", 256))
         in_ch = int(meta["model_args"].get("in_channels", 3))
-        return cls(model.to(device), in_ch, size, name=meta["model"], device=torch.device(device))
+        dev = torch.device(device)
+        if engine != "torch" and dev.type != "cpu":
+            raise ValueError(f"engine {engine!r} runs on the CPU; use --device cpu or --engine torch")
+        return cls(model.to(dev), in_ch, size, name=meta["model"], device=dev, engine=engine)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> Predictor:
+    def from_run(
+        cls, run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu", engine: str = "torch"
+    ) -> Predictor:
         stem = checkpoint_stem(run_dir, checkpoint)
-        pred = cls.from_checkpoint(stem, device)
+        pred = cls.from_checkpoint(stem, device, engine)
         cfg = load_config(Path(run_dir) / "config.yaml")
         pred.size = cfg.size
         return pred
@@ -82,7 +95,7 @@ class Predictor:
         for i in range(0, len(images), batch_size):
             chunk = images[i : i + batch_size]
             x = torch.stack([self.prepare(im) for im in chunk]).to(self.device)
-            logits = self.model(x).float()
+            logits = (self._runner(x) if self._runner is not None else self.model(x)).float()
             for im, lg in zip(chunk, logits):
                 h, w = im.shape[:2]
                 up = F.interpolate(lg[None, :1], size=(h, w), mode="bilinear", align_corners=False)[0, 0]

@@ -1,0 +1,260 @@
+"""``scunext benchmark``: inference and training speed of a model on each engine, as ratios to a baseline
+(UNeXt-S, eager PyTorch fp32) measured in the same run, with the machine's compute floor.
+
+Timings are wall-clock medians after warm-up. Models and engines are measured in interleaved rounds (model A,
+baseline, model A, baseline, ...) so that a background load affects both sides of every ratio alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from scunext.engines import ENGINES, make_runner
+from scunext.models import create_model
+from scunext.profiling import count_macs, count_params
+
+__all__ = ["BenchmarkConfig", "run_benchmark", "matmul_gflops", "peak_inference_memory_mb"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchmarkConfig:
+    """What to measure. ``engines`` apply to ``model``; the baseline always runs on eager ``torch``."""
+
+    model: str = "sc_unext"
+    baseline: str = "unext_s"
+    engines: list[str] = field(default_factory=lambda: list(ENGINES))
+    size: int = 256
+    in_channels: int = 3
+    threads: int = 2
+    latency_runs: int = 30
+    throughput_batches: tuple[int, ...] = (8, 32)
+    train_batch: int = 8
+    train_steps: int = 8
+    rounds: int = 3
+    memory: bool = True
+
+    def validate(self) -> BenchmarkConfig:
+        bad = [e for e in self.engines if e not in ENGINES]
+        if bad:
+            raise ValueError(f"unknown engine(s) {', '.join(bad)}; available: {', '.join(ENGINES)}")
+        if not self.engines:
+            raise ValueError("give at least one engine")
+        if self.size < 32 or self.size % 32:
+            raise ValueError(f"--size must be a positive multiple of 32, got {self.size}")
+        if self.threads < 1 or self.latency_runs < 3 or self.rounds < 1 or self.train_steps < 2:
+            raise ValueError("need threads >= 1, latency runs >= 3, rounds >= 1, train steps >= 2")
+        return self
+
+
+def matmul_gflops(threads: int, n: int = 1024, repeats: int = 10) -> float:
+    """Measured fp32 GEMM throughput (GFLOP/s) of this machine with ``threads`` threads: the compute floor."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(3):
+            a @ b
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def _time(fn, x, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn(x)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def _train_step_ms(model_name: str, in_ch: int, size: int, batch: int, steps: int) -> list[float]:
+    torch.manual_seed(0)
+    model = create_model(model_name, in_channels=in_ch).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x, y = torch.randn(batch, in_ch, size, size), (torch.rand(batch, 1, size, size) > 0.5).float()
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    times = []
+    for i in range(steps + 2):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+        if i >= 2:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+_MEMORY_SNIPPET = """
+import resource, sys, torch
+from scunext.engines import make_runner
+from scunext.models import create_model
+torch.set_num_threads({threads})
+m = create_model({model!r}, in_channels={in_ch}).eval()
+run = make_runner(m, {engine!r})
+x = torch.randn({batch}, {in_ch}, {size}, {size})
+run(x[:1])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+run(x); run(x)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024.0)
+"""
+
+
+def peak_inference_memory_mb(model: str, engine: str, in_ch: int, size: int, batch: int, threads: int) -> float:
+    """Peak resident memory added by running ``batch`` images, over the process's state after one warm-up image
+    (fresh subprocess; Linux ``ru_maxrss``, MiB)."""
+    code = _MEMORY_SNIPPET.format(model=model, engine=engine, in_ch=in_ch, size=size, batch=batch, threads=threads)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory measurement failed for {model}/{engine}: {out.stderr.strip()[-300:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run_benchmark(cfg: BenchmarkConfig, progress=None) -> dict[str, Any]:
+    """Measure ``cfg.model`` on each engine and ``cfg.baseline`` on eager torch; returns a JSON-able report."""
+    cfg.validate()
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, progress)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
+    say = progress or (lambda msg: log.info("%s", msg))
+    entries = [(cfg.baseline, "torch")] + [(cfg.model, e) for e in cfg.engines]
+    runners, info = {}, {}
+    for name, engine in entries:
+        model = create_model(name, in_channels=cfg.in_channels).eval()
+        if name not in info:
+            macs = count_macs(model, (1, cfg.in_channels, cfg.size, cfg.size))
+            info[name] = {"params": count_params(model), "macs": macs}
+        say(f"building {name} on {engine}")
+        runners[(name, engine)] = make_runner(model, engine)
+    one = torch.randn(1, cfg.in_channels, cfg.size, cfg.size)
+    lat: dict[tuple[str, str], list[float]] = {k: [] for k in runners}
+    thr: dict[tuple[str, str, int], list[float]] = {}
+    for r in range(cfg.rounds):  # interleaved rounds
+        for key, run in runners.items():
+            say(f"round {r + 1}/{cfg.rounds}: {key[0]} on {key[1]}")
+            for _ in range(3):
+                run(one)
+            lat[key] += _time(run, one, cfg.latency_runs)
+            for b in cfg.throughput_batches:
+                xb = torch.randn(b, cfg.in_channels, cfg.size, cfg.size)
+                run(xb)
+                ms = statistics.median(_time(run, xb, 2))
+                thr.setdefault((*key, b), []).append(b / ms * 1e3)
+    train: dict[str, list[float]] = {cfg.baseline: [], cfg.model: []}
+    for r in range(cfg.rounds):
+        for name in train:
+            say(f"training round {r + 1}/{cfg.rounds}: {name}")
+            train[name] += _train_step_ms(name, cfg.in_channels, cfg.size, cfg.train_batch, cfg.train_steps)
+    gflops = matmul_gflops(cfg.threads)
+
+    base_key = (cfg.baseline, "torch")
+    base_lat = statistics.median(lat[base_key])
+    rows = []
+    for key in runners:
+        name, engine = key
+        times = sorted(lat[key])
+        med = statistics.median(times)
+        flops = 2 * info[name]["macs"]
+        row = {
+            "model": name,
+            "engine": engine,
+            "params": info[name]["params"],
+            "gmacs": round(info[name]["macs"] / 1e9, 4),
+            "latency_ms_median": round(med, 3),
+            "latency_ms_p90": round(times[int(0.9 * (len(times) - 1))], 3),
+            "latency_ratio_to_baseline": round(med / base_lat, 3),
+            "compute_floor_ms": round(flops / (gflops * 1e9) * 1e3, 3),
+            "fraction_of_floor": round(flops / (gflops * 1e9) * 1e3 / med, 3),
+        }
+        for b in cfg.throughput_batches:
+            ips = statistics.median(thr[(*key, b)])
+            base_ips = statistics.median(thr[(*base_key, b)])
+            row[f"throughput_b{b}_img_s"] = round(ips, 1)
+            row[f"throughput_b{b}_ratio"] = round(ips / base_ips, 3)
+        if cfg.memory:
+            say(f"peak memory: {name} on {engine}")
+            row["peak_memory_mb_b8"] = round(
+                peak_inference_memory_mb(name, engine, cfg.in_channels, cfg.size, 8, cfg.threads), 1
+            )
+        rows.append(row)
+    base_train = cfg.train_batch / statistics.median(train[cfg.baseline]) * 1e3
+    training = []
+    for name, times in train.items():
+        ips = cfg.train_batch / statistics.median(times) * 1e3
+        training.append({"model": name, "engine": "torch", "train_img_s": round(ips, 2),
+                         "train_ratio_to_baseline": round(ips / base_train, 3)})  # fmt: skip
+    return {
+        "config": asdict(cfg),
+        "context": {
+            "input": f"{cfg.in_channels}x{cfg.size}x{cfg.size}", "precision": "fp32", "threads": cfg.threads,
+            "torch": torch.__version__, "onnxruntime": _ort_version(), "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(), "matmul_gflops": round(gflops, 1),
+            "baseline": f"{cfg.baseline} on eager torch, measured in the same run",
+            "mac_counter": "torch.utils.flop_counter FLOPs / 2; floor = 2*MACs / measured 1024^3 GEMM GFLOP/s",
+            "memory": "peak RSS growth for a batch of 8 over a warmed-up process (ru_maxrss, fresh subprocess)",
+            "timing": f"median of {cfg.rounds} interleaved rounds x {cfg.latency_runs} runs after warm-up",
+        },  # fmt: skip
+        "inference": rows,
+        "training": training,
+    }
+
+
+def _ort_version() -> str | None:
+    try:
+        import onnxruntime
+
+        return onnxruntime.__version__
+    except ImportError:
+        return None
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text table of :func:`run_benchmark`'s report."""
+    ctx = report["context"]
+    bs = report["config"]["throughput_batches"]
+    head = f"{'model':<10} {'engine':<16} {'lat ms':>8} {'p90':>7} {'x base':>7} {'floor %':>8}"
+    head += "".join(f" {'b' + str(b) + ' img/s':>11} {'x base':>7}" for b in bs) + f" {'mem MB':>7}"
+    lines = [head]
+    for r in report["inference"]:
+        line = (f"{r['model']:<10} {r['engine']:<16} {r['latency_ms_median']:>8.2f} {r['latency_ms_p90']:>7.2f} "
+                f"{r['latency_ratio_to_baseline']:>7.3f} {100 * r['fraction_of_floor']:>7.1f}%")  # fmt: skip
+        line += "".join(f" {r[f'throughput_b{b}_img_s']:>11.1f} {r[f'throughput_b{b}_ratio']:>7.3f}" for b in bs)
+        line += f" {r.get('peak_memory_mb_b8', float('nan')):>7.1f}"
+        lines.append(line)
+    lines.append("")
+    lines.append(f"{'model':<10} {'training img/s (batch ' + str(report['config']['train_batch']) + ')':>30} "
+                 f"{'x base':>7}")  # fmt: skip
+    for t in report["training"]:
+        lines.append(f"{t['model']:<10} {t['train_img_s']:>30.2f} {t['train_ratio_to_baseline']:>7.3f}")
+    lines.append("")
+    lines.append(f"input {ctx['input']}, {ctx['precision']}, {ctx['threads']} threads, torch {ctx['torch']}, "
+                 f"onnxruntime {ctx['onnxruntime']}, {ctx['cpu']}; GEMM {ctx['matmul_gflops']} GFLOP/s")  # fmt: skip
+    lines.append(f"baseline: {ctx['baseline']}; {ctx['timing']}")
+    return "\n".join(lines)
+
+
+def dumps(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)

@@ -1,0 +1,51 @@
+"""``scunext benchmark`` report structure (no speed assertions: speed belongs in the benchmark's own output)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scunext.benchmark import BenchmarkConfig, format_report, matmul_gflops, peak_inference_memory_mb, run_benchmark
+from scunext.cli.main import main
+
+
+def _tiny(**kw) -> BenchmarkConfig:
+    base = dict(engines=["torch"], size=64, latency_runs=3, rounds=1, throughput_batches=(2,), train_batch=2,
+                train_steps=2, memory=False)  # fmt: skip
+    return BenchmarkConfig(**{**base, **kw})
+
+
+def test_report_has_every_figure_and_ratio():
+    report = run_benchmark(_tiny())
+    base, model = report["inference"]
+    assert (base["model"], base["engine"]) == ("unext_s", "torch") and base["latency_ratio_to_baseline"] == 1.0
+    assert model["model"] == "sc_unext"
+    for key in ("latency_ms_median", "latency_ms_p90", "latency_ratio_to_baseline", "throughput_b2_img_s",
+                "throughput_b2_ratio", "compute_floor_ms", "fraction_of_floor", "params", "gmacs"):  # fmt: skip
+        assert model[key] > 0, key
+    assert model["latency_ms_p90"] >= model["latency_ms_median"]
+    assert {t["model"] for t in report["training"]} == {"unext_s", "sc_unext"}
+    ctx = report["context"]
+    assert ctx["threads"] == 2 and ctx["torch"] and ctx["matmul_gflops"] > 0
+    assert "unext_s" in format_report(report)
+
+
+def test_memory_and_floor_measurements():
+    assert matmul_gflops(1, n=256, repeats=3) > 0
+    assert peak_inference_memory_mb("unext_s", "torch", 3, 64, 2, 1) >= 0
+
+
+@pytest.mark.parametrize("kw", [{"engines": ["nope"]}, {"engines": []}, {"size": 250}, {"threads": 0}])
+def test_bad_config(kw):
+    with pytest.raises(ValueError):
+        _tiny(**kw).validate()
+
+
+def test_cli_json(capsys):
+    argv = ["benchmark", "--engines", "torch", "--size", "64", "--runs", "3", "--rounds", "1", "--no-memory", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["inference"][0]["model"] == "unext_s"
+    assert main(["benchmark", "--engines", "warp-drive", "--no-memory"]) == 2
+    assert "available" in capsys.readouterr().err

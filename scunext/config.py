@@ -33,6 +33,8 @@ class TrainConfig:
         val_fraction: part of the *training* side carved out for model selection (never the test part).
         folds, fold: k-fold cross-validation; fold k is the test part.
         split_csv, split_column: CSV split; empty ``split_csv`` means ``<data>/splits.csv``.
+        max_images: use a seeded pick of this many images of the dataset before splitting (the paper's 120-image
+            ablation), 0 = all.
         max_train_images: cap the training images (seeded pick), 0 = all.
         seed: seeds the split, the weights, the data order and the augmentation.
         epochs, batch_size, lr, min_lr, beta1, beta2, weight_decay: Adam + cosine annealing to ``min_lr``.
@@ -57,6 +59,7 @@ class TrainConfig:
     fold: int = 0
     split_csv: str = ""
     split_column: str = "isic2017_split"
+    max_images: int = 0
     max_train_images: int = 0
     seed: int = 0
     epochs: int = 400
@@ -89,7 +92,7 @@ class TrainConfig:
             (0 < self.test_fraction < 1, "test_fraction must be in (0, 1)"),
             (0 < self.val_fraction < 1, "val_fraction must be in (0, 1)"),
             (self.folds >= 2 and 0 <= self.fold < self.folds, "need folds >= 2 and 0 <= fold < folds"),
-            (self.max_train_images >= 0, "max_train_images must be >= 0"),
+            (self.max_train_images >= 0 and self.max_images >= 0, "max_images/max_train_images must be >= 0"),
             (self.in_channels in (0, 1, 3), "in_channels must be 0 (auto), 1 or 3"),
             (self.device in ("auto", "cpu", "cuda", "mps"), "device must be auto, cpu, cuda or mps"),
             (self.num_workers >= 0, "num_workers must be >= 0"),

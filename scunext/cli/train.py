@@ -45,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fold", type=int, help="which fold is held out (0-based)")
     p.add_argument("--split-csv", help="CSV for --split csv (default: DATA/splits.csv)")
     p.add_argument("--split-column", help=f"CSV column with train/val/test (default {d.split_column})")
+    p.add_argument("--max-images", type=int, help="use a seeded pick of N dataset images before splitting")
     p.add_argument("--max-train-images", type=int, help="cap the training images (seeded pick)")
     p.add_argument("--epochs", type=int, help=f"default {d.epochs} (the paper's)")
     p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
@@ -74,7 +75,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     flags = {
         "model": args.model, "data": args.data, "split": args.split, "test_fraction": args.test_fraction,
         "val_fraction": args.val_fraction, "folds": args.folds, "fold": args.fold, "split_csv": args.split_csv,
-        "split_column": args.split_column, "max_train_images": args.max_train_images, "epochs": args.epochs,
+        "split_column": args.split_column, "max_images": args.max_images,
+        "max_train_images": args.max_train_images, "epochs": args.epochs,
         "batch_size": args.batch_size, "lr": args.lr, "min_lr": args.min_lr, "size": args.size, "loss": args.loss,
         "seed": args.seed, "in_channels": args.in_channels, "device": args.device, "num_workers": args.num_workers,
     }  # fmt: skip

@@ -95,6 +95,8 @@ def _seed_everything(seed: int) -> None:
 
 def build_split(cfg: TrainConfig, ids: list[str], data_root: Path) -> Split:
     """The run's split; a validation part for model selection always comes from the training side."""
+    if cfg.max_images and len(ids) > cfg.max_images:
+        ids = sorted(random.Random(cfg.seed).sample(sorted(ids), cfg.max_images))
     if cfg.split == "random":
         split = random_split(ids, val_fraction=cfg.test_fraction, seed=cfg.seed)
         split = split.with_carved_validation(cfg.val_fraction, seed=cfg.seed)
@@ -110,6 +112,8 @@ def build_split(cfg: TrainConfig, ids: list[str], data_root: Path) -> Split:
         rng = random.Random(cfg.seed)
         keep = sorted(rng.sample(sorted(split.train), cfg.max_train_images))
         split = Split(keep, split.val, split.test, {**split.description, "max_train_images": cfg.max_train_images})
+    if cfg.max_images:
+        split.description["max_images"] = cfg.max_images
     if not split.train or not split.val:
         raise DataError(f"split leaves no training or validation images ({split.counts()}); use more data")
     return split

@@ -1,0 +1,75 @@
+"""``scunext experiment table1|table2``: the paper's tables on real data, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from scunext.config import load_config
+from scunext.experiments import (
+    TABLE1_MODELS,
+    check_experiment_record,
+    run_plan,
+    summarize_table1,
+    summarize_table2,
+    table1_plan,
+    table2_plan,
+)
+
+
+def _budget(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset folder with images/ and masks/")
+    p.add_argument("--out", required=True, help="experiment folder (one run folder per model x split inside)")
+    p.add_argument("--config", help="YAML with shared training settings (lr, batch, augment...)")
+    p.add_argument("--epochs", type=int, help="epochs of every run (same for every model)")
+    p.add_argument("--max-train-images", type=int, help="cap the training images of every run (budget)")
+    p.add_argument("--size", type=int, help="training size (default 256)")
+    p.add_argument("--lr", type=float, help="initial learning rate")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--progress-bars", action="store_true", help="show per-run progress bars too")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("experiment", help="reproduce the paper's Table 1 or Table 2 (resumable)",
+                       description="Resumable experiment runners; see docs/results.md.")  # fmt: skip
+    s = p.add_subparsers(dest="table", metavar="TABLE")
+    s.required = True
+    t1 = s.add_parser("table1", help="U-Net, ResUNet++, UNeXt-S, SC-UNeXt on N random 80/20 splits")
+    _budget(t1)
+    t1.add_argument("--seeds", type=int, default=3, help="random 80/20 splits (default 3)")
+    t1.add_argument("--split", choices=["random", "csv"], default="random", help="random (default) or DATA/splits.csv")
+    t1.add_argument("--models", default=",".join(TABLE1_MODELS), help="comma-separated models")
+    t1.set_defaults(func=run)
+    t2 = s.add_parser("table2", help="the 8-configuration ablation x k folds")
+    _budget(t2)
+    t2.add_argument("--folds", type=int, default=5)
+    t2.add_argument("--images", type=int, default=120, help="seeded pick of N images (paper: 120); 0 = all")
+    t2.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {"data": str(Path(args.data).resolve()), "epochs": args.epochs, "size": args.size, "lr": args.lr,
+                 "batch_size": args.batch_size, "max_train_images": args.max_train_images}  # fmt: skip
+    if args.table == "table1":
+        overrides["split"] = args.split
+    else:
+        overrides["max_images"] = args.images
+    base = load_config(args.config, overrides)
+    if not Path(base.data).is_dir():
+        raise FileNotFoundError(f"{base.data}: dataset folder not found")
+    out = Path(args.out)
+    if args.table == "table1":
+        models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        plan = table1_plan(base, args.seeds, models)
+        record = {"table": "table1", "seeds": args.seeds, "models": list(models), "base_config": base.to_dict()}
+    else:
+        plan = table2_plan(base, args.folds)
+        record = {"table": "table2", "folds": args.folds, "base_config": base.to_dict()}
+    check_experiment_record(out, record)
+    results = run_plan(plan, out, progress=lambda m: print(m, file=sys.stderr, flush=True),
+                       show_bars=args.progress_bars)  # fmt: skip
+    text = (summarize_table1 if args.table == "table1" else summarize_table2)(results, out, base)
+    print(text)
+    print(f"written: {out / (args.table + '.md')}, {out / (args.table + '.csv')}, {out / (args.table + '.png')}")
+    return 0

@@ -1,0 +1,76 @@
+"""``scunext serve``: a local web page to try trained models on uploaded images."""
+
+from __future__ import annotations
+
+import argparse
+
+from scunext.data import MAX_IMAGE_PIXELS
+from scunext.engines import ENGINES
+
+DEFAULT_MAX_UPLOAD_MB = 10.0  # the same default as scunext.serve.DEFAULT_MAX_UPLOAD_MB (importing it needs Flask)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a local web page to try trained models on your images",
+        description="Serve a web page where a PNG or JPEG image can be uploaded and segmented by the model of "
+        "one of the RUN_DIRs: it shows the mask overlay, the segmented area, the inference time and a mask PNG to "
+        "download. Local use only: binds to 127.0.0.1 unless --host says otherwise. Needs the 'serve' extra "
+        "(pip install 'scunext[serve]').",
+    )
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="training run folders; one model entry each")
+    # Released pretrained weights will be offered with `--weights NAME` (repeatable), resolved next to the run
+    # folders in `models_from_args` below; not available yet.
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--engine", choices=ENGINES, default="torch", help="inference engine (default torch)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help=f"largest accepted request body in MB (default {DEFAULT_MAX_UPLOAD_MB:g})",
+    )
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=MAX_IMAGE_PIXELS / 1e6,
+        help=f"largest accepted image, width x height in megapixels (default {MAX_IMAGE_PIXELS / 1e6:g}); "
+        "larger images are refused before decoding",
+    )
+    p.set_defaults(func=run)
+
+
+def models_from_args(args: argparse.Namespace) -> list:
+    """The models to offer: one per RUN_DIR (released ``--weights`` will be appended here)."""
+    from scunext.serve import load_models
+
+    return load_models(args.run_dirs, checkpoint=args.checkpoint, device=args.device, engine=args.engine)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scunext.cli.main import CLIError
+
+    if not args.run_dirs:
+        raise CLIError("give at least one RUN_DIR (a training run folder)")
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port must be in 0..65535, got {args.port}")
+    if not args.max_upload_mb > 0:
+        raise CLIError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+    if not args.max_megapixels > 0:
+        raise CLIError(f"--max-megapixels must be > 0, got {args.max_megapixels}")
+    try:
+        from scunext.serve import serve
+    except ImportError as exc:
+        raise ImportError(f"scunext serve needs Flask: pip install 'scunext[serve]' ({exc})") from exc
+    models = models_from_args(args)
+    serve(
+        models,
+        host=args.host,
+        port=args.port,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=int(args.max_megapixels * 1e6),
+    )
+    return 0

@@ -27,11 +27,12 @@ is logged when a file carries a rotation tag).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -72,20 +73,32 @@ def format_values(values: np.ndarray, limit: int = 8) -> str:
     return f"[{shown}] ({len(vals)} distinct)"
 
 
-def _open_checked(path: PathLike, max_pixels: int) -> Image.Image:
-    """Open ``path`` with Pillow, refuse oversized images, and decode the pixels; raise DataError on any problem."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if not path.is_file():
-        raise DataError(f"{path}: not a regular file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty (0 bytes)")
+#: how an image given as bytes (an upload) is named in error messages
+BYTES_LABEL = "image data"
+
+
+def _open_checked(source: PathLike | bytes, max_pixels: int) -> Image.Image:
+    """Open a file (or in-memory bytes) with Pillow, refuse oversized images, and decode the pixels; raise
+    DataError on any problem. Messages start with the path, or :data:`BYTES_LABEL` for bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        path: Path | str = BYTES_LABEL
+        if len(source) == 0:
+            raise DataError(f"{path}: file is empty (0 bytes)")
+        opener: Any = io.BytesIO(bytes(source))
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise DataError(f"{path}: file not found")
+        if not path.is_file():
+            raise DataError(f"{path}: not a regular file")
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: file is empty (0 bytes)")
+        opener = path
     with warnings.catch_warnings():
         # Pillow warns above its own limit and raises above twice that; treat both as refusals.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            im = Image.open(path)
+            im = Image.open(opener)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise DataError(f"{path}: refused as a possible decompression bomb ({_reason(exc)})") from exc
         except UnidentifiedImageError as exc:
@@ -138,7 +151,7 @@ def _scale_16bit(arr: np.ndarray, path: Path, scale16: str) -> np.ndarray:
 
 
 def read_image(
-    path: PathLike,
+    path: PathLike | bytes,
     *,
     scale16: Literal["full", "max"] = "full",
     max_pixels: int = MAX_IMAGE_PIXELS,
@@ -149,7 +162,8 @@ def read_image(
     (TIFF, GIF) is read.
 
     Args:
-        path: image file (any format Pillow reads: PNG, JPEG, BMP, TIFF, ...).
+        path: image file (any format Pillow reads: PNG, JPEG, BMP, TIFF, ...), or the file's bytes (an upload;
+            messages then name it :data:`BYTES_LABEL`).
         scale16: how 16-bit grayscale is brought to 8 bits. ``"full"`` (default) maps the full 16-bit range,
             ``round(v / 257)``, so 65535 -> 255 and intensities stay comparable between images. ``"max"`` stretches
             ``[0, image max]`` to ``[0, 255]``, ``round(v * 255 / max)``: use it for 10/12-bit data stored in a
@@ -165,8 +179,8 @@ def read_image(
     """
     if scale16 not in ("full", "max"):
         raise ValueError(f"scale16 must be 'full' or 'max', got {scale16!r}")
-    path = Path(path)
     im = _open_checked(path, max_pixels)
+    path = Path(path) if not isinstance(path, (bytes, bytearray, memoryview)) else BYTES_LABEL
     try:
         orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
         if orientation not in (1, None):

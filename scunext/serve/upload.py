@@ -5,23 +5,17 @@ content type or file name), then decoded by :func:`scunext.data.read_image`, whi
 (decompression-bomb guard) and turns corrupt or truncated data into :class:`~scunext.data.DataError`. Every
 refusal becomes an :class:`UploadError` with a one-line message and an HTTP status.
 
-``read_image`` reads a path, so the bytes are handed to it through an anonymous in-memory file (Linux
-``memfd_create``, reached as ``/proc/self/fd/N``): nothing is written to disk. Where that is unavailable (macOS,
-Windows) a private temporary file is used and deleted as soon as the image is decoded.
+``read_image`` decodes the bytes in memory: nothing is written to disk.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 
 from scunext.data import MAX_IMAGE_PIXELS, DataError, read_image
+from scunext.data.io import BYTES_LABEL
 
 __all__ = ["UploadError", "sniff_format", "decode_upload", "ACCEPTED_FORMATS"]
 
@@ -42,9 +36,6 @@ _OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
     (b"DICM", "a DICOM file"),
     (b"PK\x03\x04", "a ZIP archive"),
 )
-
-_PROC_FD = Path("/proc/self/fd")
-
 
 class UploadError(ValueError):
     """An upload that is refused; ``str(exc)`` is one line to show the user.
@@ -82,30 +73,11 @@ def _describe(data: bytes) -> str:
     return "text"
 
 
-@contextmanager
-def _as_path(data: bytes) -> Iterator[str]:
-    """A readable path holding ``data``: an anonymous in-memory file where possible, else a private temp file."""
-    if hasattr(os, "memfd_create") and _PROC_FD.is_dir():
-        fd = os.memfd_create("scunext-upload", os.MFD_CLOEXEC)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            yield str(_PROC_FD / str(fd))
-        finally:
-            os.close(fd)
-        return
-    with tempfile.TemporaryDirectory(prefix="scunext-upload-") as tmp:  # pragma: no cover - non-Linux
-        path = Path(tmp) / "upload"
-        path.write_bytes(data)
-        yield str(path)
-
-
-def _user_message(exc: DataError, path: str) -> str:
-    """The DataError's first line, without the internal path, worded for a web user."""
+def _user_message(exc: DataError) -> str:
+    """The DataError's first line, without the data label, worded for a web user."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable image"
-    if text.startswith(path):
-        text = text[len(path) :].lstrip(": ")
+    if text.startswith(BYTES_LABEL):
+        text = text[len(BYTES_LABEL) :].lstrip(": ")
     text = text.replace("; pass a larger max_pixels if genuine", "")
     return f"cannot use this image: {text}"
 
@@ -129,10 +101,9 @@ def decode_upload(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[n
     fmt = sniff_format(data)
     if fmt is None:
         raise UploadError(f"not a PNG or JPEG file (it looks like {_describe(data)}); upload a PNG or JPEG image", 415)
-    with _as_path(data) as path:
-        try:
-            image = read_image(path, max_pixels=max_pixels)
-        except DataError as exc:
-            log.info("upload refused: %s", exc)
-            raise UploadError(_user_message(exc, path), 422) from None
+    try:
+        image = read_image(data, max_pixels=max_pixels)
+    except DataError as exc:
+        log.info("upload refused: %s", exc)
+        raise UploadError(_user_message(exc), 422) from None
     return image, fmt

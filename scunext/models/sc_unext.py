@@ -76,13 +76,14 @@ class PyramidFusion(nn.Module):
                 up.weight.copy_(bilinear_kernel(4).expand_as(up.weight))
 
     def forward(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
+        # The projections (few output channels) and the depthwise transposed convolutions are several times faster
+        # on CPU in channels_last memory format (forward and backward); the values are the same.
+        cl = torch.channels_last
         p = None
         for proj, up, x in zip(self.proj, self.up, levels):
-            q = proj(x)
-            q = q if p is None else p + q
-            # depthwise transposed convolutions are ~10x faster on CPU in channels_last; same values
-            p = up(q.contiguous(memory_format=torch.channels_last)).contiguous()
-        return F.relu(self.norm(p))
+            q = proj(x.contiguous(memory_format=cl))
+            p = up(q if p is None else p + q)
+        return F.relu(self.norm(p.contiguous()))
 
 
 class SCUNeXt(UNeXt):
@@ -175,7 +176,9 @@ class SCUNeXt(UNeXt):
     def decode_head(self, levels: list[torch.Tensor]) -> torch.Tensor:
         if not self.pfm:
             return super().decode_head(levels)
-        return self.head(self.pyramid(levels[-self._pfm_cfg[0]:]))
+        fused = self.pyramid(levels[-self._pfm_cfg[0] :])
+        # a 1x1 conv on 2 channels at full size is ~20x faster (forward + backward) on CPU in channels_last
+        return self.head(fused.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 register_model("sc_unext", SCUNeXt, "SC-UNeXt on UNeXt-S widths: CBAM + SC skip + PFM (switchable)")

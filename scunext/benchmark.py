@@ -187,7 +187,7 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
             "latency_ms_p90": round(times[int(0.9 * (len(times) - 1))], 3),
             "latency_ratio_to_baseline": round(med / base_lat, 3),
             "compute_floor_ms": round(flops / (gflops * 1e9) * 1e3, 3),
-            "fraction_of_floor": round(flops / (gflops * 1e9) * 1e3 / med, 3),
+            "fraction_of_floor": round(flops / (gflops * 1e9) * 1e3 / med, 5),
         }
         for b in cfg.throughput_batches:
             ips = statistics.median(thr[(*key, b)])

@@ -17,7 +17,7 @@ from scunext.data.dataset import normalise
 from scunext.engine.checkpoint import CheckpointError, load_model
 from scunext.engines import make_runner
 
-__all__ = ["Predictor", "checkpoint_stem"]
+__all__ = ["Predictor", "checkpoint_stem", "preprocess"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,13 @@ def checkpoint_stem(run_dir: str | Path, checkpoint: str = "best") -> Path:
     if not stem.with_suffix(".json").is_file():
         raise CheckpointError(f"{run_dir} has no {checkpoint} checkpoint (has it finished an epoch?)")
     return stem
+
+
+def preprocess(image: np.ndarray, in_channels: int, size: int) -> torch.Tensor:
+    """uint8 image (any channels) -> normalised float32 ``(in_channels, size, size)`` tensor, exactly as in training."""
+    img = convert_channels(image, in_channels)
+    img, _ = resize_pair(img, np.zeros(img.shape[:2], np.uint8), (size, size))
+    return normalise(img)
 
 
 @dataclass
@@ -84,9 +91,7 @@ class Predictor:
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:
         """uint8 image (any channels) -> normalised ``(C, size, size)`` tensor, exactly as in training."""
-        img = convert_channels(image, self.in_channels)
-        img, _ = resize_pair(img, np.zeros(img.shape[:2], np.uint8), (self.size, self.size))
-        return normalise(img)
+        return preprocess(image, self.in_channels, self.size)
 
     @torch.inference_mode()
     def probabilities(self, images: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:

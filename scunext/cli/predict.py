@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from scunext.data import IMAGE_EXTENSIONS, read_image
+from scunext.engines import ENGINES
 from scunext.inference import Predictor
 from scunext.visualize import overlay
 
@@ -26,6 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
+    p.add_argument(
+        "--engine", default="torch", choices=ENGINES,
+        help="CPU inference engine (default torch; onnxruntime is the fastest, see docs/deployment.md)",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.threshold < 1:
         raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
     files = collect_inputs(args.inputs)
-    predictor = Predictor.from_run(args.run_dir, args.checkpoint, device=args.device)
+    predictor = Predictor.from_run(args.run_dir, args.checkpoint, device=args.device, engine=args.engine)
     predictor.threshold = args.threshold
     images = [read_image(f) for f in files]  # every input checked before anything is written
     masks = predictor.predict(images)

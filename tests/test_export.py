@@ -1,0 +1,240 @@
+"""Deployment: BatchNorm folding, ONNX export parity with eager PyTorch on real images, engines, export CLI."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from scunext.cli.main import main
+from scunext.config import load_config
+from scunext.data import read_image, sample_dir
+from scunext.engine.checkpoint import save_checkpoint
+from scunext.engines import ENGINES, make_runner
+from scunext.export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    check_onnx,
+    export_onnx,
+    fuse_for_inference,
+    make_session,
+    min_onnx_side,
+    sample_inputs,
+)
+from scunext.models import create_model, list_models
+
+TOL = 1e-4  # max |logit difference| allowed between onnxruntime and eager PyTorch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread (PyTorch and, by default, onnxruntime): these tiny runs only lose to threading overhead,
+    which is large on a shared machine (float64 depthwise convolutions run per group)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def realistic_bn(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Give every BatchNorm the running statistics of ``images`` (as after training), then eval mode."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def isic() -> torch.Tensor:
+    """Four real dermoscopy images, preprocessed at 256x256."""
+    return torch.stack(sample_inputs(3, 256, limit=4))
+
+
+def _n_bn(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+# --- BatchNorm folding -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list_models())
+def test_fuse_for_inference_equals_eager(name, isic):
+    x = torch.nn.functional.interpolate(isic[:2], size=(32, 32), mode="bilinear", align_corners=False)
+    model = realistic_bn(create_model(name), x).double()
+    model.train()  # the original keeps its mode: fusing works on a copy
+    fused = fuse_for_inference(model)
+    assert model.training and not fused.training
+    model.eval()
+    with torch.no_grad():
+        ref, out = model(x.double()), fused(x.double())
+    assert (out - ref).abs().max().item() < 1e-5  # float64, so this measures the folding, not float32 rounding
+    assert _n_bn(fused) < _n_bn(model)  # every model has at least one conv -> BN pair
+    assert _n_bn(create_model(name)) == _n_bn(model)  # the original is untouched
+
+
+def test_fuse_folds_every_unext_pair():
+    assert _n_bn(fuse_for_inference(create_model("unext_s"))) == 0  # ConvStage and UpStage conv/bn
+    assert _n_bn(fuse_for_inference(create_model("unet"))) == 0  # ConvBNReLU
+    assert _n_bn(fuse_for_inference(create_model("sc_unext"))) == 1  # PFM's BN follows a sum: left as is
+
+
+# --- ONNX export -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["sc_unext", "unext_s"])
+def test_onnx_export_matches_eager_on_real_images(name, isic, tmp_path):
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    model = realistic_bn(create_model(name), isic)
+    path = export_onnx(model, tmp_path / f"{name}.onnx", in_channels=3)
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == [INPUT_NAME] and [o.name for o in graph.output] == [OUTPUT_NAME]
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    # 4 images at 256, then (dynamic graph) 2 of them at 128
+    assert check_onnx(path, model, isic) < TOL
+    session = make_session(path)
+    x = torch.nn.functional.interpolate(isic[:2], size=(128, 128), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    out = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+    assert out.shape == (2, 1, 128, 128) and np.abs(out - ref).max() < TOL
+
+
+def test_static_export_and_bad_sizes(isic, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model = create_model("unext_s").eval()
+    x = torch.nn.functional.interpolate(isic, size=(64, 64), mode="bilinear", align_corners=False)
+    path = export_onnx(model, tmp_path / "s.onnx", in_channels=3, size=64, dynamic=False)
+    assert make_session(path).get_inputs()[0].shape == [1, 3, 64, 64]
+    assert check_onnx(path, model, x) < TOL  # run image by image on a batch-1 graph
+    assert min_onnx_side(model) == 64
+    with pytest.raises(ValueError, match="at least 64"):
+        export_onnx(model, tmp_path / "t.onnx", in_channels=3, size=32)  # the trace would fix the shift clamp
+    with pytest.raises(ValueError, match="multiple of 32"):
+        export_onnx(model, tmp_path / "t.onnx", in_channels=3, size=80)
+    with pytest.raises(ValueError, match="in_channels"):
+        export_onnx(model, tmp_path / "t.onnx", in_channels=1)
+    with pytest.raises(ValueError, match="opset >= 18"):
+        export_onnx(model, tmp_path / "t.onnx", in_channels=3, exporter="dynamo")
+    with pytest.raises(ValueError, match="available: torchscript, dynamo"):
+        export_onnx(model, tmp_path / "t.onnx", in_channels=3, exporter="jit")
+
+
+@pytest.mark.slow
+def test_dynamo_export_matches_eager_at_every_size(isic, tmp_path):
+    """The alternative exporter (~20 s): exact too, and without the TorchScript graph's 64-pixel minimum."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = realistic_bn(create_model("unext_s"), isic)
+    path = export_onnx(model, tmp_path / "d.onnx", in_channels=3, exporter="dynamo", opset=18)
+    assert check_onnx(path, model, isic) < TOL
+    small = torch.nn.functional.interpolate(isic[:1], size=(32, 32), mode="bilinear", align_corners=False)
+    assert check_onnx(path, model, small) < TOL
+
+
+# --- engines -----------------------------------------------------------------------------------------------------
+def test_engines_match_eager(isic):
+    pytest.importorskip("onnxruntime")
+    model = realistic_bn(create_model("sc_unext"), isic)
+    with torch.inference_mode():
+        ref = model(isic[:2])
+    for engine in ("torch", "torch-fused", "onnxruntime"):
+        out = make_runner(model, engine, threads=1)(isic[:2])
+        assert out.shape == ref.shape and out.dtype == torch.float32
+        assert (out - ref).abs().max().item() < TOL, engine
+    runner = make_runner(model, "onnxruntime")
+    with pytest.raises(ValueError, match="H and W >= 64"):
+        runner(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="divisible by 32"):
+        runner(torch.zeros(1, 3, 96, 80))
+
+
+def test_engine_argument_errors():
+    model = create_model("unext_s")
+    with pytest.raises(ValueError, match="available: " + ", ".join(ENGINES)):
+        make_runner(model, "tensorrt")
+    with pytest.raises(ValueError, match="onnxruntime-int8"):
+        make_runner(model, "torch", calibration=[np.zeros((3, 64, 64), np.float32)])
+    with pytest.raises(ValueError, match="threads"):
+        make_runner(model, "onnxruntime", threads=0)
+
+
+def test_int8_engine_close_to_eager(isic):
+    pytest.importorskip("onnxruntime")
+    model = realistic_bn(create_model("unext_s"), isic)
+    runner = make_runner(model, "onnxruntime-int8", calibration=list(isic))
+    with torch.inference_mode():
+        ref = model(isic[:2]).flatten()
+    out = runner(isic[:2]).flatten()
+    assert torch.corrcoef(torch.stack([out, ref]))[0, 1] > 0.99
+    # an untrained model has many logits near 0, so this is a weak bound; the Dice change of a trained model is
+    # measured in docs/deployment.md
+    assert ((out > 0) == (ref > 0)).float().mean().item() > 0.95
+
+
+# --- CLI ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, isic):
+    """A run folder (config + best checkpoint) of an SC-UNeXt with BatchNorm statistics from real images.
+
+    A real trained run is not needed: what is tested is that every engine computes the same function.
+    """
+    run = tmp_path_factory.mktemp("runs") / "sc"
+    run.mkdir()
+    cfg = load_config(None, {"data": str(sample_dir("isic2017")), "model": "sc_unext", "size": 256, "split": "csv"})
+    cfg.dump(run / "config.yaml")
+    model = realistic_bn(create_model("sc_unext"), isic)
+    with torch.no_grad():  # centre the logits so that about half of each image is foreground: a non-trivial mask
+        model.head.bias -= model(isic).median()
+    save_checkpoint(run / "best", model, "sc_unext", epoch=1, config=cfg.to_dict())
+    return run
+
+
+def test_cli_export_writes_onnx_and_reports_parity(run_dir, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(run_dir), "--format", "onnx", "--out", str(out)]) == 0
+    assert out.is_file()
+    text = capsys.readouterr().out
+    m = re.search(r"max \|logit difference\| onnxruntime vs PyTorch: (\S+) \(8 shipped isic2017 images", text)
+    assert m and float(m.group(1)) < TOL
+
+
+def test_cli_export_int8_reports_dice_change(run_dir, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(run_dir), "--out", str(out), "--int8"]) == 0
+    assert (tmp_path / "m-int8.onnx").is_file()
+    text = capsys.readouterr().out
+    # this run has no split.json: calibration and scoring fall back to the shipped sample
+    assert "calibrated on 30 shipped isic2017 images" in text
+    m = re.search(r"Dice fp32 (\S+) -> int8 (\S+) \(([-+]\S+) points\) on 30 shipped isic2017 pairs", text)
+    assert m and abs(float(m.group(3))) < 100
+
+
+def test_cli_export_errors(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"scunext export: error: run folder not found: {tmp_path / 'missing'}"]
+    assert main(["export", str(tmp_path)]) == 2  # a folder without a checkpoint
+    assert "has no best checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", str(tmp_path), "--format", "tflite"])
+
+
+def test_predict_with_onnxruntime_gives_the_torch_mask(run_dir, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    image = sorted((sample_dir("isic2017") / "images").iterdir())[0]
+    areas = {}
+    for engine in ("torch", "onnxruntime"):
+        assert main(["predict", str(run_dir), str(image), "--out", str(tmp_path / engine), "--engine", engine]) == 0
+        areas[engine] = int(re.search(r": (\d+) px", capsys.readouterr().out).group(1))
+    h, w = read_image(image).shape[:2]
+    assert 0 < areas["torch"] < h * w  # a non-trivial mask, so the comparison means something
+    assert abs(areas["onnxruntime"] - areas["torch"]) <= 5

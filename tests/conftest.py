@@ -21,3 +21,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A cheap trained run (UNeXt-S, 1 epoch at 64 px) on the shipped ISIC sample, shared by the tests that only
+    read it."""
+    from scunext.config import load_config
+    from scunext.data import sample_dir
+    from scunext.engine.trainer import train
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    cfg = {"data": str(sample_dir("isic2017")), "model": "unext_s", "size": 64, "epochs": 1, "batch_size": 4,
+           "split": "csv"}  # fmt: skip
+    train(load_config(None, cfg), out, show_progress=False)
+    return out

@@ -23,22 +23,8 @@ XRAY_IMAGE = sorted((sample_dir("chest-xray-lungs") / "images").glob("*.png"))[0
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A cheap trained run (1 epoch, 64 px) on the shipped ISIC sample."""
-    from scunext.config import load_config
-    from scunext.engine.trainer import train
-
-    out = tmp_path_factory.mktemp("serve") / "run"
-    cfg = {
-        "data": str(sample_dir("isic2017")),
-        "model": "unext_s",
-        "size": 64,
-        "epochs": 1,
-        "batch_size": 4,
-        "split": "csv",
-    }
-    train(load_config(None, cfg), out, show_progress=False)
-    return out
+def run_dir(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -54,24 +54,11 @@ def _chromium() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def run_dirs(tmp_path_factory) -> list[Path]:
+def run_dirs(request) -> list[Path]:
     """Run folders to serve: ``SCUNEXT_SERVE_RUNS`` if set, else a cheap 1-epoch run on the ISIC sample."""
     if os.environ.get("SCUNEXT_SERVE_RUNS"):
         return [Path(p) for p in os.environ["SCUNEXT_SERVE_RUNS"].split(os.pathsep) if p]
-    from scunext.config import load_config
-    from scunext.engine.trainer import train
-
-    out = tmp_path_factory.mktemp("serve_browser") / "run"
-    cfg = {
-        "data": str(sample_dir("isic2017")),
-        "model": "unext_s",
-        "size": 64,
-        "epochs": 1,
-        "batch_size": 4,
-        "split": "csv",
-    }
-    train(load_config(None, cfg), out, show_progress=False)
-    return [out]
+    return [request.getfixturevalue("tiny_run")]
 
 
 @pytest.fixture(scope="module")

@@ -85,11 +85,15 @@ def _time(fn, x, runs: int) -> list[float]:
     return out
 
 
-def _train_step_ms(model_name: str, in_ch: int, size: int, batch: int, steps: int) -> list[float]:
+def _train_step_ms(
+    model_name: str, in_ch: int, size: int, batch: int, steps: int, channels_last: bool = False
+) -> list[float]:
     torch.manual_seed(0)
-    model = create_model(model_name, in_channels=in_ch).train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model(model_name, in_channels=in_ch).train().to(memory_format=layout)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x, y = torch.randn(batch, in_ch, size, size), (torch.rand(batch, 1, size, size) > 0.5).float()
+    x = torch.randn(batch, in_ch, size, size).contiguous(memory_format=layout)
+    y = (torch.rand(batch, 1, size, size) > 0.5).float()
     loss_fn = torch.nn.BCEWithLogitsLoss()
     times = []
     for i in range(steps + 2):
@@ -174,11 +178,15 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
                 run(xb)
                 ms = statistics.median(_time(run, xb, 2))
                 thr.setdefault((*key, b), []).append(b / ms * 1e3)
-    train: dict[str, list[float]] = {cfg.baseline: [], cfg.model: []}
+    # training: eager NCHW (the baseline's reference) and the channels_last layout (``--channels-last``)
+    train_keys = [(cfg.baseline, False), (cfg.model, False), (cfg.baseline, True), (cfg.model, True)]
+    train: dict[tuple[str, bool], list[float]] = {k: [] for k in train_keys}
     for r in range(cfg.rounds):
-        for name in train:
-            say(f"training round {r + 1}/{cfg.rounds}: {name}")
-            train[name] += _train_step_ms(name, cfg.in_channels, cfg.size, cfg.train_batch, cfg.train_steps)
+        for name, cl in train_keys:
+            say(f"training round {r + 1}/{cfg.rounds}: {name}{' channels_last' if cl else ''}")
+            train[(name, cl)] += _train_step_ms(
+                name, cfg.in_channels, cfg.size, cfg.train_batch, cfg.train_steps, channels_last=cl
+            )
     gflops = matmul_gflops(cfg.threads)
 
     base_key = (cfg.baseline, "torch")
@@ -211,11 +219,12 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
                 peak_inference_memory_mb(name, engine, cfg.in_channels, cfg.size, 8, cfg.threads), 1
             )
         rows.append(row)
-    base_train = cfg.train_batch / statistics.median(train[cfg.baseline]) * 1e3
+    base_train = cfg.train_batch / statistics.median(train[(cfg.baseline, False)]) * 1e3
     training = []
-    for name, times in train.items():
+    for (name, cl), times in train.items():
         ips = cfg.train_batch / statistics.median(times) * 1e3
-        training.append({"model": name, "engine": "torch", "train_img_s": round(ips, 2),
+        engine = "torch channels_last" if cl else "torch"
+        training.append({"model": name, "engine": engine, "train_img_s": round(ips, 2),
                          "train_ratio_to_baseline": round(ips / base_train, 3)})  # fmt: skip
     return {
         "config": asdict(cfg),
@@ -256,10 +265,12 @@ def format_report(report: dict[str, Any]) -> str:
         line += f" {r.get('peak_memory_mb_b8', float('nan')):>7.1f}"
         lines.append(line)
     lines.append("")
-    lines.append(f"{'model':<10} {'training img/s (batch ' + str(report['config']['train_batch']) + ')':>30} "
-                 f"{'x base':>7}")  # fmt: skip
+    head = f"training img/s (batch {report['config']['train_batch']})"
+    lines.append(f"{'model':<10} {'engine':<20} {head:>26} {'x base':>7}")
     for t in report["training"]:
-        lines.append(f"{t['model']:<10} {t['train_img_s']:>30.2f} {t['train_ratio_to_baseline']:>7.3f}")
+        lines.append(
+            f"{t['model']:<10} {t['engine']:<20} {t['train_img_s']:>26.2f} {t['train_ratio_to_baseline']:>7.3f}"
+        )
     lines.append("")
     lines.append(f"input {ctx['input']}, {ctx['precision']}, {ctx['threads']} threads, torch {ctx['torch']}, "
                  f"onnxruntime {ctx['onnxruntime']}, {ctx['cpu']}; GEMM {ctx['matmul_gflops']} GFLOP/s")  # fmt: skip

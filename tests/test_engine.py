@@ -224,3 +224,14 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert [int(r["epoch"]) for r in _log(run)] == [1, 2]  # one coherent log: rank 0 only
     load_model(run / "best")
     assert res.stdout.count("run:") == 1
+
+
+def test_channels_last_training_is_the_same_function(finished_run, tmp_path):
+    """``channels_last`` only changes the memory layout: same losses up to float rounding, loadable weights."""
+    run = tmp_path / "cl"
+    train(fast_cfg(channels_last=True), run, show_progress=False)
+    a, b = _log(finished_run), _log(run)
+    for ra, rb in zip(a, b):
+        assert float(ra["train_loss"]) == pytest.approx(float(rb["train_loss"]), rel=1e-3)
+    model, _ = load_model(run / "best")
+    assert next(model.parameters()).is_contiguous()  # checkpoints hold plain tensors

@@ -58,6 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
     p.add_argument("--num-workers", type=int, help="DataLoader workers (default 0)")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on CPU)")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     p.add_argument("--threshold-masks", action="store_true", help="binarise masks with values other than 0/1/255")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model constructor override, repeatable")
@@ -85,6 +86,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         overrides["amp"] = False
     if args.threshold_masks:
         overrides["threshold_masks"] = True
+    if args.channels_last:
+        overrides["channels_last"] = True
     base = load_config(args.config) if args.config else TrainConfig()
     if args.model_arg:
         overrides["model_args"] = {**base.model_args, **parse_kv(args.model_arg, "--model-arg")}

@@ -296,6 +296,8 @@ def _train(
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     model = create_model(cfg.model, in_channels=cfg.in_channels, num_classes=1, **cfg.model_args).to(device)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     transform = build_train_transform(cfg.augment, seed=cfg.seed)
     common = dict(in_channels=cfg.in_channels, size=cfg.size, threshold_masks=cfg.threshold_masks)
     train_ds = SegmentationDataset(select_pairs(pairs, split.train), transform=transform, **common)
@@ -343,7 +345,7 @@ def _train(
         batches = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
                        disable=not (show_progress and dist_info.is_main))  # fmt: skip
         for step, batch in enumerate(batches):
-            x, y = batch["image"].to(device), batch["mask"].to(device)
+            x, y = batch["image"].to(device).contiguous(memory_format=layout), batch["mask"].to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 logits = ddp_model(x)
             loss = loss_fn(logits.float(), y)

@@ -14,8 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 from scunext.config import load_config
-from scunext.data import DataError, Split, discover_pairs, read_image, read_mask, select_pairs
+from scunext.data import DataError, SegmentationDataset, Split, discover_pairs, select_pairs
 from scunext.engine.checkpoint import atomic_write_text
+from scunext.engine.trainer import resolve_data_root
 from scunext.inference import Predictor
 from scunext.metrics import SegmentationMeter, dice_score
 from scunext.visualize import overlay, panel
@@ -75,12 +76,11 @@ def evaluate_run(
         raise ValueError(f"subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
     predictor = Predictor.from_run(run_dir, checkpoint, device=device)
     cfg = load_config(run_dir / "config.yaml")
-    data_root = Path(data) if data else Path(cfg.data) if cfg.data else None
-    if data_root is None:
-        from scunext.data import sample_dir
-
-        data_root = sample_dir("isic2017")
+    data_root = Path(data) if data else resolve_data_root(cfg)
     pairs = _subset_pairs(run_dir, data_root, subset)
+    # native-size reader with the training-time checks (mask size, binary values); no resizing
+    reader = SegmentationDataset(pairs, in_channels=predictor.in_channels, size=None,
+                                 threshold_masks=threshold_masks or cfg.threshold_masks)  # fmt: skip
     out = Path(out_dir) if out_dir else run_dir / "eval" / subset
 
     meter = SegmentationMeter(num_classes=1, output_type="mask", compute_hd95=hd95)
@@ -88,13 +88,8 @@ def evaluate_run(
     bar = tqdm(total=len(pairs), desc=f"evaluate {subset}", unit="img", disable=not show_progress)
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i : i + batch_size]
-        images = [read_image(p.image) for p in chunk]
-        masks = [read_mask(p.mask, threshold=threshold_masks or cfg.threshold_masks) for p in chunk]
-        for p, im, m in zip(chunk, images, masks):
-            if im.shape[:2] != m.shape:
-                raise DataError(f"{p.mask}: mask is {m.shape[1]}x{m.shape[0]} but its image is "
-                                f"{im.shape[1]}x{im.shape[0]} (WxH)")  # fmt: skip
-        preds = predictor.predict(images, batch_size)
+        images, masks = zip(*(reader.load(j) for j in range(i, i + len(chunk))))
+        preds = predictor.predict(list(images), batch_size)
         for p, im, m, pr in zip(chunk, images, masks, preds):
             counts = meter.update(torch.from_numpy(pr)[None], torch.from_numpy(m)[None], ids=[p.id])
             d = float(dice_score(counts, reduction="none")[0, 0])

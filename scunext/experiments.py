@@ -23,7 +23,7 @@ from scunext.engine.trainer import train
 from scunext.models import create_model
 from scunext.profiling import count_macs, count_params
 
-__all__ = ["PlannedRun", "table1_plan", "table2_plan", "run_plan", "summarize_table1", "summarize_table2",
+__all__ = ["PlannedRun", "table1_plan", "table2_plan", "run_plan", "parse_shard", "summarize_table1", "summarize_table2",
            "TABLE1_MODELS", "TABLE2_CONFIGS", "PAPER_TABLE1", "PAPER_TABLE2"]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -115,29 +115,57 @@ def _fmt_s(seconds: float) -> str:
     return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (1-based) -> ``(I, N)``; a clear ValueError otherwise."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like I/N (e.g. 2/4), got {text!r}") from None
+    if not 1 <= i <= n:
+        raise ValueError(f"--shard {text}: need 1 <= I <= N")
+    return i, n
+
+
 def run_plan(
-    plan: list[PlannedRun], out_dir: Path, *, progress: Callable[[str], None] | None = None, show_bars: bool = False
+    plan: list[PlannedRun],
+    out_dir: Path,
+    *,
+    progress: Callable[[str], None] | None = None,
+    show_bars: bool = False,
+    device: str = "cpu",
+    shard: tuple[int, int] | None = None,
+    report_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every planned run not yet done; returns one result dict per run (read from its folder).
 
     A run counts as done when ``run.json`` says finished and ``eval/test/metrics.json`` exists; an interrupted run
-    is resumed from its last epoch; a run folder that failed (e.g. NaN) is reported and skipped.
+    is resumed from its last epoch; a run folder that failed (e.g. NaN) is reported and skipped. ``device`` is where
+    the held-out part is scored. ``shard=(I, N)`` runs only every N-th planned run starting at the I-th, so N
+    processes (or machines sharing the folder) can work on one experiment; each run folder has one owner.
+    ``report_only`` trains nothing and returns what the run folders hold so far (unfinished runs count as missing).
     """
     say = progress or (lambda m: log.info("%s", m))
     runs_dir = out_dir / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    if not report_only:
+        runs_dir.mkdir(parents=True, exist_ok=True)
     durations: list[float] = []
+    mine = set(range(shard[0] - 1, len(plan), shard[1])) if shard else set(range(len(plan)))
     for i, pr in enumerate(plan, 1):
+        if i - 1 not in mine:
+            continue
         rd = runs_dir / pr.folder
         status = _status(rd)
         done = status == "finished" and (rd / "eval" / "test" / "metrics.json").is_file()
-        todo = len(plan) - i + 1
+        todo = sum(1 for j in mine if j >= i - 1)
         eta = f", ETA {_fmt_s(statistics.mean(durations) * todo)}" if durations else ""
         if done:
             say(f"[{i}/{len(plan)}] {pr.row} / {pr.column}: done, skipped")
             continue
         if status == "failed":
             say(f"[{i}/{len(plan)}] {pr.row} / {pr.column}: failed earlier ({rd / 'run.json'}), skipped")
+            continue
+        if report_only:
+            say(f"[{i}/{len(plan)}] {pr.row} / {pr.column}: not finished ({status}), left out of the tables")
             continue
         say(f"[{i}/{len(plan)}] {pr.row} / {pr.column}: {'resuming' if status == 'running' else 'training'}{eta}")
         t0 = time.perf_counter()
@@ -149,7 +177,7 @@ def run_plan(
 
                 shutil.rmtree(rd)
             train(pr.cfg, rd, show_progress=show_bars)
-        evaluate_run(rd, subset="test", hd95=False, show_progress=show_bars)
+        evaluate_run(rd, subset="test", hd95=False, show_progress=show_bars, device=device)
         durations.append(time.perf_counter() - t0)
     return [collect(pr, runs_dir / pr.folder) for pr in plan]
 
@@ -215,7 +243,7 @@ def summarize_table1(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
     md.append(f"Data: `{base.data}`; split: {base.split}; epochs: {base.epochs}; size {base.size}; lr {base.lr}; "
               f"batch {base.batch_size}; max_train_images {base.max_train_images or 'all'}.\n")  # fmt: skip
     md.append("| model | params | GMACs @256 | Dice % mean ± sd | Dice var (paper style) | IoU % mean ± sd | "
-              "train min (mean) | paper Dice / IoU % | runs |")  # fmt: skip
+              "train min (mean) | paper Dice / IoU % (ISIC 2018) | runs |")  # fmt: skip
     md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     means, sds = [], []
     for row in rows:

@@ -63,3 +63,24 @@ def test_table2_end_to_end(tmp_path):
     assert "85.89 / 0.14%" in md  # the paper's UNeXt row beside ours
     cfg = json.loads((out / "experiment.json").read_text())["base_config"]
     assert cfg["max_images"] == 20 and cfg["epochs"] == 1
+
+
+def test_table1_shards_share_one_folder(tmp_path, capsys):
+    """Two --shard processes split the runs between them; a final call without --shard trains nothing and writes
+    the tables from all run folders."""
+    out = tmp_path / "t1s"
+    argv = ["experiment", "table1", "--data", str(sample_dir("chest-xray-lungs")), "--out", str(out), "--epochs",
+            "1", "--seeds", "1", "--size", "64", "--models", "unext_s,sc_unext", "--max-train-images", "8"]  # fmt: skip
+    assert main([*argv, "--shard", "2/2"]) == 0
+    assert not (out / "table1.md").exists()
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["sc_unext-seed-0"]
+    assert main([*argv, "--report-only"]) == 0  # tables from what is finished, nothing trained
+    md = (out / "table1.md").read_text()
+    assert "| 0/1 |" in md and "| 1/1 |" in md
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["sc_unext-seed-0"]
+    assert main([*argv, "--shard", "1/2"]) == 0
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("done, skipped") == 2
+    assert "2/1" not in (out / "table1.md").read_text() and (out / "table1.csv").is_file()
+    assert main([*argv, "--shard", "3/2"]) == 2  # a clear error, not a traceback

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 from scunext.config import load_config
+from scunext.engine.distributed import resolve_device
 from scunext.experiments import (
     TABLE1_MODELS,
     check_experiment_record,
+    parse_shard,
     run_plan,
     summarize_table1,
     summarize_table2,
@@ -27,6 +29,12 @@ def _budget(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, help="training size (default 256)")
     p.add_argument("--lr", type=float, help="initial learning rate")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="training and scoring device (default auto)")
+    p.add_argument("--num-workers", type=int, help="DataLoader workers per run (default 0)")
+    p.add_argument("--shard", metavar="I/N", help="run only every N-th planned run from the I-th (N processes share "
+                   "one --out); run once more without it to write the tables")  # fmt: skip
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the tables from the runs finished so far")  # fmt: skip
     p.add_argument("--progress-bars", action="store_true", help="show per-run progress bars too")
 
 
@@ -50,7 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     overrides = {"data": str(Path(args.data).resolve()), "epochs": args.epochs, "size": args.size, "lr": args.lr,
-                 "batch_size": args.batch_size, "max_train_images": args.max_train_images}  # fmt: skip
+                 "batch_size": args.batch_size, "max_train_images": args.max_train_images, "device": args.device,
+                 "num_workers": args.num_workers}  # fmt: skip
+    shard = parse_shard(args.shard) if args.shard else None
     if args.table == "table1":
         overrides["split"] = args.split
     else:
@@ -67,8 +77,15 @@ def run(args: argparse.Namespace) -> int:
         plan = table2_plan(base, args.folds)
         record = {"table": "table2", "folds": args.folds, "base_config": base.to_dict()}
     check_experiment_record(out, record)
+    device = str(resolve_device(base.device))
     results = run_plan(plan, out, progress=lambda m: print(m, file=sys.stderr, flush=True),
-                       show_bars=args.progress_bars)  # fmt: skip
+                       show_bars=args.progress_bars, device=device, shard=shard,
+                       report_only=args.report_only)  # fmt: skip
+    if shard:
+        done = sum(r["dice"] is not None for r in results)
+        print(f"shard {args.shard} finished; {done}/{len(results)} runs of the experiment are done. Run the same "
+              "command without --shard to write the tables.")  # fmt: skip
+        return 0
     text = (summarize_table1 if args.table == "table1" else summarize_table2)(results, out, base)
     print(text)
     print(f"written: {out / (args.table + '.md')}, {out / (args.table + '.csv')}, {out / (args.table + '.png')}")

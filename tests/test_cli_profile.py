@@ -21,7 +21,7 @@ def test_profile_json_console_script():
     )  # fmt: skip
     data = json.loads(out.stdout)
     assert {"params", "gmacs", "latency_ms"} <= set(data)
-    assert data["params"] == 253_459 and data["latency_ms"] > 0
+    assert data["params"] == 253_345 and data["latency_ms"] > 0
     assert data["input_shape"] == [1, 3, 256, 256] and data["threads"] >= 1 and data["torch_version"]
 
 

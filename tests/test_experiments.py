@@ -25,7 +25,7 @@ def test_table1_end_to_end_and_resume(tmp_path, capsys):
             "--seeds", "2", "--size", "64", "--models", "unext_s,sc_unext"]  # fmt: skip
     assert main(argv) == 0
     md = (out / "table1.md").read_text()
-    assert "| `unext_s` | 253,561 | 0.099 |" in md and "| `sc_unext` | 253,459 | 0.093 |" in md
+    assert "| `unext_s` | 253,561 | 0.099 |" in md and "| `sc_unext` | 253,345 | 0.091 |" in md
     assert "Paired difference SC-UNeXt − UNeXt-S" in md and "86.64 / 78.71" in md
     rows = list(csv.DictReader((out / "table1.csv").open()))
     assert len(rows) == 4 and {r["split"] for r in rows} == {"seed 0", "seed 1"}

@@ -20,7 +20,7 @@ MODELS = scunext.list_models()
 PINNED = {
     "unext": (1_471_921, 562_003_968),  # official UNext: 1,471,921 params, 0.562 GMACs
     "unext_s": (253_561, 99_229_696),  # official UNext_S: 253,561 params, 0.099 GMACs
-    "sc_unext": (253_459, 92_553_376),
+    "sc_unext": (253_345, 90_947_712),
     "unet": (7_763_041, 12_071_206_912),  # widths 32..512
     "resunetpp": (3_631_140, 17_675_588_928),  # filters 16..256
 }
@@ -31,10 +31,10 @@ SC_SWITCHES = {
     (False, False, True): (253_183, 90_546_176),
     (False, True, False): (253_561, 99_229_696),
     (False, True, True): (253_183, 90_546_176),
-    (True, False, False): (253_837, 101_236_896),
-    (True, False, True): (253_459, 92_553_376),
-    (True, True, False): (253_837, 101_236_896),
-    (True, True, True): (253_459, 92_553_376),
+    (True, False, False): (253_723, 99_631_232),
+    (True, False, True): (253_345, 90_947_712),
+    (True, True, False): (253_723, 99_631_232),
+    (True, True, True): (253_345, 90_947_712),
 }
 
 

@@ -15,8 +15,8 @@ the model *is* UNeXt-S (same modules, same parameter names and count, same outpu
     (a shifted-MLP block at 1/16 and 1/8, the next conv stage below). No parameters, no MACs.
 ``cbam`` (paper eq. 1)
     CBAM (channel gate then spatial gate) refines the encoder skip features before the fusion ("attention-guided
-    fusion"), at the skip levels in ``cbam_levels`` (default: the 1/4 and 1/2 skips, where boundaries live and
-    where attention is cheapest in parameters).
+    fusion"), at the skip levels in ``cbam_levels`` (default: the 1/4 skip only; the 1/2 skip as well with
+    ``cbam_levels=(2, 3)``, which costs ~8 % of a CPU training step, see docs/architecture.md).
 ``pfm`` (paper section 3.4)
     Replaces UNeXt's last decoder stage (Conv3x3 at 1/2 -> bilinear x2 -> ReLU -> 1x1 head). The ``pfm_levels``
     finest decoder features are each projected by a bias-free 1x1 conv to ``pfm_channels`` at their own resolution
@@ -123,7 +123,7 @@ class SCUNeXt(UNeXt):
         cbam: bool = True,
         sc_skip: bool = True,
         pfm: bool = True,
-        cbam_levels: Sequence[int] = (2, 3),
+        cbam_levels: Sequence[int] = (2,),
         cbam_reduction: int = 8,
         cbam_kernel: int = 7,
         pfm_levels: int = 3,

@@ -20,7 +20,7 @@ T2=(table2 --data "$DATA/isic2017" --out "$OUT/table2" --epochs "$T2_EPOCHS" --l
     --device "$DEVICE")
 run() {  # log-name nice args...
   local name=$1 nice=$2; shift 2
-  timeout -s INT "$DEADLINE" nice -n "$nice" python3 -m scunext experiment "$@" >"$OUT/logs/$name.log" 2>&1 &
+  timeout -k 20 -s INT "$DEADLINE" nice -n "$nice" python3 -m scunext experiment "$@" >"$OUT/logs/$name.log" 2>&1 &
 }
 for i in $(seq 1 12); do run "t1-lungs-$i" 0 "${T1L[@]}" --num-workers 1 --shard "$i/12"; done
 for i in $(seq 1 4); do run "t1-isic-$i" 0 "${T1I[@]}" --num-workers 2 --shard "$i/4"; done

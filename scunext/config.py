@@ -42,7 +42,8 @@ class TrainConfig:
         augment: albumentations options (see docs/data.md); ``{"enabled": false}`` turns augmentation off.
         threshold_masks: binarise masks with values other than {0, 1, 255} instead of rejecting them.
         num_workers: DataLoader workers.
-        device: ``auto``, ``cpu``, ``cuda`` or ``mps``; amp: mixed precision (CUDA only).
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``; amp: mixed precision (CUDA only); amp_dtype: ``auto``
+            (bfloat16 where the GPU has it, else float16 with loss scaling), ``bfloat16`` or ``float16``.
         eval_every: validate every N epochs (the last epoch is always validated).
         channels_last: train with weights and batches in channels_last memory format (same function; faster on CPU
             for these small-width networks, see docs/performance.md).
@@ -78,6 +79,7 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     amp: bool = True
+    amp_dtype: str = "auto"
     eval_every: int = 1
     channels_last: bool = False
     hd95_in_val: bool = False
@@ -98,6 +100,7 @@ class TrainConfig:
             (self.max_train_images >= 0 and self.max_images >= 0, "max_images/max_train_images must be >= 0"),
             (self.in_channels in (0, 1, 3), "in_channels must be 0 (auto), 1 or 3"),
             (self.device in ("auto", "cpu", "cuda", "mps"), "device must be auto, cpu, cuda or mps"),
+            (self.amp_dtype in ("auto", "bfloat16", "float16"), "amp_dtype must be auto, bfloat16 or float16"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (isinstance(self.model_args, dict) and isinstance(self.loss_args, dict), "model_args/loss_args: mappings"),

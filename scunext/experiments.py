@@ -23,8 +23,8 @@ from scunext.engine.trainer import train
 from scunext.models import create_model
 from scunext.profiling import count_macs, count_params
 
-__all__ = ["PlannedRun", "table1_plan", "table2_plan", "run_plan", "parse_shard", "summarize_table1", "summarize_table2",
-           "TABLE1_MODELS", "TABLE2_CONFIGS", "PAPER_TABLE1", "PAPER_TABLE2"]  # fmt: skip
+__all__ = ["PlannedRun", "table1_plan", "table2_plan", "run_plan", "parse_shard", "summarize_table1",
+           "summarize_table2", "TABLE1_MODELS", "TABLE2_CONFIGS", "PAPER_TABLE1", "PAPER_TABLE2"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +335,8 @@ def check_experiment_record(out_dir: Path, record: dict[str, Any]) -> None:
     path = out_dir / "experiment.json"
     if path.is_file():
         old = json.loads(path.read_text())
+        if isinstance(old.get("base_config"), dict):  # settings added to TrainConfig since: their defaults
+            old["base_config"] = {**TrainConfig().to_dict(), **old["base_config"]}
         if old != record:
             changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
             raise ValueError(f"{out_dir} holds an experiment with other settings ({', '.join(changed)}); "

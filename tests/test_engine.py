@@ -235,3 +235,39 @@ def test_channels_last_training_is_the_same_function(finished_run, tmp_path):
         assert float(ra["train_loss"]) == pytest.approx(float(rb["train_loss"]), rel=1e-3)
     model, _ = load_model(run / "best")
     assert next(model.parameters()).is_contiguous()  # checkpoints hold plain tensors
+
+
+def test_amp_dtype_choice():
+    from scunext.config import ConfigError, load_config
+    from scunext.engine.trainer import amp_dtype
+
+    cfg = load_config(None, {"amp_dtype": "float16"})
+    assert amp_dtype(cfg, torch.device("cpu")) is None  # autocast is a CUDA-only option here
+    assert load_config(None, {"amp_dtype": "bfloat16"}).amp_dtype == "bfloat16"
+    with pytest.raises(ConfigError, match="amp_dtype"):
+        load_config(None, {"amp_dtype": "int8"})
+
+
+def test_resume_on_another_machine_records_the_move(tmp_path, capsys):
+    """A run may continue with another --data folder / --device (e.g. started on a GPU box, finished on a laptop);
+    what it trains cannot change, and the move is recorded."""
+    import shutil
+
+    from scunext.cli.main import main
+    from scunext.config import load_config
+    from scunext.data import sample_dir
+    from scunext.engine.trainer import train
+
+    run = tmp_path / "run"
+    cfg = load_config(None, {"data": str(sample_dir("chest-xray-lungs")), "model": "unext_s", "size": 64,
+                             "epochs": 2, "batch_size": 8, "max_train_images": 8})  # fmt: skip
+    train(cfg, run, show_progress=False, stop_after_epoch=1)
+    moved = tmp_path / "moved-data"
+    shutil.copytree(sample_dir("chest-xray-lungs"), moved)
+    assert main(["train", "--resume", str(run), "--lr", "0.1"]) == 2
+    assert "only --device, --data and --num-workers" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--data", str(moved), "--device", "cpu", "--no-progress"]) == 0
+    status = json.loads((run / "run.json").read_text())
+    assert status["status"] == "finished" and status["epochs_done"] == 2
+    assert status["moves"] == [{"after_epoch": 1, "data": [cfg.data, str(moved.resolve())], "device": ["auto", "cpu"]}]
+    assert load_config(run / "config.yaml").data == str(moved.resolve())

@@ -29,7 +29,7 @@ def _budget(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, help="training size (default 256)")
     p.add_argument("--lr", type=float, help="initial learning rate")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="training and scoring device (default auto)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="training and scoring device")
     p.add_argument("--num-workers", type=int, help="DataLoader workers per run (default 0)")
     p.add_argument("--shard", metavar="I/N", help="run only every N-th planned run from the I-th (N processes share "
                    "one --out); run once more without it to write the tables")  # fmt: skip

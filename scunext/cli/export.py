@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from scunext.export import export_run
+from scunext.weights import list_weights, weights_dir
 
 __all__ = ["add_parser", "run"]
 
@@ -21,9 +22,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "largest logit difference between onnxruntime and eager PyTorch on real shipped sample images. "
         "Needs: pip install 'scunext[onnx]'.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a training run folder")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a training run folder")
+    p.add_argument("--weights", metavar="NAME",
+                   help="export released weights instead of a RUN_DIR: " + ", ".join(list_weights()))  # fmt: skip
     p.add_argument("--format", choices=FORMATS, default="onnx", help="export format (default onnx)")
-    p.add_argument("--out", metavar="FILE", help="output file (default RUN_DIR/model.onnx)")
+    p.add_argument("--out", metavar="FILE", help="output file (default RUN_DIR/model.onnx; NAME.onnx with --weights)")
     p.add_argument("--size", type=int, help="trace size; the fixed size with --no-dynamic (default: the run's size)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--no-dynamic", action="store_true", help="fixed 1 x C x SIZE x SIZE input instead of dynamic axes")
@@ -36,10 +39,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not Path(args.run_dir).is_dir():
-        raise FileNotFoundError(f"run folder not found: {args.run_dir}")
+    if bool(args.run_dir) == bool(args.weights):
+        raise ValueError("give either a RUN_DIR or --weights NAME")
+    if args.weights:
+        run_dir, out = weights_dir(args.weights), args.out or f"{args.weights}.onnx"
+    else:
+        run_dir, out = Path(args.run_dir), args.out
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"run folder not found: {run_dir}")
     report = export_run(
-        args.run_dir, args.out, checkpoint=args.checkpoint, size=args.size, dynamic=not args.no_dynamic,
+        run_dir, out, checkpoint=args.checkpoint, size=args.size, dynamic=not args.no_dynamic,
         int8=args.int8,
     )  # fmt: skip
     print(f"wrote {report['onnx']} ({report['model']}, {'dynamic' if report['dynamic'] else 'static'} axes)")

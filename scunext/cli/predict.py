@@ -12,6 +12,7 @@ from scunext.data import IMAGE_EXTENSIONS, read_image
 from scunext.engines import ENGINES
 from scunext.inference import Predictor
 from scunext.visualize import overlay
+from scunext.weights import list_weights, weights_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="For each input image (files or folders), write OUT/NAME_mask.png (0/255, the input's own "
         "size) and OUT/NAME_overlay.png. All inputs are read and checked before anything is written.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a training run folder")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    p.add_argument("paths", nargs="+", metavar="[RUN_DIR] INPUT",
+                   help="a training run folder (unless --weights is given), then image files or folders of images")
+    p.add_argument("--weights", metavar="NAME",
+                   help="released weights instead of a RUN_DIR: " + ", ".join(list_weights()))  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)")
@@ -32,6 +35,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="CPU inference engine (default torch; onnxruntime is the fastest, see docs/deployment.md)",
     )  # fmt: skip
     p.set_defaults(func=run)
+
+
+def model_source(weights: str | None, paths: list[str]) -> tuple[Path, list[str]]:
+    """``(run folder, inputs)``: the released weights' folder and all paths, or the first path and the rest."""
+    if weights:
+        return weights_dir(weights), list(paths)
+    run_dir = Path(paths[0])
+    if not run_dir.is_dir() or not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir}: not a training run folder (no config.yaml); give a RUN_DIR first, "
+                                f"or --weights NAME ({', '.join(list_weights())})")  # fmt: skip
+    return run_dir, list(paths[1:])
 
 
 def collect_inputs(inputs: list[str]) -> list[Path]:
@@ -57,8 +71,11 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.threshold < 1:
         raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
-    files = collect_inputs(args.inputs)
-    predictor = Predictor.from_run(args.run_dir, args.checkpoint, device=args.device, engine=args.engine)
+    run_dir, inputs = model_source(args.weights, args.paths)
+    if not inputs:
+        raise ValueError("give at least one INPUT image or folder after RUN_DIR")
+    files = collect_inputs(inputs)
+    predictor = Predictor.from_run(run_dir, args.checkpoint, device=args.device, engine=args.engine)
     predictor.threshold = args.threshold
     images = [read_image(f) for f in files]  # every input checked before anything is written
     masks = predictor.predict(images)

@@ -6,6 +6,7 @@ import argparse
 
 from scunext.data import MAX_IMAGE_PIXELS
 from scunext.engines import ENGINES
+from scunext.weights import list_weights, weights_dir
 
 DEFAULT_MAX_UPLOAD_MB = 10.0  # the same default as scunext.serve.DEFAULT_MAX_UPLOAD_MB (importing it needs Flask)
 
@@ -15,13 +16,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="a local web page to try trained models on your images",
         description="Serve a web page where a PNG or JPEG image can be uploaded and segmented by the model of "
-        "one of the RUN_DIRs: it shows the mask overlay, the segmented area, the inference time and a mask PNG to "
-        "download. Local use only: binds to 127.0.0.1 unless --host says otherwise. Needs the 'serve' extra "
-        "(pip install 'scunext[serve]').",
+        "one of the RUN_DIRs or released --weights: it shows the mask overlay, the segmented area, the inference "
+        "time and a mask PNG to download. Local use only: binds to 127.0.0.1 unless --host says otherwise. Needs "
+        "the 'serve' extra (pip install 'scunext[serve]').",
     )
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="training run folders; one model entry each")
-    # Released pretrained weights will be offered with `--weights NAME` (repeatable), resolved next to the run
-    # folders in `models_from_args` below; not available yet.
+    p.add_argument("--weights", metavar="NAME", action="append", default=[],
+                   help="released weights to offer (repeatable): " + ", ".join(list_weights()))  # fmt: skip
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--engine", choices=ENGINES, default="torch", help="inference engine (default torch)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
@@ -44,17 +45,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def models_from_args(args: argparse.Namespace) -> list:
-    """The models to offer: one per RUN_DIR (released ``--weights`` will be appended here)."""
+    """The models to offer: one per RUN_DIR, then one per ``--weights NAME``."""
     from scunext.serve import load_models
 
-    return load_models(args.run_dirs, checkpoint=args.checkpoint, device=args.device, engine=args.engine)
+    folders = [*args.run_dirs, *(weights_dir(n) for n in args.weights)]
+    return load_models(folders, checkpoint=args.checkpoint, device=args.device, engine=args.engine)
 
 
 def run(args: argparse.Namespace) -> int:
     from scunext.cli.main import CLIError
 
-    if not args.run_dirs:
-        raise CLIError("give at least one RUN_DIR (a training run folder)")
+    if not args.run_dirs and not args.weights:
+        raise CLIError("give at least one RUN_DIR (a training run folder) or --weights NAME "
+                       f"({', '.join(list_weights())})")  # fmt: skip
     if not 0 <= args.port <= 65535:
         raise CLIError(f"--port must be in 0..65535, got {args.port}")
     if not args.max_upload_mb > 0:

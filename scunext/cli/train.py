@@ -58,6 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
     p.add_argument("--num-workers", type=int, help="DataLoader workers (default 0)")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--amp-dtype", choices=["auto", "bfloat16", "float16"],
+                   help="autocast dtype on CUDA (default auto: bfloat16 where supported)")  # fmt: skip
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster on CPU)")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     p.add_argument("--threshold-masks", action="store_true", help="binarise masks with values other than 0/1/255")
@@ -84,6 +86,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides.update({k: v for k, v in flags.items() if v is not None})
     if args.no_amp:
         overrides["amp"] = False
+    if args.amp_dtype:
+        overrides["amp_dtype"] = args.amp_dtype
     if args.threshold_masks:
         overrides["threshold_masks"] = True
     if args.channels_last:
@@ -102,11 +106,14 @@ def run(args: argparse.Namespace) -> int:
     from scunext.engine.trainer import train
 
     if args.resume:
-        given = [k for k, v in vars(args).items() if k not in ("resume", "func", "command", "verbose", "no_progress",
-                                                                 "evaluate") and v not in (None, False)]  # fmt: skip
+        where = ("device", "data", "num_workers")  # may change on resume (another machine), recorded in run.json
+        keep = ("resume", "func", "command", "verbose", "no_progress", "evaluate", *where)
+        given = [k for k, v in vars(args).items() if k not in keep and v not in (None, False)]
         if given:
-            raise ValueError(f"--resume continues the run with its saved config; drop {', '.join(given)}")
-        result = train(None, args.resume, resume=True, show_progress=not args.no_progress)
+            raise ValueError(f"--resume continues the run with its saved config; drop {', '.join(given)} "
+                             "(only --device, --data and --num-workers may change)")  # fmt: skip
+        result = train(None, args.resume, resume=True, show_progress=not args.no_progress,
+                       resume_overrides={k: getattr(args, k, None) for k in where})  # fmt: skip
     else:
         cfg = config_from_args(args)
         out = Path(args.out) if args.out else Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"

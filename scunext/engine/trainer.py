@@ -216,14 +216,25 @@ def _plot_curves(run_dir: Path) -> None:
 
 
 @torch.no_grad()
-def validate(model, loader, loss_fn, device, use_amp: bool) -> dict[str, float]:
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a run, or None for fp32. ``auto`` = bfloat16 where the GPU supports it (fp32's range:
+    ResUNet++'s activations reach ~3e4 at initialisation and overflowed float16's 65,504 on real images), else
+    float16 with loss scaling."""
+    if not cfg.amp or device.type != "cuda":
+        return None
+    if cfg.amp_dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.amp_dtype]
+
+
+def validate(model, loader, loss_fn, device, use_amp: bool, dtype: torch.dtype | None = None) -> dict[str, float]:
     """Validation loss and per-image mean Dice / IoU of ``model`` over ``loader``."""
     model.eval()
     meter = SegmentationMeter(num_classes=1)
     total, n = 0.0, 0
     for batch in loader:
         x, y = batch["image"].to(device), batch["mask"].to(device)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device.type, dtype=dtype or torch.float16, enabled=use_amp):
             logits = model(x)
         logits = logits.float()
         total += float(loss_fn(logits, y)) * x.shape[0]
@@ -241,8 +252,14 @@ def train(
     resume: bool = False,
     show_progress: bool = True,
     stop_after_epoch: int | None = None,
+    resume_overrides: dict[str, Any] | None = None,
 ) -> RunResult:
     """Train (or resume) a run in ``run_dir``; returns where it ended.
+
+    ``resume_overrides`` may change *where* a resumed run continues, never *what* it trains: ``device``, ``data``
+    (the same dataset in another folder; the saved split fixes the images) and ``num_workers``. The run's
+    ``config.yaml`` is updated and each move is appended to ``run.json`` (``moves``), so a run started on a GPU can
+    be finished on a CPU and say so.
 
     Launched by ``torchrun --nproc_per_node N`` the same call trains with DistributedDataParallel (gloo on CPU,
     NCCL on CUDA, a DistributedSampler per rank); only rank 0 writes files and shows progress.
@@ -259,6 +276,8 @@ def train(
     if cfg is None and not resume:
         raise ValueError("a config is needed for a new run")
     cfg = _prepare_run_dir(cfg, run_dir, resume)
+    if resume and resume_overrides:
+        cfg = _move_run(cfg, run_dir, resume_overrides)
     if cfg.data and not resume:  # the run records where its data is, independent of the working directory
         cfg = load_config(None, {**cfg.to_dict(), "data": str(Path(cfg.data).resolve())})
     dist_info, device = init_distributed(cfg.device)
@@ -266,6 +285,33 @@ def train(
         return _train(cfg, run_dir, resume, show_progress, dist_info, device, stop_after_epoch)
     finally:
         cleanup_distributed()
+
+
+#: config fields a resumed run may change (where it runs, not what it trains)
+RESUME_OVERRIDES = ("device", "data", "num_workers")
+
+
+def _move_run(cfg: TrainConfig, run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
+    bad = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
+    if bad:
+        raise ValueError(f"a resumed run keeps its config; only {', '.join(RESUME_OVERRIDES)} can change, "
+                         f"not {', '.join(bad)}")  # fmt: skip
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if changes.get("data"):
+        changes["data"] = str(Path(changes["data"]).resolve())
+        if not Path(changes["data"]).is_dir():
+            raise FileNotFoundError(f"{changes['data']}: dataset folder not found")
+    new = load_config(None, {**cfg.to_dict(), **changes})
+    moved = {k: getattr(new, k) for k in changes if getattr(new, k) != getattr(cfg, k)}
+    if moved and (not dist.is_available() or not dist.is_initialized() or dist.get_rank() == 0):
+        status = _read_status(run_dir)
+        moves = status.get("moves", [])
+        moves.append({"after_epoch": status.get("epochs_done", 0), **{k: [getattr(cfg, k), v] for k, v in moved.items()}})  # noqa: E501
+        status["moves"] = moves
+        atomic_write_text(run_dir / "run.json", json.dumps(status, indent=2))
+        new.dump(run_dir / "config.yaml")
+        log.info("run %s continues with %s", run_dir, ", ".join(f"{k}={v}" for k, v in moved.items()))
+    return new
 
 
 def _train(
@@ -313,8 +359,9 @@ def _train(
         model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    dtype = amp_dtype(cfg, device)
+    use_amp = dtype is not None
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)  # bfloat16 needs no loss scaling
     run = _Run(cfg, run_dir, dist_info, device)
 
     start_epoch, best_dice, best_epoch, elapsed = 1, -math.inf, 0, 0.0
@@ -349,7 +396,7 @@ def _train(
                        disable=not (show_progress and dist_info.is_main))  # fmt: skip
         for step, batch in enumerate(batches):
             x, y = batch["image"].to(device).contiguous(memory_format=layout), batch["mask"].to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=dtype or torch.float16, enabled=use_amp):
                 logits = ddp_model(x)
             loss = loss_fn(logits.float(), y)
             finite = torch.isfinite(loss.detach()).float()
@@ -373,7 +420,7 @@ def _train(
         barrier()
         if dist_info.is_main:
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                row.update(validate(model, val_loader, loss_fn, device, use_amp))
+                row.update(validate(model, val_loader, loss_fn, device, use_amp, dtype))
                 if row["val_dice"] > best_dice:
                     best_dice, best_epoch = row["val_dice"], epoch
                     save_checkpoint(run_dir / "best", model, cfg.model, epoch=epoch, val_dice=best_dice,

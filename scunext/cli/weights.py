@@ -1,0 +1,33 @@
+"""``scunext weights``: list the released weights shipped with the package, or show one card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from scunext.weights import list_weights, weights_card
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "weights",
+        help="list the released weights (use them with --weights NAME)",
+        description="Released weights ship inside the package; each is a small run folder with a card (data, split, "
+        "epochs, test metrics, command). Use them with predict/export/serve --weights NAME.",
+    )
+    p.add_argument("name", nargs="?", help="show this card in full (JSON)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.name:
+        print(json.dumps(weights_card(args.name), indent=2))
+        return 0
+    print(f"{'name':16s} {'model':9s} {'params':>8s} {'data':17s} {'split':22s} {'epochs':>6s} {'test Dice':>9s}")
+    for name in list_weights():
+        c = weights_card(name)
+        s, t = c["split"], c["test_metrics"]
+        split = f"{s['kind']} {s['train']}/{s['val']}/{s['test']}"
+        print(f"{name:16s} {c['model']:9s} {c['params']:8,d} {c['data']['dataset']:17s} {split:22s} "
+              f"{c['training']['epochs']:6d} {t['dice']['per_image_mean']:9.4f}")  # fmt: skip
+    return 0

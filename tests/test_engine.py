@@ -271,3 +271,16 @@ def test_resume_on_another_machine_records_the_move(tmp_path, capsys):
     assert status["status"] == "finished" and status["epochs_done"] == 2
     assert status["moves"] == [{"after_epoch": 1, "data": [cfg.data, str(moved.resolve())], "device": ["auto", "cpu"]}]
     assert load_config(run / "config.yaml").data == str(moved.resolve())
+
+
+def test_validation_builds_no_graph():
+    """validate() must not record autograd history (memory and time): its loss comes back as a plain float."""
+    from scunext.engine.trainer import validate
+    from scunext.losses import build_loss
+
+    model = torch.nn.Conv2d(1, 1, 3, padding=1)
+    batch = {"image": torch.randn(2, 1, 8, 8), "mask": torch.ones(2, 1, 8, 8), "id": ["a", "b"]}
+    seen = []
+    model.register_forward_hook(lambda m, i, o: seen.append(o.requires_grad))
+    validate(model, [batch], build_loss("bce_dice"), torch.device("cpu"), False)
+    assert seen == [False]

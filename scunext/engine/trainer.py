@@ -215,7 +215,6 @@ def _plot_curves(run_dir: Path) -> None:
     plt.close(fig)
 
 
-@torch.no_grad()
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of a run, or None for fp32. ``auto`` = bfloat16 where the GPU supports it (fp32's range:
     ResUNet++'s activations reach ~3e4 at initialisation and overflowed float16's 65,504 on real images), else
@@ -227,6 +226,7 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.amp_dtype]
 
 
+@torch.no_grad()
 def validate(model, loader, loss_fn, device, use_amp: bool, dtype: torch.dtype | None = None) -> dict[str, float]:
     """Validation loss and per-image mean Dice / IoU of ``model`` over ``loader``."""
     model.eval()

@@ -34,3 +34,30 @@ def test_architecture_doc_counts_match_pins():
         row = next(line for line in doc.splitlines() if line.startswith(f"| `{name}` |"))
         assert f"{params:,}" in row, name
         assert re.search(rf"\b{macs / 1e9:.3f}\b", row), name
+
+
+def test_readme_released_weights_commands_run(tmp_path, monkeypatch, capsys):
+    """The README's `scunext predict --weights ...` lines work as written on a fresh install (no training)."""
+    import shlex
+
+    from scunext.cli.main import main
+
+    readme = (REPO / "README.md").read_text()
+    lines = [ln.strip() for ln in readme.splitlines() if ln.strip().startswith("scunext predict --weights")]
+    assert len(lines) >= 2
+    monkeypatch.chdir(REPO)
+    for line in lines:
+        argv = shlex.split(line.split("#")[0])[1:]
+        argv[argv.index("--out") + 1] = str(tmp_path / "masks")
+        assert main(argv) == 0, line
+    assert "px (" in capsys.readouterr().out
+
+
+def test_released_weights_table_in_readme_matches_cards():
+    from scunext.weights import list_weights, weights_card
+
+    readme = (REPO / "README.md").read_text()
+    for name in list_weights():
+        card = weights_card(name)
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"{100 * card['test_metrics']['dice']['per_image_mean']:.2f}" in row, name

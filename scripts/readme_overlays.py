@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from scunext.data import discover_pairs, read_image, read_mask, sample_dir
 from scunext.inference import Predictor

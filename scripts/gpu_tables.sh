@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Table 1 (lungs 3 random 80/20 splits; ISIC 2017 official split) and Table 2 (120 ISIC images, 5 folds) on one
-# GPU, as many shard processes sharing each experiment folder (the runs are launch-bound at batch 8, so one
-# process per run keeps the GPU busy). Every process stops at the deadline (SIGINT; finished runs stay finished,
+# GPU, as shard processes sharing each experiment folder. Its one run (docs/results.md) used 24 processes and they
+# time-sliced the GPU: ~4x slower per epoch than planned; use fewer shards per GPU. Every process stops at the deadline (SIGINT; finished runs stay finished,
 # an interrupted run resumes on the next call), then the tables are written from the finished runs.
 #
 #   bash scripts/gpu_tables.sh DATA_ROOT OUT_DIR DEADLINE_SECONDS

@@ -14,7 +14,7 @@ import json
 
 from scunext.data import discover_pairs, read_image, read_mask, sample_dir
 from scunext.inference import Predictor
-from scunext.metrics import confusion_counts
+from scunext.metrics import confusion_counts, dice_score
 from scunext.visualize import overlay, panel
 from scunext.weights import weights_card, weights_dir
 
@@ -34,8 +34,7 @@ def main() -> None:
         for p in pairs[: args.per_release]:
             image, gt = read_image(p.image), read_mask(p.mask)
             mask = pred.predict([image])[0]
-            c = confusion_counts(mask[None], gt[None])
-            dice = float(2 * c.tp / (2 * c.tp + c.fp + c.fn))
+            dice = float(dice_score(confusion_counts(mask[None], gt[None]))[0])
             tiles.append(overlay(image, mask, gt))
             captions.append(f"{name}: {p.id} Dice {dice:.3f}")
             print(f"{name} {p.id}: Dice {dice:.4f}")

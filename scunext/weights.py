@@ -9,6 +9,7 @@ takes ``--weights NAME``. The cards are listed by ``scunext weights``; docs/resu
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,14 @@ class UnknownWeightsError(KeyError, ValueError):
 
 def list_weights() -> list[str]:
     """Names of the released weights, sorted."""
+    return list(_released())
+
+
+@lru_cache(maxsize=1)
+def _released() -> tuple[str, ...]:  # package data: listed once per process (the CLI asks for it at start-up)
     if not WEIGHTS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "card.json").is_file())
+        return ()
+    return tuple(sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "card.json").is_file()))
 
 
 def weights_dir(name: str) -> Path:

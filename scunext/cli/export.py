@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scunext.cli.weights import add_weights_option
 from scunext.export import export_run
-from scunext.weights import list_weights, weights_dir
+from scunext.weights import weights_dir
 
 __all__ = ["add_parser", "run"]
 
@@ -23,8 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Needs: pip install 'scunext[onnx]'.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a training run folder")
-    p.add_argument("--weights", metavar="NAME",
-                   help="export released weights instead of a RUN_DIR: " + ", ".join(list_weights()))  # fmt: skip
+    add_weights_option(p, "export released weights instead of a RUN_DIR")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="export format (default onnx)")
     p.add_argument("--out", metavar="FILE", help="output file (default RUN_DIR/model.onnx; NAME.onnx with --weights)")
     p.add_argument("--size", type=int, help="trace size; the fixed size with --no-dynamic (default: the run's size)")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from scunext.cli.weights import add_weights_option
 from scunext.data import IMAGE_EXTENSIONS, read_image
 from scunext.engines import ENGINES
 from scunext.inference import Predictor
@@ -24,8 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="[RUN_DIR] INPUT",
                    help="a training run folder (unless --weights is given), then image files or folders of images")
-    p.add_argument("--weights", metavar="NAME",
-                   help="released weights instead of a RUN_DIR: " + ", ".join(list_weights()))  # fmt: skip
+    add_weights_option(p, "released weights instead of a RUN_DIR")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)")

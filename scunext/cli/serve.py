@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from scunext.cli.weights import add_weights_option
 from scunext.data import MAX_IMAGE_PIXELS
 from scunext.engines import ENGINES
 from scunext.weights import list_weights, weights_dir
@@ -21,8 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the 'serve' extra (pip install 'scunext[serve]').",
     )
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="training run folders; one model entry each")
-    p.add_argument("--weights", metavar="NAME", action="append", default=[],
-                   help="released weights to offer (repeatable): " + ", ".join(list_weights()))  # fmt: skip
+    add_weights_option(p, "released weights to offer (repeatable)", repeatable=True)
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--engine", choices=ENGINES, default="torch", help="inference engine (default torch)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])

@@ -8,6 +8,12 @@ import json
 from scunext.weights import list_weights, weights_card
 
 
+def add_weights_option(p: argparse.ArgumentParser, help: str, repeatable: bool = False) -> None:
+    """``--weights NAME`` for the commands that take a model (predict, export, serve); the help lists the names."""
+    more = {"action": "append", "default": []} if repeatable else {}
+    p.add_argument("--weights", metavar="NAME", help=f"{help}: {', '.join(list_weights())}", **more)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "weights",

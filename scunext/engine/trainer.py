@@ -276,12 +276,21 @@ def train(
     if cfg is None and not resume:
         raise ValueError("a config is needed for a new run")
     cfg = _prepare_run_dir(cfg, run_dir, resume)
+    old, moved = cfg, {}
     if resume and resume_overrides:
-        cfg = _move_run(cfg, run_dir, resume_overrides)
+        cfg, moved = _move_run(cfg, resume_overrides)
     if cfg.data and not resume:  # the run records where its data is, independent of the working directory
         cfg = load_config(None, {**cfg.to_dict(), "data": str(Path(cfg.data).resolve())})
     dist_info, device = init_distributed(cfg.device)
     try:
+        if moved and dist_info.is_main:
+            status = _read_status(run_dir)
+            moves = status.get("moves", [])
+            change = {k: [getattr(old, k), v] for k, v in moved.items()}
+            moves.append({"after_epoch": status.get("epochs_done", 0), **change})
+            _Run(cfg, run_dir, dist_info, device).write_status(moves=moves)
+            cfg.dump(run_dir / "config.yaml")
+            log.info("run %s continues with %s", run_dir, ", ".join(f"{k}={v}" for k, v in moved.items()))
         return _train(cfg, run_dir, resume, show_progress, dist_info, device, stop_after_epoch)
     finally:
         cleanup_distributed()
@@ -291,7 +300,8 @@ def train(
 RESUME_OVERRIDES = ("device", "data", "num_workers")
 
 
-def _move_run(cfg: TrainConfig, run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
+def _move_run(cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config of a resumed run with its *where* fields changed, and ``{field: new value}`` of what changed."""
     bad = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_OVERRIDES)
     if bad:
         raise ValueError(f"a resumed run keeps its config; only {', '.join(RESUME_OVERRIDES)} can change, "
@@ -302,16 +312,7 @@ def _move_run(cfg: TrainConfig, run_dir: Path, overrides: dict[str, Any]) -> Tra
         if not Path(changes["data"]).is_dir():
             raise FileNotFoundError(f"{changes['data']}: dataset folder not found")
     new = load_config(None, {**cfg.to_dict(), **changes})
-    moved = {k: getattr(new, k) for k in changes if getattr(new, k) != getattr(cfg, k)}
-    if moved and (not dist.is_available() or not dist.is_initialized() or dist.get_rank() == 0):
-        status = _read_status(run_dir)
-        moves = status.get("moves", [])
-        moves.append({"after_epoch": status.get("epochs_done", 0), **{k: [getattr(cfg, k), v] for k, v in moved.items()}})  # noqa: E501
-        status["moves"] = moves
-        atomic_write_text(run_dir / "run.json", json.dumps(status, indent=2))
-        new.dump(run_dir / "config.yaml")
-        log.info("run %s continues with %s", run_dir, ", ".join(f"{k}={v}" for k, v in moved.items()))
-    return new
+    return new, {k: getattr(new, k) for k in changes if getattr(new, k) != getattr(cfg, k)}
 
 
 def _train(

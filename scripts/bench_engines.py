@@ -13,8 +13,9 @@ import time
 import onnxruntime
 import torch
 
-from scunext.engines import make_runner
-from scunext.export import fuse_for_inference, make_session, onnx_bytes
+from scunext.deploy.fuse import fuse_for_inference
+from scunext.deploy.onnx_export import make_session, onnx_bytes
+from scunext.deploy.runtimes import make_runner
 from scunext.models import create_model
 
 THREADS = int(sys.argv[sys.argv.index("--threads") + 1]) if "--threads" in sys.argv else 2

@@ -7,7 +7,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from scunext.export import check_onnx, export_onnx, min_onnx_side, sample_inputs
+from scunext.deploy.onnx_export import check_onnx, export_onnx, min_onnx_side, sample_inputs
 from scunext.models import create_model
 
 torch.set_num_threads(2)

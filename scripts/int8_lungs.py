@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from scunext.data import Split, discover_pairs, read_image, read_mask, select_pairs
-from scunext.export import dice_change, export_onnx, quantize_int8, sample_inputs
-from scunext.inference import Predictor
+from scunext.deploy.int8 import dice_change, quantize_int8
+from scunext.deploy.onnx_export import export_onnx, sample_inputs
+from scunext.deploy.predictor import Predictor
 
 torch.set_num_threads(2)
 run, data = sys.argv[1], sys.argv[2]

@@ -13,7 +13,7 @@ import argparse
 import json
 
 from scunext.data import discover_pairs, read_image, read_mask, sample_dir
-from scunext.inference import Predictor
+from scunext.deploy.predictor import Predictor
 from scunext.metrics import confusion_counts, dice_score
 from scunext.visualize import overlay, panel
 from scunext.weights import weights_card, weights_dir

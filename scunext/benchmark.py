@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from scunext.engines import ENGINES, make_runner
+from scunext.deploy.runtimes import ENGINES, make_runner
 from scunext.models import create_model
 from scunext.profiling import count_macs, count_params
 
@@ -108,7 +108,7 @@ def _train_step_ms(
 
 _MEMORY_SNIPPET = """
 import os, threading, time, torch
-from scunext.engines import make_runner
+from scunext.deploy.runtimes import make_runner
 from scunext.models import create_model
 torch.set_num_threads({threads})
 page = os.sysconf("SC_PAGE_SIZE")

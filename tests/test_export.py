@@ -12,18 +12,18 @@ from torch import nn
 from scunext.cli.main import main
 from scunext.config import load_config
 from scunext.data import read_image, sample_dir
-from scunext.engine.checkpoint import save_checkpoint
-from scunext.engines import ENGINES, make_runner
-from scunext.export import (
+from scunext.deploy.fuse import fuse_for_inference
+from scunext.deploy.onnx_export import (
     INPUT_NAME,
     OUTPUT_NAME,
     check_onnx,
     export_onnx,
-    fuse_for_inference,
     make_session,
     min_onnx_side,
     sample_inputs,
 )
+from scunext.deploy.runtimes import ENGINES, make_runner
+from scunext.engine.checkpoint import save_checkpoint
 from scunext.models import create_model, list_models
 
 TOL = 1e-4  # max |logit difference| allowed between onnxruntime and eager PyTorch

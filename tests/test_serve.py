@@ -15,7 +15,7 @@ pytest.importorskip("flask", reason="the 'serve' extra (Flask) is not installed"
 
 from scunext.cli.main import main  # noqa: E402
 from scunext.data import read_image, sample_dir  # noqa: E402
-from scunext.inference import Predictor  # noqa: E402
+from scunext.deploy.predictor import Predictor  # noqa: E402
 from scunext.serve import create_app, decode_upload, load_models, sniff_format  # noqa: E402
 
 ISIC_IMAGE = sorted((sample_dir("isic2017") / "images").glob("*.jpg"))[0]

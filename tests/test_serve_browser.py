@@ -26,7 +26,7 @@ from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from scunext.data import read_image, sample_dir  # noqa: E402
-from scunext.inference import Predictor  # noqa: E402
+from scunext.deploy.predictor import Predictor  # noqa: E402
 from scunext.serve import create_app, load_models, make_server  # noqa: E402
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

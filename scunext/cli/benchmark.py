@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from scunext.benchmark import BenchmarkConfig, dumps, format_report, run_benchmark
-from scunext.engines import ENGINES
+from scunext.deploy.runtimes import ENGINES
 from scunext.models import list_models
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from scunext.cli.weights import add_weights_option
-from scunext.export import export_run
+from scunext.deploy.export import export_run
 from scunext.weights import weights_dir
 
 __all__ = ["add_parser", "run"]

@@ -10,8 +10,8 @@ from PIL import Image
 
 from scunext.cli.weights import add_weights_option
 from scunext.data import IMAGE_EXTENSIONS, read_image
-from scunext.engines import ENGINES
-from scunext.inference import Predictor
+from scunext.deploy.predictor import Predictor
+from scunext.deploy.runtimes import ENGINES
 from scunext.visualize import overlay
 from scunext.weights import list_weights, weights_dir
 

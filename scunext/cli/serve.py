@@ -6,7 +6,7 @@ import argparse
 
 from scunext.cli.weights import add_weights_option
 from scunext.data import MAX_IMAGE_PIXELS
-from scunext.engines import ENGINES
+from scunext.deploy.runtimes import ENGINES
 from scunext.weights import list_weights, weights_dir
 
 DEFAULT_MAX_UPLOAD_MB = 10.0  # the same default as scunext.serve.DEFAULT_MAX_UPLOAD_MB (importing it needs Flask)

@@ -242,7 +242,7 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> t
 
 def normalise(image: np.ndarray, mean: float | np.ndarray = 0.5, std: float | np.ndarray = 0.5) -> torch.Tensor:
     """uint8 ``(H, W, C)`` -> float32 ``(C, H, W)`` tensor ``(image / 255 - mean) / std``: the only scaling, shared
-    by training (:class:`SegmentationDataset`) and inference (:class:`scunext.inference.Predictor`)."""
+    by training (:class:`SegmentationDataset`) and inference (:class:`scunext.deploy.predictor.Predictor`)."""
     img = torch.from_numpy(np.array(image.transpose(2, 0, 1), dtype=np.float32, order="C")).div_(255.0)
     mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
     std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)

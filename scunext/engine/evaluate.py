@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 
 from scunext.config import load_config
 from scunext.data import DataError, SegmentationDataset, Split, discover_pairs, select_pairs
+from scunext.deploy.predictor import Predictor
 from scunext.engine.checkpoint import atomic_write_text
 from scunext.engine.trainer import resolve_data_root
-from scunext.inference import Predictor
 from scunext.metrics import SegmentationMeter, dice_score
 from scunext.visualize import overlay, panel
 

@@ -34,7 +34,7 @@ from werkzeug.serving import BaseWSGIServer
 from werkzeug.serving import make_server as _werkzeug_server
 
 from scunext.data import MAX_IMAGE_PIXELS
-from scunext.inference import Predictor
+from scunext.deploy.predictor import Predictor
 from scunext.serve.upload import UploadError, decode_upload
 from scunext.visualize import overlay
 
@@ -70,7 +70,7 @@ class ServedModel:
     Attributes:
         id: short identifier used by the API (``"0"``, ``"1"``, ...); never a path.
         label: what the page shows, e.g. ``"sc_unext (demo)"``.
-        predictor: the :class:`~scunext.inference.Predictor` that segments (the same as ``scunext predict``).
+        predictor: the :class:`~scunext.deploy.predictor.Predictor` that segments (the same as ``scunext predict``).
         source: where the weights came from, for the log (a run folder; later, a released weights name).
     """
 
@@ -104,13 +104,13 @@ def load_models(
     """One :class:`ServedModel` per training run folder, labelled ``"MODEL (RUN_FOLDER_NAME)"``.
 
     Released weights (a future ``--weights NAME``) are meant to be added to this list the same way, as further
-    :class:`ServedModel` entries built from their own :class:`~scunext.inference.Predictor`.
+    :class:`ServedModel` entries built from their own :class:`~scunext.deploy.predictor.Predictor`.
 
     Args:
         run_dirs: training run folders.
         checkpoint: ``"best"`` or ``"last"``.
         device: where the models run.
-        engine: inference engine (:data:`scunext.engines.ENGINES`).
+        engine: inference engine (:data:`scunext.deploy.runtimes.ENGINES`).
         warmup: run each model once on a blank image, so that the first reported inference time is not inflated
             by one-off start-up costs.
 

@@ -12,12 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from scunext.config import load_config
-from scunext.data import convert_channels, resize_pair
-from scunext.data.dataset import normalise
+from scunext.data.preprocess import preprocess
+from scunext.deploy.runtimes import make_runner
 from scunext.engine.checkpoint import CheckpointError, load_model
-from scunext.engines import make_runner
 
-__all__ = ["Predictor", "checkpoint_stem", "preprocess"]
+__all__ = ["Predictor", "checkpoint_stem"]
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +32,6 @@ def checkpoint_stem(run_dir: str | Path, checkpoint: str = "best") -> Path:
     if not stem.with_suffix(".json").is_file():
         raise CheckpointError(f"{run_dir} has no {checkpoint} checkpoint (has it finished an epoch?)")
     return stem
-
-
-def preprocess(image: np.ndarray, in_channels: int, size: int) -> torch.Tensor:
-    """uint8 image (any channels) -> normalised float32 ``(in_channels, size, size)`` tensor, exactly as in training."""
-    img = convert_channels(image, in_channels)
-    img, _ = resize_pair(img, np.zeros(img.shape[:2], np.uint8), (size, size))
-    return normalise(img)
 
 
 @dataclass

@@ -1,24 +1,25 @@
-"""Inference engines: the same model run by eager PyTorch or by other runtimes.
+"""Inference runtimes (``--engine``): the same model run by eager PyTorch or by other runtimes.
 
-An engine is built once from an eval-mode model and then called like the model: ``runner(x) -> logits`` with
+A runtime is built once from an eval-mode model and then called like the model: ``runner(x) -> logits`` with
 ``x`` a float32 ``(B, C, H, W)`` CPU tensor and the logits a float32 ``(B, num_classes, H, W)`` tensor. The
 measurements behind every choice below are in ``docs/deployment.md``.
 
 ``torch``
     Eager PyTorch fp32, the reference.
 ``torch-fused``
-    Eager PyTorch on a copy with every conv-BN pair folded (:func:`scunext.export.fuse_for_inference`), weights and
+    Eager PyTorch on a copy with every conv-BN pair folded (:func:`scunext.deploy.fuse.fuse_for_inference`), weights and
     input in ``channels_last`` memory format (measured faster than NCHW for UNeXt-S and SC-UNeXt on CPU: PyTorch's
     NCHW max-pool and bilinear upsampling kernels are slow at these small widths).
 ``onnxruntime``
     The BN-folded model exported to ONNX in memory (TorchScript exporter, dynamic batch/H/W) and run by an
     onnxruntime CPU session with all graph optimisations, sequential execution and ``threads`` intra-op threads.
     The fastest engine. Building it takes about a second (the export). Inputs must have H, W multiples of the
-    model's ``input_divisor`` and at least :func:`scunext.export.min_onnx_side` (64 for the UNeXt family).
+    model's ``input_divisor`` and at least :func:`scunext.deploy.onnx_export.min_onnx_side` (64 for the UNeXt family).
 ``onnxruntime-int8``
-    As ``onnxruntime`` after static int8 quantization (QDQ, per-channel weights, :func:`scunext.export.quantize_int8`)
-    calibrated on ``calibration`` images. Offered because it stays within 0.5 Dice points of fp32 on a real test set
-    (SC-UNeXt, chest X-rays); it is *not* faster than ``onnxruntime`` at batch 1 on the CPUs measured.
+    As ``onnxruntime`` after static int8 quantization (QDQ, per-channel weights,
+    :func:`scunext.deploy.int8.quantize_int8`) calibrated on ``calibration`` images. Offered because it stays within
+    0.5 Dice points of fp32 on a real test set (SC-UNeXt, chest X-rays); it is *not* faster than ``onnxruntime``
+    at batch 1 on the CPUs measured.
 
 ``onnxruntime`` engines need ``pip install scunext[onnx]``.
 """
@@ -50,7 +51,7 @@ def _eager(model: nn.Module) -> Runner:
 
 
 def _fused(model: nn.Module) -> Runner:
-    from scunext.export import fuse_for_inference
+    from scunext.deploy.fuse import fuse_for_inference
 
     fused = fuse_for_inference(model).to(memory_format=torch.channels_last)
 
@@ -64,8 +65,9 @@ def _fused(model: nn.Module) -> Runner:
 def _onnxruntime(
     model: nn.Module, threads: int | None, int8: bool, calibration: Sequence[np.ndarray | torch.Tensor] | None
 ) -> Runner:
-    from scunext.export import INPUT_NAME, OUTPUT_NAME, make_session, min_onnx_side, onnx_bytes, quantize_int8
-    from scunext.export import sample_inputs as _samples
+    from scunext.deploy.int8 import quantize_int8
+    from scunext.deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, make_session, min_onnx_side, onnx_bytes
+    from scunext.deploy.onnx_export import sample_inputs as _samples
 
     in_channels = getattr(model, "in_channels", None)
     if in_channels is None:
@@ -108,9 +110,9 @@ def make_runner(
         threads: intra-op threads of the onnxruntime engines (default: ``torch.get_num_threads()``); the PyTorch
             engines use PyTorch's own setting (``torch.set_num_threads``).
         calibration: ``onnxruntime-int8`` only: preprocessed images (float32 ``(C, H, W)``, e.g. from
-            :meth:`~scunext.inference.Predictor.prepare`) of the model's training distribution to calibrate the
+            :meth:`~scunext.deploy.predictor.Predictor.prepare`) of the model's training distribution to calibrate the
             activation ranges on. Default: the shipped sample images of the model's modality at 256x256
-            (:func:`scunext.export.sample_inputs`).
+            (:func:`scunext.deploy.onnx_export.sample_inputs`).
 
     Returns:
         ``runner(x: float32 (B, C, H, W) tensor) -> float32 logits tensor``.

@@ -1,0 +1,123 @@
+"""A training run folder -> ONNX file, checked against eager PyTorch on real images (``scunext export``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scunext.deploy.int8 import dice_change, quantize_int8
+from scunext.deploy.onnx_export import SAMPLE_FOR_CHANNELS, check_onnx, export_onnx, sample_inputs
+
+__all__ = ["export_run"]
+
+log = logging.getLogger(__name__)
+
+
+def _run_pairs(run_dir: Path, data: str, part: str) -> list[Any]:
+    """The run's ``part`` image/mask pairs if its split and data folder are reachable, else an empty list."""
+    from scunext.data import DataError, Split, discover_pairs, select_pairs
+
+    split_file = run_dir / "split.json"
+    if not data or not split_file.is_file() or not Path(data).is_dir():
+        return []
+    try:
+        ids = getattr(Split.from_json(split_file), part)
+        return select_pairs(discover_pairs(data), ids) if ids else []
+    except (DataError, ValueError, KeyError) as exc:
+        log.warning("cannot use the %s images of %s (%s)", part, run_dir, exc)
+        return []
+
+
+def export_run(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    checkpoint: str = "best",
+    size: int | None = None,
+    dynamic: bool = True,
+    int8: bool = False,
+    parity_images: int = 8,
+    calibration_images: int = 32,
+) -> dict[str, Any]:
+    """Export a training run's checkpoint to ONNX and check it against eager PyTorch on real images.
+
+    The parity check runs the first ``parity_images`` shipped sample images of the model's modality
+    (:data:`SAMPLE_FOR_CHANNELS`), preprocessed as for inference, through both runtimes (:func:`check_onnx`).
+    With ``int8`` it also writes ``<out stem>-int8.onnx`` (:func:`quantize_int8`) calibrated on
+    ``calibration_images`` of the run's *training* images (a seeded random choice; the shipped samples if the
+    run's data folder is not reachable), and measures its Dice change against the fp32 graph on the run's *test*
+    images (the shipped sample pairs if those are not reachable) with :func:`dice_change`.
+
+    Args:
+        run_dir: a training run folder.
+        out: the ``.onnx`` file (default ``RUN_DIR/model.onnx``).
+        checkpoint: ``"best"`` or ``"last"``.
+        size: trace size (default: the run's training size); with ``dynamic=False`` the graph's fixed size.
+        dynamic: dynamic batch and H/W axes.
+        int8: also write and assess a static int8 model.
+        parity_images: how many sample images the parity check uses.
+        calibration_images: how many training images calibrate the int8 model.
+
+    Returns:
+        A JSON-able report: ``onnx`` (path), ``max_abs_logit_diff``, ``parity_inputs`` (description), and with
+        ``int8``: ``int8_onnx``, ``int8_max_abs_logit_diff``, ``calibration`` and ``dice`` (:func:`dice_change`
+        plus ``on``).
+
+    Raises:
+        CheckpointError: missing run or checkpoint.
+        ValueError: bad ``size`` for the model, or no sample images for its number of channels.
+    """
+    from scunext.config import load_config
+    from scunext.data import read_image, read_mask, sample_dir
+    from scunext.data.preprocess import preprocess
+    from scunext.deploy.predictor import Predictor
+
+    run_dir = Path(run_dir)
+    pred = Predictor.from_run(run_dir, checkpoint)
+    size = pred.size if size is None else size
+    out = Path(out) if out is not None else run_dir / "model.onnx"
+    path = export_onnx(pred.model, out, in_channels=pred.in_channels, size=size, dynamic=dynamic)
+    sample = SAMPLE_FOR_CHANNELS.get(pred.in_channels)
+    x = torch.stack(sample_inputs(pred.in_channels, size, parity_images))
+    report: dict[str, Any] = {
+        "run": str(run_dir), "model": pred.name, "checkpoint": checkpoint, "onnx": str(path), "size": size,
+        "dynamic": dynamic, "max_abs_logit_diff": check_onnx(path, pred.model, x),
+        "parity_inputs": f"{len(x)} shipped {sample} images at {size}x{size}"
+        + (" and at a second size, batch 2" if dynamic else ""),
+    }  # fmt: skip
+    if not int8:
+        return report
+
+    cfg = load_config(run_dir / "config.yaml")
+    side = pred.size if dynamic else size  # what the graph will be fed: images at the training size if it can be
+
+    def prepare(image: np.ndarray) -> torch.Tensor:
+        return preprocess(image, pred.in_channels, side)
+
+    train = _run_pairs(run_dir, cfg.data, "train")
+    if train:
+        rng = np.random.default_rng(0)
+        chosen = [train[i] for i in sorted(rng.choice(len(train), min(calibration_images, len(train)), replace=False))]
+        calib = [prepare(read_image(p.image)) for p in chosen]
+        report["calibration"] = f"{len(calib)} training images of {cfg.data}"
+    else:
+        calib = sample_inputs(pred.in_channels, side, calibration_images)
+        report["calibration"] = f"{len(calib)} shipped {sample} images (the run's training data is not reachable)"
+    q = quantize_int8(path, path.with_name(path.stem + "-int8.onnx"), calib)
+    report["int8_onnx"] = str(q)
+    report["int8_max_abs_logit_diff"] = check_onnx(q, pred.model, x)
+    test = _run_pairs(run_dir, cfg.data, "test")
+    on = f"{len(test)} test images of {cfg.data}"
+    if not test:
+        from scunext.data import discover_pairs
+
+        test = discover_pairs(sample_dir(sample))
+        on = f"{len(test)} shipped {sample} pairs (the run's test data is not reachable)"
+    images = [read_image(p.image) for p in test]
+    masks = [read_mask(p.mask, threshold=cfg.threshold_masks) for p in test]
+    report["dice"] = {**dice_change(path, q, images, masks, prepare, threshold=pred.threshold), "on": on}
+    return report

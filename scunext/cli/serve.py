@@ -9,7 +9,10 @@ from scunext.data import MAX_IMAGE_PIXELS
 from scunext.deploy.runtimes import ENGINES
 from scunext.weights import list_weights, weights_dir
 
-DEFAULT_MAX_UPLOAD_MB = 10.0  # the same default as scunext.serve.DEFAULT_MAX_UPLOAD_MB (importing it needs Flask)
+# The same defaults as scunext.serve (importing it needs Flask); tests/test_serve.py checks that they agree.
+DEFAULT_MAX_UPLOAD_MB = 10.0
+DEFAULT_WORKERS = 2
+DEFAULT_QUEUE = 4
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +44,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"largest accepted image, width x height in megapixels (default {MAX_IMAGE_PIXELS / 1e6:g}); "
         "larger images are refused before decoding",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"images decoded, segmented and encoded at once (default {DEFAULT_WORKERS}); each can hold a few "
+        "hundred MB for the largest images",
+    )
+    p.add_argument(
+        "--queue",
+        type=int,
+        default=DEFAULT_QUEUE,
+        help=f"uploads that may wait for a worker (default {DEFAULT_QUEUE}); more get 503 with Retry-After",
+    )
     p.set_defaults(func=run)
 
 
@@ -64,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
     if not args.max_megapixels > 0:
         raise CLIError(f"--max-megapixels must be > 0, got {args.max_megapixels}")
+    if args.workers < 1:
+        raise CLIError(f"--workers must be >= 1, got {args.workers}")
+    if args.queue < 0:
+        raise CLIError(f"--queue must be >= 0, got {args.queue}")
     try:
         from scunext.serve import serve
     except ImportError as exc:
@@ -75,5 +95,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         max_upload_mb=args.max_upload_mb,
         max_pixels=int(args.max_megapixels * 1e6),
+        workers=args.workers,
+        queue=args.queue,
     )
     return 0

@@ -5,19 +5,25 @@ content type or file name), then decoded by :func:`scunext.data.read_image`, whi
 (decompression-bomb guard) and turns corrupt or truncated data into :class:`~scunext.data.DataError`. Every
 refusal becomes an :class:`UploadError` with a one-line message and an HTTP status.
 
-``read_image`` decodes the bytes in memory: nothing is written to disk.
+``read_image`` decodes the bytes in memory: nothing is written to disk. A large JPEG is decoded at a reduced
+scale (Pillow's draft mode); its native size comes from the header.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import math
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from scunext.data import MAX_IMAGE_PIXELS, DataError, read_image
 from scunext.data.io import BYTES_LABEL
 
-__all__ = ["UploadError", "sniff_format", "decode_upload", "ACCEPTED_FORMATS"]
+__all__ = ["UploadError", "DecodedUpload", "sniff_format", "decode_upload", "fit_size", "ACCEPTED_FORMATS"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,7 @@ _OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
     (b"DICM", "a DICOM file"),
     (b"PK\x03\x04", "a ZIP archive"),
 )
+
 
 class UploadError(ValueError):
     """An upload that is refused; ``str(exc)`` is one line to show the user.
@@ -82,16 +89,72 @@ def _user_message(exc: DataError) -> str:
     return f"cannot use this image: {text}"
 
 
-def decode_upload(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[np.ndarray, str]:
+@dataclass(frozen=True)
+class DecodedUpload:
+    """A checked and decoded upload.
+
+    Attributes:
+        image: the ``uint8`` pixels, ``(h, w)`` or ``(h, w, 3)``; smaller than ``size`` when a large JPEG was
+            decoded at a reduced scale, otherwise exactly what :func:`scunext.data.read_image` returns.
+        format: ``"png"`` or ``"jpeg"``.
+        size: the native ``(H, W)`` from the file's header.
+        pixel_spacing_mm: ``(row, col)`` spacing in mm when the file records one, else ``None`` (PNG and JPEG).
+    """
+
+    image: np.ndarray
+    format: str
+    size: tuple[int, int]
+    pixel_spacing_mm: tuple[float, float] | None = None
+
+    @property
+    def reduced(self) -> bool:
+        """Whether ``image`` is smaller than the native size (a JPEG decoded in draft mode)."""
+        return self.image.shape[:2] != self.size
+
+
+def fit_size(size: tuple[int, int], *, max_pixels: int | None = None, max_side: int | None = None) -> tuple[int, int]:
+    """The largest ``(h, w)`` with the aspect ratio of ``size`` within the limits (``size`` itself if it fits)."""
+    h, w = size
+    scale = 1.0
+    if max_pixels is not None and h * w > max_pixels:
+        scale = min(scale, math.sqrt(max_pixels / (h * w)))
+    if max_side is not None and max(h, w) > max_side:
+        scale = min(scale, max_side / max(h, w))
+    if scale >= 1.0:
+        return h, w
+    return max(1, math.floor(h * scale)), max(1, math.floor(w * scale))
+
+
+def _header(data: bytes) -> tuple[tuple[int, int], tuple[float, float] | None] | None:
+    """Native ``(H, W)`` and pixel spacing from the header only (no pixel decode); ``None`` when the header cannot
+    be read (:func:`read_image` then refuses the data with the precise reason).
+
+    A private stand-in for the dicom helper's ``scunext.data.io.read_image_info`` (issue 10): PNG and JPEG carry
+    no pixel spacing.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+    except Exception:  # noqa: BLE001 - any unreadable header is reported by read_image below
+        return None
+    return (height, width), None
+
+
+def decode_upload(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS, work_pixels: int | None = None) -> DecodedUpload:
     """Check and decode an uploaded PNG or JPEG.
 
     Args:
         data: the uploaded file's bytes.
-        max_pixels: refuse images with more than this many pixels (width x height), before decoding them.
+        max_pixels: refuse images with more than this many pixels (width x height, the native size from the
+            header), before decoding them.
+        work_pixels: the most pixels the caller will use. A JPEG with more is decoded at the smallest JPEG scale
+            (1/2, 1/4, 1/8) whose sides stay at least those of the image scaled down to ``work_pixels`` (the
+            ``draft_size`` of :func:`scunext.data.read_image`). ``None``: always decoded at full size.
 
     Returns:
-        ``(image, format)``: the ``uint8`` image, ``(H, W)`` or ``(H, W, 3)``, exactly as
-        :func:`scunext.data.read_image` returns it for the same file, and ``"png"`` or ``"jpeg"``.
+        The :class:`DecodedUpload`.
 
     Raises:
         UploadError: empty data (400), not a PNG or JPEG (415), too many pixels, corrupt or truncated (422).
@@ -101,9 +164,14 @@ def decode_upload(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[n
     fmt = sniff_format(data)
     if fmt is None:
         raise UploadError(f"not a PNG or JPEG file (it looks like {_describe(data)}); upload a PNG or JPEG image", 415)
+    header = _header(data)
+    draft_size = None
+    if header is not None and work_pixels is not None and header[0][0] * header[0][1] > work_pixels:
+        draft_size = min(fit_size(header[0], max_pixels=work_pixels))
     try:
-        image = read_image(data, max_pixels=max_pixels)
+        image = read_image(data, max_pixels=max_pixels, draft_size=draft_size)
     except DataError as exc:
         log.info("upload refused: %s", exc)
         raise UploadError(_user_message(exc), 422) from None
-    return image, fmt
+    size, spacing = header if header is not None else (image.shape[:2], None)
+    return DecodedUpload(image, fmt, size, spacing)

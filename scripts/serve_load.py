@@ -1,9 +1,9 @@
 """Load test of ``scunext serve``: N concurrent uploads of one large generated JPEG, on loopback only.
 
-    python scripts/serve_load.py [--weights isic2017 | --run RUN_DIR] [--side 7000] [--clients 20]
-                                 [--workers 2] [--queue 4] [--rounds 1]
+    python scripts/serve_load.py [--weights isic2017 | --run RUN_DIR] [--side 7000] [--format JPEG|PNG]
+                                 [--clients 20] [--workers 2] [--queue 4] [--rounds 1]
 
-It writes a ``side x side`` JPEG made with Pillow (a smooth colour field with a dark blob, plus mild noise, so it
+It makes a ``side x side`` JPEG (or PNG) with Pillow (a smooth colour field with a dark blob, plus mild noise, so it
 compresses like a photo), starts ``python -m scunext serve ... --port 0`` in a subprocess bound to 127.0.0.1,
 fires ``--clients`` uploads at once (``--rounds`` times), then checks that the server still answers. It prints
 every answer's status, the server's resident memory before the load and its peak (``VmHWM`` of
@@ -34,8 +34,9 @@ from PIL import Image, ImageDraw
 _SERVING = re.compile(r"serving on http://127\.0\.0\.1:(\d+)/")
 
 
-def make_jpeg(side: int, quality: int = 85, seed: int = 0) -> bytes:
-    """A ``side x side`` RGB JPEG that looks a little like a skin photo: a smooth field, a dark blob, mild noise."""
+def make_jpeg(side: int, quality: int = 85, seed: int = 0, fmt: str = "JPEG") -> bytes:
+    """A ``side x side`` RGB JPEG (or ``fmt="PNG"``) that looks a little like a skin photo: a smooth field, a dark
+    blob, mild blocky noise."""
     rng = np.random.default_rng(seed)
     small = 64
     yy, xx = np.mgrid[0:small, 0:small] / small
@@ -46,7 +47,7 @@ def make_jpeg(side: int, quality: int = 85, seed: int = 0) -> bytes:
     noise = Image.fromarray(rng.integers(0, 24, (side // 8, side // 8, 3), dtype=np.uint8))
     im = Image.blend(im, noise.resize((side, side), Image.Resampling.NEAREST).convert("RGB"), 0.08)
     buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=quality)
+    im.save(buf, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
     return buf.getvalue()
 
 
@@ -189,20 +190,21 @@ def main() -> int:
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--weights", default="isic2017", help="released weights to serve (default isic2017)")
     src.add_argument("--run", help="a training run folder to serve instead of --weights")
-    ap.add_argument("--side", type=int, default=7000, help="the JPEG's side in pixels (default 7000)")
+    ap.add_argument("--side", type=int, default=7000, help="the image's side in pixels (default 7000)")
+    ap.add_argument("--format", choices=["JPEG", "PNG"], default="JPEG", help="the upload's format (default JPEG)")
     ap.add_argument("--clients", type=int, default=20, help="concurrent uploads (default 20)")
     ap.add_argument("--rounds", type=int, default=1, help="bursts of --clients uploads, one after the other")
     ap.add_argument("--workers", type=int, default=None, help="scunext serve --workers (default: its default)")
     ap.add_argument("--queue", type=int, default=None, help="scunext serve --queue (default: its default)")
     args = ap.parse_args()
 
-    data = make_jpeg(args.side)
+    data = make_jpeg(args.side, fmt=args.format)
     serve_args = [args.run] if args.run else ["--weights", args.weights]
     if args.workers is not None:
         serve_args += ["--workers", str(args.workers)]
     if args.queue is not None:
         serve_args += ["--queue", str(args.queue)]
-    print(f"JPEG {args.side}x{args.side}, {len(data) / 1024:.0f} KB; scunext serve {' '.join(serve_args)}")
+    print(f"{args.format} {args.side}x{args.side}, {len(data) / 1024:.0f} KB; scunext serve {' '.join(serve_args)}")
     server = Server.start(serve_args)
     ok = True
     try:

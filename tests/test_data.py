@@ -563,3 +563,25 @@ def test_pair_is_plain_data() -> None:
     assert p == Pair("a", Path("i/a.png"), Path("m/a.png"))
     with pytest.raises(TypeError, match="Pair"):
         SegmentationDataset([("a", "b", "c")])  # type: ignore[list-item]
+
+
+def test_read_image_draft_size_decodes_large_jpegs_reduced(tmp_path):
+    """``draft_size``: the smallest JPEG scale whose both sides stay >= draft_size; other formats unchanged; the
+    pixel cap is on the native size."""
+    yy, xx = np.mgrid[0:1500, 0:2000]
+    rgb = np.stack([xx % 256, yy % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
+    jpg, png = tmp_path / "big.jpg", tmp_path / "big.png"
+    Image.fromarray(rgb).save(jpg, quality=95)
+    Image.fromarray(rgb).save(png)
+    for draft, shape in [(None, (1500, 2000, 3)), (1500, (1500, 2000, 3)), (700, (750, 1000, 3)),
+                         (300, (375, 500, 3)), (100, (188, 250, 3)), (1, (188, 250, 3))]:  # fmt: skip
+        assert read_image(jpg, draft_size=draft).shape == shape, draft
+    assert read_image(jpg.read_bytes(), draft_size=700).shape == (750, 1000, 3)  # bytes too
+    full, half = read_image(jpg), read_image(jpg, draft_size=700)
+    reference = np.asarray(Image.fromarray(full).resize((1000, 750), Image.Resampling.BOX)).astype(int)
+    assert np.abs(half.astype(int) - reference).mean() < 8  # the same picture, at half the size
+    assert read_image(png, draft_size=300).shape == (1500, 2000, 3)
+    with pytest.raises(DataError, match="megapixels"):
+        read_image(jpg, draft_size=300, max_pixels=2_000_000)  # 3 MP native, whatever the decoded size
+    with pytest.raises(ValueError, match="draft_size"):
+        read_image(jpg, draft_size=0)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import io
+import json
+import socket
 import struct
+import threading
+import time
 import zlib
 
 import numpy as np
@@ -16,7 +21,19 @@ pytest.importorskip("flask", reason="the 'serve' extra (Flask) is not installed"
 from scunext.cli.main import main  # noqa: E402
 from scunext.data import read_image, sample_dir  # noqa: E402
 from scunext.deploy.predictor import Predictor  # noqa: E402
-from scunext.serve import create_app, decode_upload, load_models, sniff_format  # noqa: E402
+from scunext.serve import (  # noqa: E402
+    DEFAULT_QUEUE,
+    DEFAULT_WORKERS,
+    DISPLAY_MAX_SIDE,
+    SERVER_HEADER,
+    WORK_MAX_PIXELS,
+    create_app,
+    decode_upload,
+    load_models,
+    make_server,
+    sniff_format,
+)
+from scunext.serve.guards import cross_origin_refusal  # noqa: E402
 
 ISIC_IMAGE = sorted((sample_dir("isic2017") / "images").glob("*.jpg"))[0]
 XRAY_IMAGE = sorted((sample_dir("chest-xray-lungs") / "images").glob("*.png"))[0]
@@ -48,9 +65,26 @@ def _png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
-def _post(client, data: bytes, filename: str = "upload.png", **fields):
+def _post(client, data: bytes, filename: str = "upload.png", headers=None, **fields):
     form = {"image": (io.BytesIO(data), filename), **fields}
-    return client.post("/api/segment", data=form, content_type="multipart/form-data")
+    return client.post("/api/segment", data=form, content_type="multipart/form-data", headers=headers)
+
+
+def _photo(width: int, height: int) -> Image.Image:
+    """The ISIC sample image scaled up to ``width x height`` (a lesion the tiny model can find)."""
+    return Image.open(ISIC_IMAGE).convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    _photo(width, height).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    _photo(width, height).convert("L").save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _decode_png(b64: str) -> np.ndarray:
@@ -166,9 +200,22 @@ def test_host_header_check(models):
 
 def test_decode_upload_is_read_image():
     data = ISIC_IMAGE.read_bytes()
-    image, fmt = decode_upload(data)
-    assert fmt == "jpeg" and sniff_format(XRAY_IMAGE.read_bytes()) == "png"
-    np.testing.assert_array_equal(image, read_image(ISIC_IMAGE))
+    up = decode_upload(data, work_pixels=WORK_MAX_PIXELS)
+    assert up.format == "jpeg" and sniff_format(XRAY_IMAGE.read_bytes()) == "png"
+    np.testing.assert_array_equal(up.image, read_image(ISIC_IMAGE))
+    assert up.size == up.image.shape[:2] and not up.reduced and up.pixel_spacing_mm is None
+
+
+def test_decode_upload_reduces_only_large_jpegs():
+    big = _jpeg(2000, 1500)
+    # the smallest JPEG scale whose sides still cover the image fitted to work_pixels
+    for work_pixels, shape in [(250_000, (750, 1000, 3)), (60_000, (375, 500, 3)), (1_000_000, (1500, 2000, 3))]:
+        up = decode_upload(big, work_pixels=work_pixels)  # fitted: 433x577, 212x282, 866x1154
+        assert up.image.shape == shape, work_pixels
+        assert up.size == (1500, 2000) and up.reduced == (shape[0] != 1500)
+    assert decode_upload(big).image.shape == (1500, 2000, 3)  # no work_pixels: full decode
+    png = _png(1000, 800)  # only JPEGs have a cheap reduced decode
+    assert decode_upload(png, work_pixels=60_000).image.shape == (800, 1000)
 
 
 def test_cli_user_errors(run_dir, capsys):
@@ -208,3 +255,195 @@ def test_serve_warns_when_not_loopback(models, monkeypatch, caplog, host, warned
     assert "http://" in caplog.text
     evil = seen["app"].test_client().get("/api/models", headers={"Host": "evil.example"}).status_code
     assert evil == (200 if warned else 400)  # the Host check is on for loopback binds
+
+
+# --- bounded work, large images, cross-origin refusal, headers (issue 10) ---------------------------------------
+
+
+def test_large_jpeg_is_segmented_reduced_and_answered_at_native_size(client, run_dir):
+    data = _jpeg(4200, 4000)  # 16.8 MP: decoded at 1/2 scale, computed at <= 4 MP
+    r = _post(client, data)
+    assert r.status_code == 200, r.json
+    body = r.json
+    assert (body["width"], body["height"]) == (4200, 4000)
+    cw, ch = body["computed_width"], body["computed_height"]
+    assert cw * ch <= WORK_MAX_PIXELS and abs(cw / ch - 4200 / 4000) < 0.01
+    mask = _decode_png(body["mask_png"]) == 255
+    assert mask.shape == (4000, 4200)  # the download stays at native size
+    assert body["area_px"] == int(mask.sum())
+    assert body["area_percent"] == pytest.approx(100 * mask.mean())
+    shown = _decode_png(body["overlay_png"])
+    assert max(shown.shape[:2]) == DISPLAY_MAX_SIDE and shown.shape[2] == 3
+    # no pixel spacing in a JPEG; the quality fields are reserved (null)
+    assert body["pixel_spacing_mm"] is None and body["area_mm2"] is None
+    assert body["quality_score"] is None and body["review"] is None
+    # the same lesion as the full-resolution Predictor finds, up to the boundary
+    expected = Predictor.from_run(run_dir).predict([np.asarray(Image.open(io.BytesIO(data)))])[0]
+    assert expected.sum() > 0.01 * expected.size  # a real mask, so that the comparison means something
+    iou = (mask & expected).sum() / (mask | expected).sum()
+    assert iou > 0.97, iou
+
+
+def test_pixel_cap_is_checked_before_decoding(models):
+    client = create_app(models, max_pixels=1_000_000).test_client()
+    r = _post(client, _png(1200, 1000))
+    assert r.status_code == 422 and "1.2 megapixels" in r.json["error"] and "limit of 1 megapixels" in r.json["error"]
+    assert _post(client, _png(1000, 1000)).status_code == 200
+    assert client.get("/api/models").json["max_megapixels"] == 1
+
+
+@pytest.mark.parametrize("queue", [0, 1])
+def test_full_server_answers_503_with_retry_after(models, monkeypatch, queue):
+    app = create_app(models, workers=1, queue=queue)
+    pool = app.extensions["scunext.pool"]
+    predictor = models[0].predictor
+    original = predictor.predict
+    started, release = threading.Event(), threading.Event()
+
+    def slow_predict(images, *args, **kwargs):
+        started.set()
+        assert release.wait(60)
+        return original(images, *args, **kwargs)
+
+    monkeypatch.setattr(predictor, "predict", slow_predict)
+    data = XRAY_IMAGE.read_bytes()
+    answers: list = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(_post(app.test_client(), data))) for _ in range(1 + queue)
+    ]
+    for t in threads:
+        t.start()
+    assert started.wait(60)
+    deadline = time.monotonic() + 60
+    while pool.in_flight < 1 + queue and time.monotonic() < deadline:  # one running, `queue` waiting
+        time.sleep(0.01)
+    assert pool.in_flight == 1 + queue
+
+    r = _post(app.test_client(), data)  # one more than workers + queue
+    assert r.status_code == 503
+    assert r.headers["Retry-After"].isdigit() and int(r.headers["Retry-After"]) >= 1
+    assert "busy" in r.json["error"] and "\n" not in r.json["error"]
+
+    release.set()
+    for t in threads:
+        t.join(60)
+    assert [a.status_code for a in answers] == [200] * (1 + queue)
+    assert pool.in_flight == 0
+    assert _post(app.test_client(), data).status_code == 200  # slots given back
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "host", "refused"),
+    [
+        ("POST", {}, "127.0.0.1:8000", False),  # curl, scripts: no Origin
+        ("POST", {"Origin": "http://127.0.0.1:8000", "Sec-Fetch-Site": "same-origin"}, "127.0.0.1:8000", False),
+        ("POST", {"Origin": "HTTP://LOCALHOST:8000"}, "localhost:8000", False),
+        ("POST", {"Origin": "http://localhost:80"}, "localhost", False),  # default port
+        ("POST", {"Origin": "http://[::1]:8000"}, "[::1]:8000", False),
+        ("POST", {"Sec-Fetch-Site": "none"}, "localhost:8000", False),
+        ("GET", {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}, "localhost:8000", False),
+        ("POST", {"Origin": "http://evil.example"}, "localhost:8000", True),
+        ("POST", {"Origin": "http://localhost:3000"}, "localhost:8000", True),  # another port on this machine
+        ("POST", {"Origin": "https://localhost:8000"}, "localhost:8000", True),
+        ("POST", {"Origin": "null"}, "localhost:8000", True),
+        ("POST", {"Origin": "http://localhost:8000/page"}, "localhost:8000", True),
+        ("POST", {"Origin": "http://localhost:99999"}, "localhost:8000", True),
+        ("POST", {"Sec-Fetch-Site": "cross-site"}, "localhost:8000", True),
+        ("POST", {"Sec-Fetch-Site": "same-site", "Origin": "http://localhost:8000"}, "localhost:8000", True),
+        ("PUT", {"Origin": "http://evil.example"}, "localhost:8000", True),
+    ],
+)
+def test_cross_origin_refusal_table(method, headers, host, refused):
+    reason = cross_origin_refusal(method, headers, "http", host)
+    assert (reason is not None) == refused, reason
+    if refused:
+        assert "cross-origin request refused" in reason and "\n" not in reason
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 200),
+        ({"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}, 200),
+        ({"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Origin": "http://evil.example"}, 403),
+        ({"Origin": "http://localhost:3000", "Sec-Fetch-Site": "same-site"}, 403),
+    ],
+    ids=["no-origin", "same-origin", "evil-fetch", "evil-origin-only", "other-port"],
+)
+def test_cross_origin_posts_are_refused(client, headers, status):
+    r = _post(client, XRAY_IMAGE.read_bytes(), headers=headers)  # the test client's Host is "localhost"
+    assert r.status_code == status, r.json
+    if status == 403:
+        assert "cross-origin" in r.json["error"] and "area_px" not in r.json
+    else:
+        assert r.json["area_px"] >= 0
+
+
+@pytest.fixture
+def live_server(models):
+    """The app on a real loopback socket (the Server header is written by the WSGI server, not by Flask)."""
+    server = make_server(create_app(models, trusted_hosts=["localhost", "127.0.0.1"]), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_port
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def _raw_http(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_headers_do_not_advertise_versions(live_server):
+    conn = http.client.HTTPConnection("127.0.0.1", live_server, timeout=30)
+    for path in ("/api/models", "/", "/nowhere"):
+        conn.request("GET", path)
+        r = conn.getresponse()
+        r.read()
+        assert r.getheader("Server") == SERVER_HEADER, path
+        everything = " ".join(f"{k}: {v}" for k, v in r.getheaders())
+        assert "Python" not in everything and "Werkzeug" not in everything and "werkzeug" not in everything
+        conn.close()
+    # a request the HTTP layer itself refuses (header line too long: 431, before Flask) names no versions either
+    raw = _raw_http(live_server, b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.") and b"\r\nServer: " + SERVER_HEADER.encode() + b"\r\n" in raw
+    assert b"Python" not in raw and b"Werkzeug" not in raw
+
+
+def test_cross_origin_post_over_the_wire_gets_a_json_403(live_server):
+    """The refused body is drained, so the browser or client reads the 403 instead of a connection reset."""
+    data = _jpeg(1500, 1500)
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n\r\n'.encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    conn = http.client.HTTPConnection("127.0.0.1", live_server, timeout=30)
+    conn.request(
+        "POST",
+        "/api/segment",
+        body=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}", "Origin": "http://evil.example"},
+    )
+    r = conn.getresponse()
+    assert r.status == 403
+    assert "cross-origin" in json.loads(r.read())["error"]
+    conn.close()
+
+
+def test_cli_pool_options(run_dir, capsys):
+    from scunext.cli import serve as cli_serve
+
+    assert (cli_serve.DEFAULT_WORKERS, cli_serve.DEFAULT_QUEUE) == (DEFAULT_WORKERS, DEFAULT_QUEUE)
+    for argv, needle in [(["--workers", "0"], "--workers"), (["--queue", "-1"], "--queue")]:
+        assert main(["serve", str(run_dir), *argv]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

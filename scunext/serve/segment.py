@@ -39,10 +39,23 @@ WORK_MAX_PIXELS = 2048 * 2048
 
 
 def _resize(array: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
-    """``array`` (uint8, 2-D or H x W x 3) resized to ``(h, w)`` by Pillow; unchanged when already that size."""
+    """``array`` (uint8, ``(H, W)`` or ``(H, W, C)``) resized to ``(h, w)`` by Pillow, one plane at a time (a Pillow
+    RGB image would hold 4 bytes a pixel); returned unchanged when already that size."""
     if array.shape[:2] == size:
         return array
-    return np.asarray(Image.fromarray(array).resize((size[1], size[0]), resample))
+    if array.ndim == 2:
+        return np.asarray(Image.fromarray(array).resize((size[1], size[0]), resample))
+    planes = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(array[..., c])).resize((size[1], size[0]), resample))
+        for c in range(array.shape[2])
+    ]
+    return np.stack(planes, axis=2)
+
+
+def _shrink(image: np.ndarray, max_pixels: int) -> np.ndarray:
+    """The image to segment: ``image`` itself when it has at most ``max_pixels`` pixels, else scaled down to fit by
+    area averaging (Pillow ``BOX``, as :func:`scunext.data.preprocess` shrinks)."""
+    return _resize(image, fit_size(image.shape[:2], max_pixels=max_pixels), Image.Resampling.BOX)
 
 
 def _png_base64(picture: np.ndarray | Image.Image) -> str:
@@ -52,21 +65,15 @@ def _png_base64(picture: np.ndarray | Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def segment(
+def _answer(
     model: ServedModel,
-    upload: DecodedUpload,
-    *,
-    work_pixels: int = WORK_MAX_PIXELS,
-    display_side: int = DISPLAY_MAX_SIDE,
+    work: np.ndarray,
+    size: tuple[int, int],
+    spacing: tuple[float, float] | None,
+    display_side: int,
 ) -> dict[str, Any]:
-    """Segment one decoded upload and build the ``POST /api/segment`` answer (see the module docstring for sizes).
-
-    ``inference_ms`` times the ``Predictor.predict`` call (preprocessing, network, resizing the probabilities to the
-    computed size). ``quality_score`` and ``review`` are reserved for the model's confidence score and review flag
-    (``null`` until the server computes them).
-    """
-    height, width = upload.size
-    work = _resize(upload.image, fit_size(upload.image.shape[:2], max_pixels=work_pixels), Image.Resampling.BILINEAR)
+    """Segment ``work`` (the image at the computed size) and build the answer for an image of native ``size``."""
+    height, width = size
     with model.lock:  # one inference per model at a time: keeps the timing honest
         start = time.perf_counter()
         mask = model.predictor.predict([work])[0]
@@ -82,10 +89,8 @@ def segment(
         del native
     display = fit_size(work.shape[:2], max_side=display_side)
     shown = overlay(
-        _resize(work, display, Image.Resampling.BILINEAR),
-        _resize(mask_u8, display, Image.Resampling.NEAREST) > 0,
+        _resize(work, display, Image.Resampling.BOX), _resize(mask_u8, display, Image.Resampling.NEAREST) > 0
     )
-    spacing = upload.pixel_spacing_mm
     return {
         "model": model.id,
         "label": model.label,
@@ -105,6 +110,22 @@ def segment(
     }
 
 
+def segment(
+    model: ServedModel,
+    upload: DecodedUpload,
+    *,
+    work_pixels: int = WORK_MAX_PIXELS,
+    display_side: int = DISPLAY_MAX_SIDE,
+) -> dict[str, Any]:
+    """Segment one decoded upload and build the ``POST /api/segment`` answer (see the module docstring for sizes).
+
+    ``inference_ms`` times the ``Predictor.predict`` call (preprocessing, network, resizing the probabilities to the
+    computed size). ``quality_score`` and ``review`` are reserved for the model's confidence score and review flag
+    (``null`` until the server computes them).
+    """
+    return _answer(model, _shrink(upload.image, work_pixels), upload.size, upload.pixel_spacing_mm, display_side)
+
+
 def segment_upload(
     model: ServedModel,
     data: bytes,
@@ -114,13 +135,16 @@ def segment_upload(
     display_side: int = DISPLAY_MAX_SIDE,
 ) -> dict[str, Any]:
     """Decode the uploaded bytes (a JPEG above ``work_pixels`` at a reduced scale) and :func:`segment` them: the
-    whole job that the server's worker pool runs.
+    whole job that the server's worker pool runs. The decoded image is dropped as soon as the computed-size copy
+    exists, before inference and encoding.
 
     Raises:
         UploadError: the upload is refused (see :func:`~scunext.serve.upload.decode_upload`).
     """
     upload = decode_upload(data, max_pixels=max_pixels, work_pixels=work_pixels)
-    return segment(model, upload, work_pixels=work_pixels, display_side=display_side)
+    work, size, spacing = _shrink(upload.image, work_pixels), upload.size, upload.pixel_spacing_mm
+    del upload
+    return _answer(model, work, size, spacing, display_side)
 
 
 def segment_image(model: ServedModel, image: np.ndarray, **kwargs: Any) -> dict[str, Any]:

@@ -125,6 +125,8 @@ def test_upload_segment_and_read_area(driver, base_url, run_dirs):
     assert link.get_attribute("download") == f"{ISIC_IMAGE.stem}_mask.png"
     assert link.get_attribute("href").startswith("blob:")
     assert not driver.find_element(By.ID, "error").is_displayed()
+    assert not driver.find_element(By.ID, "area-mm2-box").is_displayed()  # a JPEG has no pixel spacing
+    assert not driver.find_element(By.ID, "computed-box").is_displayed()  # segmented at its native size
 
     shot = os.environ.get("SCUNEXT_SERVE_SCREENSHOT")
     if shot:

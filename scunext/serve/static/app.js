@@ -83,7 +83,7 @@
         throw new Error("the server did not answer (is it still running?)");
       }
       const body = await readJson(response);
-      if (!response.ok) throw new Error(body.error || "HTTP " + response.status);
+      if (!response.ok) throw new Error(body.error || "HTTP " + response.status);  // 503 says when to retry
       showResult(body, file);
     } catch (err) {
       showError("Could not segment this file: " + err.message);
@@ -101,6 +101,13 @@
     $("area-px").textContent = body.area_px.toLocaleString("en-US");
     $("area-pct").textContent = body.area_percent.toFixed(2);
     $("img-size").textContent = body.width + " × " + body.height + " px";
+    // area in mm² only where the image records its pixel spacing (e.g. DICOM); PNG and JPEG do not
+    const hasMm2 = typeof body.area_mm2 === "number";
+    $("area-mm2").textContent = hasMm2 ? body.area_mm2.toLocaleString("en-US", { maximumFractionDigits: 1 }) : "";
+    $("area-mm2-box").hidden = !hasMm2;
+    const reduced = body.computed_width !== body.width || body.computed_height !== body.height;
+    $("computed-size").textContent = body.computed_width + " × " + body.computed_height + " px";
+    $("computed-box").hidden = !reduced;
     $("ms").textContent = body.inference_ms.toFixed(1);
     $("used-model").textContent = body.label;
     const link = $("download");

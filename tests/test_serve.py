@@ -447,3 +447,52 @@ def test_cli_pool_options(run_dir, capsys):
         assert main(["serve", str(run_dir), *argv]) == 2
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_large_png_decodes_run_one_at_a_time(models, monkeypatch):
+    """A PNG has no reduced decode: above the computed size, its full-size decodes are serialised by the lock."""
+    import scunext.serve.upload as upload_module
+    from scunext.serve import segment_upload
+    from scunext.serve.upload import needs_full_decode
+
+    big_png, small_png, big_jpeg = _png(600, 500), _png(200, 150), _jpeg(600, 500)
+    assert needs_full_decode(big_png, 100_000) and not needs_full_decode(small_png, 100_000)
+    assert not needs_full_decode(big_jpeg, 100_000)  # a JPEG is decoded reduced instead
+
+    active, peak, guard = [0], [0], threading.Lock()
+    real_read_image = upload_module.read_image
+
+    def counting_read_image(*args, **kwargs):
+        with guard:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        try:
+            return real_read_image(*args, **kwargs)
+        finally:
+            with guard:
+                active[0] -= 1
+
+    monkeypatch.setattr(upload_module, "read_image", counting_read_image)
+
+    def burst(data: bytes, lock) -> int:
+        peak[0] = 0
+        results: list = []
+        threads = [
+            threading.Thread(
+                target=lambda: results.append(
+                    segment_upload(models[0], data, work_pixels=100_000, large_decode_lock=lock)
+                )
+            )
+            for _ in range(3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(results) == 3 and all((r["width"], r["height"]) == (600, 500) for r in results)
+        return peak[0]
+
+    assert burst(big_png, threading.Lock()) == 1
+    assert burst(big_png, None) > 1  # without the lock they overlap: the check above can fail
+    assert burst(big_jpeg, threading.Lock()) > 1  # JPEGs are decoded reduced, in parallel

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -134,6 +135,7 @@ def create_app(
         raise ValueError("model ids must be unique")
     max_bytes = int(max_upload_mb * 1024 * 1024)
     pool = WorkPool(workers, queue)
+    large_decode_lock = threading.Lock()  # one full-size decode of a large PNG at a time (~10 bytes a pixel)
 
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.request_class = _InMemoryRequest
@@ -212,7 +214,9 @@ def create_app(
             data = upload.read()
             upload.close()
             try:
-                result = pool.run(segment_upload, model, data, max_pixels=max_pixels)
+                result = pool.run(
+                    segment_upload, model, data, max_pixels=max_pixels, large_decode_lock=large_decode_lock
+                )
             except UploadError as exc:
                 return _error(str(exc), exc.status)
             return jsonify(result)

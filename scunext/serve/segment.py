@@ -4,7 +4,8 @@ The network only ever sees its own input size (e.g. 256 x 256), so a 7000 x 7000
 resolution. The work is done at these sizes:
 
 * **decoded**: a JPEG with more than :data:`WORK_MAX_PIXELS` pixels is decoded at the smallest DCT scale (1/2,
-  1/4, 1/8; Pillow's draft mode) that still covers the computed size; other images are decoded at full size.
+  1/4, 1/8; Pillow's draft mode) that still covers the computed size; other images are decoded at full size (one
+  such large decode at a time in the server, ``large_decode_lock``).
 * **computed**: the decoded image, scaled down further when it has more than :data:`WORK_MAX_PIXELS` pixels, is
   what :class:`~scunext.deploy.predictor.Predictor` segments (preprocessing, network, resizing the probabilities back
   to this size, threshold 0.5). An image no larger than that (every image up to 2048 x 2048) is segmented at its
@@ -20,6 +21,7 @@ from __future__ import annotations
 import base64
 import io
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from PIL import Image
 
 from scunext.data import MAX_IMAGE_PIXELS
 from scunext.serve.models import ServedModel
-from scunext.serve.upload import DecodedUpload, decode_upload, fit_size
+from scunext.serve.upload import DecodedUpload, decode_upload, fit_size, needs_full_decode
 from scunext.visualize import overlay
 
 __all__ = ["DISPLAY_MAX_SIDE", "WORK_MAX_PIXELS", "segment", "segment_image", "segment_upload"]
@@ -133,17 +135,25 @@ def segment_upload(
     max_pixels: int = MAX_IMAGE_PIXELS,
     work_pixels: int = WORK_MAX_PIXELS,
     display_side: int = DISPLAY_MAX_SIDE,
+    large_decode_lock: AbstractContextManager | None = None,
 ) -> dict[str, Any]:
     """Decode the uploaded bytes (a JPEG above ``work_pixels`` at a reduced scale) and :func:`segment` them: the
     whole job that the server's worker pool runs. The decoded image is dropped as soon as the computed-size copy
     exists, before inference and encoding.
 
+    Args:
+        large_decode_lock: held while an image that has no reduced decode (a PNG above ``work_pixels``) is decoded
+            at full size and shrunk, so that only one such decode (about 10 bytes a pixel for a moment) runs at a
+            time; ``None``: no lock.
+
     Raises:
         UploadError: the upload is refused (see :func:`~scunext.serve.upload.decode_upload`).
     """
-    upload = decode_upload(data, max_pixels=max_pixels, work_pixels=work_pixels)
-    work, size, spacing = _shrink(upload.image, work_pixels), upload.size, upload.pixel_spacing_mm
-    del upload
+    big = large_decode_lock is not None and needs_full_decode(data, work_pixels)
+    with large_decode_lock if big else nullcontext():
+        upload = decode_upload(data, max_pixels=max_pixels, work_pixels=work_pixels)
+        work, size, spacing = _shrink(upload.image, work_pixels), upload.size, upload.pixel_spacing_mm
+        del upload
     return _answer(model, work, size, spacing, display_side)
 
 

@@ -23,7 +23,15 @@ from PIL import Image
 from scunext.data import MAX_IMAGE_PIXELS, DataError, read_image
 from scunext.data.io import BYTES_LABEL
 
-__all__ = ["UploadError", "DecodedUpload", "sniff_format", "decode_upload", "fit_size", "ACCEPTED_FORMATS"]
+__all__ = [
+    "UploadError",
+    "DecodedUpload",
+    "sniff_format",
+    "decode_upload",
+    "needs_full_decode",
+    "fit_size",
+    "ACCEPTED_FORMATS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +148,15 @@ def _header(data: bytes) -> tuple[tuple[int, int], tuple[float, float] | None] |
     except Exception:  # noqa: BLE001 - any unreadable header is reported by read_image below
         return None
     return (height, width), None
+
+
+def needs_full_decode(data: bytes, work_pixels: int) -> bool:
+    """Whether :func:`decode_upload` will decode ``data`` at full size with more than ``work_pixels`` pixels: a PNG
+    (or anything but a JPEG, which has a cheap reduced decode) larger than that, by its header."""
+    if sniff_format(data) == "jpeg":
+        return False
+    header = _header(data)
+    return header is not None and header[0][0] * header[0][1] > work_pixels
 
 
 def decode_upload(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS, work_pixels: int | None = None) -> DecodedUpload:

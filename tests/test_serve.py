@@ -496,3 +496,22 @@ def test_large_png_decodes_run_one_at_a_time(models, monkeypatch):
     assert burst(big_png, threading.Lock()) == 1
     assert burst(big_png, None) > 1  # without the lock they overlap: the check above can fail
     assert burst(big_jpeg, threading.Lock()) > 1  # JPEGs are decoded reduced, in parallel
+
+
+def test_byte_cap_over_the_wire_is_a_json_413(live_server):
+    """A body over --max-upload-mb (10 MB here) is refused from its Content-Length, before it is parsed."""
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n\r\n'.encode()
+        + b"\x89PNG\r\n\x1a\n"
+        + bytes(11 * 1024 * 1024)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    conn = http.client.HTTPConnection("127.0.0.1", live_server, timeout=60)
+    conn.request(
+        "POST", "/api/segment", body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    r = conn.getresponse()
+    assert r.status == 413
+    assert "10 MB limit" in json.loads(r.read())["error"]
+    conn.close()

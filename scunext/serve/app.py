@@ -87,14 +87,25 @@ def _error(message: str, status: int) -> Response:
     return response
 
 
-def _drain(max_bytes: int) -> None:
-    """Read and drop the request body in small chunks, so that a refused client reads the answer instead of a
-    connection reset; never holds more than one chunk."""
+def _drain(limit: int) -> None:
+    """Read and drop up to ``limit`` bytes of the request body, 64 KB at a time, so that a refused client reads the
+    answer instead of a connection reset (an unread body makes the socket close with a reset); never holds more
+    than one chunk, and stops at ``limit`` whatever the client sends."""
+    length = request.content_length
     try:
-        stream = request.stream
-        for _ in range(max_bytes // _DRAIN_CHUNK + 2):
-            if not stream.read(_DRAIN_CHUNK):
-                break
+        if length is not None:  # read the raw input: request.stream refuses a body over MAX_CONTENT_LENGTH
+            stream = request.environ["wsgi.input"]
+            remaining = min(length, limit)
+            while remaining > 0:
+                chunk = stream.read(min(_DRAIN_CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        else:  # chunked: werkzeug's stream knows where the body ends
+            stream = request.stream
+            for _ in range(limit // _DRAIN_CHUNK + 1):
+                if not stream.read(_DRAIN_CHUNK):
+                    break
     except (HTTPException, OSError, ValueError):
         pass
 
@@ -134,6 +145,7 @@ def create_app(
     if len(by_id) != len(models):
         raise ValueError("model ids must be unique")
     max_bytes = int(max_upload_mb * 1024 * 1024)
+    drain_bytes = 8 * max_bytes  # a refused body is read and dropped up to this much; beyond, the client gets a reset
     pool = WorkPool(workers, queue)
     large_decode_lock = threading.Lock()  # one full-size decode of a large PNG at a time (~10 bytes a pixel)
 
@@ -151,7 +163,7 @@ def create_app(
         refusal = cross_origin_refusal(request.method, request.headers, request.scheme, request.host)
         if refusal is not None:
             log.warning("refused %s %s from origin %r", request.method, request.path, request.headers.get("Origin"))
-            _drain(max_bytes)
+            _drain(drain_bytes)
             return _error(refusal, 403)
         return None
 
@@ -194,10 +206,11 @@ def create_app(
     @app.post("/api/segment")
     def _segment() -> Response:
         if request.content_length is not None and request.content_length > max_bytes:
+            _drain(drain_bytes)
             return _error(f"the upload is larger than the {max_upload_mb:g} MB limit", 413)
         if not pool.admit():  # before the body is read: a refused upload costs no memory
             seconds = pool.retry_after()
-            _drain(max_bytes)
+            _drain(drain_bytes)
             response = _error(f"the server is busy with other images; try again in {seconds} s", 503)
             response.headers["Retry-After"] = str(seconds)
             return response

@@ -220,7 +220,7 @@ def summarize_cross_site(
                                     "per_seed_differences": ";".join(f"{d:.6f}" for d in pr.per_group),
                                     "verdict": pr.verdict})  # fmt: skip
     md += ["", "95 % CI: stratified bootstrap over images within each seed; the verdict names a winner only when the "
-           "CI excludes 0 (docs/experiments.md)."]  # fmt: skip
+           "CI excludes 0 and p < 0.05 (docs/experiments.md)."]  # fmt: skip
     write_csv(out_dir / "cross_site.csv", csv_rows)
     write_csv(out_dir / "cross_site_paired.csv", paired_rows)
     text = "\n".join(md) + "\n"

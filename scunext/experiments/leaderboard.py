@@ -171,6 +171,7 @@ def _plot(path: Path, names: list[str], dice: list[float], latency: list[float |
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, cost, label in ((axes[0], latency, "CPU batch-1 latency, ms (fastest engine, log)"),
@@ -186,6 +187,8 @@ def _plot(path: Path, names: list[str], dice: list[float], latency: list[float |
                     alpha=0.6, label="Pareto front")  # fmt: skip
             ax.legend(fontsize=8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
         ax.set_xlabel(label)
         ax.set_ylabel("test Dice % (per-image mean over seeds)")
         ax.grid(alpha=0.3)
@@ -291,8 +294,8 @@ def summarize_leaderboard(
     md.append("")
     md.append("Δ Dice: per-image difference (row − SC-UNeXt) on the same test images, mean over seeds of each seed's "
               f"mean; 95 % CI by a stratified bootstrap ({n_boot} resamples, seed 0); Wilcoxon signed-rank p over all "
-              "pairs. The verdict says \"A beats B\" only when the CI excludes 0 (docs/experiments.md). Per-seed "
-              "differences: leaderboard_paired.csv.")  # fmt: skip
+              "pairs. The verdict says \"A beats B\" only when the CI excludes 0 and p < 0.05 "
+              "(docs/experiments.md). Per-seed differences: leaderboard_paired.csv.")  # fmt: skip
     if lat_any:
         md.append(f"Latency: batch 1, {lat_any['input']}, untrained weights, fp32, {lat_any['threads']} threads, "
                   f"fastest of {', '.join(LATENCY_ENGINES)} ({lat_any['timing']}); torch {lat_any['torch']}, "

@@ -63,6 +63,15 @@ def test_table2_end_to_end(tmp_path):
     assert "85.89 / 0.14%" in md  # the paper's UNeXt row beside ours
     cfg = json.loads((out / "experiment.json").read_text())["base_config"]
     assert cfg["max_images"] == 20 and cfg["epochs"] == 1
+    # paired per image: every configuration against UNeXt (folds are the groups), and one line per component
+    paired = {p["label"]: p for p in csv.DictReader((out / "table2_paired.csv").open())}
+    assert set(paired) == (set(TABLE2_CONFIGS) - {"UNeXt"}) | {"edge loss", "skip", "fuse"}
+    dice = {(r["configuration"], r["fold"]): float(r["dice"]) for r in rows}
+    full = "SC-UNeXt (edge loss+skip+fuse)"
+    per_fold = [dice[(full, f)] - dice[("UNeXt", f)] for f in ("fold 1", "fold 2")]
+    assert [float(x) for x in paired[full]["per_group_differences"].split(";")] == pytest.approx(per_fold, abs=1e-6)
+    assert paired["skip"]["groups"] == "8" and paired["skip"]["n_images"] == "80"  # 4 pairs x 2 folds x 10 images
+    assert "| component |" in md and "| skip |" in md
 
 
 def test_table1_shards_share_one_folder(tmp_path, capsys):

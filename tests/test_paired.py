@@ -81,3 +81,26 @@ def test_not_the_same_images_is_refused():
         paired_comparison([a], [b])
     with pytest.raises(ValueError, match="same number"):
         paired_comparison([a], [])
+
+
+def test_component_effects_pairs_only_configurations_differing_by_one_term():
+    """+skip adds 0.1 on every image wherever it is switched on, fuse adds nothing, edge loss takes 0.02 off: each
+    component's effect over the pairs that differ only by it is exactly that."""
+    from scunext.experiments.table2 import TABLE2_CONFIGS, component_effects, components_of
+
+    assert components_of("UNeXt") == frozenset()
+    assert components_of("SC-UNeXt (edge loss+skip)") == {"edge loss", "skip"}
+    images = [f"i{k}" for k in range(6)]
+    effect = {"skip": 0.1, "fuse": 0.0, "edge loss": -0.02}
+    scores = {}
+    for name in TABLE2_CONFIGS:
+        shift = sum(effect[c] for c in components_of(name))
+        scores[name] = {f"fold {f}": {i: 0.5 + 0.01 * k + f * 0.001 + shift for k, i in enumerate(images)}
+                        for f in (1, 2)}  # fmt: skip
+    got = {comp: r for comp, r in component_effects(scores, n_boot=200)}
+    assert set(got) == {"edge loss", "skip", "fuse"}
+    assert got["skip"].mean_difference == pytest.approx(0.1) and got["skip"].n_groups == 8  # 4 pairs x 2 folds
+    assert (got["skip"].ci_low, got["skip"].ci_high) == pytest.approx((0.1, 0.1))
+    assert got["skip"].verdict == "+skip beats no skip"
+    assert got["fuse"].mean_difference == pytest.approx(0.0, abs=1e-12) and got["fuse"].verdict == "no difference shown"
+    assert got["edge loss"].verdict == "no edge loss beats +edge loss"

@@ -26,7 +26,7 @@ from scunext.data import DataError, random_split
 from scunext.experiments.plan import PlannedRun, slug
 from scunext.experiments.records import is_complete, load_result
 from scunext.experiments.report import budget_line, mean_sd, pct, write_csv
-from scunext.experiments.table2 import TABLE2_CONFIGS
+from scunext.experiments.table2 import TABLE2_CONFIGS, component_effects, paired_markdown
 from scunext.metrics.paired import paired_comparison
 from scunext.models import create_model
 
@@ -219,6 +219,23 @@ def summarize_cross_site(
                                     "ci_high": pr.ci_high, "wilcoxon_p": pr.p_value,
                                     "per_seed_differences": ";".join(f"{d:.6f}" for d in pr.per_group),
                                     "verdict": pr.verdict})  # fmt: skip
+    if any(r in TABLE2_CONFIGS for r in rows):
+        for site in sites:
+            for part, where in (("external", "other site"), ("test", "own site")):
+                scores = {row: {s: _scores(by[(row, site, s)], part) for s in seeds
+                                if by.get((row, site, s), {}).get("dice") is not None} for row in rows}  # fmt: skip
+                effects = component_effects(scores, n_boot=n_boot)
+                if effects:
+                    md += ["", f"Per component, trained on {site}, scored on the {where} (pairs of configurations "
+                           "that differ only by it, per image):", ""]  # fmt: skip
+                    md += paired_markdown(effects, "component")
+                    for comp, pr in effects:
+                        paired_rows.append({"row": f"+{comp}", "reference": f"no {comp}", "train_site": site,
+                                            "scored_on": part, "seeds": ";".join(map(str, seeds)),
+                                            "n_images": pr.n_images, "mean_difference": pr.mean_difference,
+                                            "ci_low": pr.ci_low, "ci_high": pr.ci_high, "wilcoxon_p": pr.p_value,
+                                            "per_seed_differences": ";".join(f"{d:.6f}" for d in pr.per_group),
+                                            "verdict": pr.verdict})  # fmt: skip
     md += ["", "95 % CI: stratified bootstrap over images within each seed; the verdict names a winner only when the "
            "CI excludes 0 and p < 0.05 (docs/experiments.md)."]  # fmt: skip
     write_csv(out_dir / "cross_site.csv", csv_rows)

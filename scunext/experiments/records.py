@@ -152,7 +152,11 @@ def _per_image(path: Path) -> dict[str, dict[str, float]]:
 def load_result(source: Path, subsets: tuple[str, ...] = ("test",)) -> dict[str, Any]:
     """The numbers of a complete run folder or record: ``metrics``/``per_image`` per part, seconds, device, config."""
     cfg = yaml.safe_load((source / "config.yaml").read_text()) if (source / "config.yaml").is_file() else {}
-    res: dict[str, Any] = {"source": str(source), "config": cfg or {}, "device": _run_device(source),
+    host = None
+    if (source / "record.json").is_file():
+        h = json.loads((source / "record.json").read_text()).get("host") or {}
+        host = f"{h.get('cpu', '?')}, {h.get('cpu_count', '?')} cores, torch {h.get('torch', '?')}"
+    res: dict[str, Any] = {"source": str(source), "config": cfg or {}, "device": _run_device(source), "host": host,
                            "train_seconds": train_seconds_from_log(source / "log.csv"), "metrics": {},
                            "per_image": {}}  # fmt: skip
     for s in subsets:

@@ -43,8 +43,9 @@ def run_in_channels(results: list[dict[str, Any]], default: int = 3) -> int:
 
 def budget_line(base: TrainConfig, results: list[dict[str, Any]] | None = None) -> str:
     """The training budget every table states: epochs, optimiser, size, batch, caps, and where the runs trained."""
-    devices = sorted({str(r["device"]) for r in results or [] if r.get("device")})
-    where = f"; trained on: {', '.join(devices)}" if devices else ""
+    devices = sorted({str(r["device"]) + (f" ({r['host']})" if r.get("host") else "")
+                      for r in results or [] if r.get("device")})  # fmt: skip
+    where = f"; trained on: {'; '.join(devices)}" if devices else ""
     return (f"Budget: {base.epochs} epochs, Adam lr {base.lr:g} cosine to {base.min_lr:g}, batch {base.batch_size}, "
             f"size {base.size}, loss {base.loss}, augmentation {'default' if not base.augment else base.augment}, "
             f"channels_last {base.channels_last}, max_train_images {base.max_train_images or 'all'}"

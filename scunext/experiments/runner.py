@@ -119,7 +119,7 @@ def collect(pr: PlannedRun, runs_dir: Path, records: Path | None = None) -> dict
     res: dict[str, Any] = {"row": pr.row, "column": pr.column, "run": str(runs_dir / pr.folder), "dice": None,
                            "iou": None, "dice_pooled": None, "hd95": None, "n_test": None, "train_seconds": None,
                            "device": None, "epochs": pr.cfg.epochs, "per_image": {}, "metrics": {}, "config": {},
-                           "info": pr.info}  # fmt: skip
+                           "host": None, "info": pr.info}  # fmt: skip
     source = find_source(pr.folder, runs_dir, records, pr.subsets)
     if source is None:
         return res
@@ -128,5 +128,5 @@ def collect(pr: PlannedRun, runs_dir: Path, records: Path | None = None) -> dict
     res.update(run=str(source), dice=m["dice"]["per_image_mean"], iou=m["iou"]["per_image_mean"],
                dice_pooled=m["dice"]["pooled"], n_test=m["n_images"], hd95=(m.get("hd95") or {}).get("per_image_mean"),
                train_seconds=r["train_seconds"], device=r["device"], per_image=r["per_image"], metrics=r["metrics"],
-               config=r["config"])  # fmt: skip
+               config=r["config"], host=r["host"])  # fmt: skip
     return res

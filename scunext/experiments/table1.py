@@ -9,7 +9,7 @@ from typing import Any
 
 from scunext.config import TrainConfig, apply_overrides
 from scunext.experiments.plan import PlannedRun, slug
-from scunext.experiments.report import bar_plot, mean_sd, pct, run_in_channels, write_csv
+from scunext.experiments.report import bar_plot, budget_line, mean_sd, pct, run_in_channels, write_csv
 from scunext.models import create_model
 from scunext.profiling import count_macs, count_params
 
@@ -46,7 +46,8 @@ def summarize_table1(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
     in_ch = base.in_channels or run_in_channels(results)
     csv_rows, md = [], []
     md.append(f"Data: `{base.data}`; split: {base.split}; epochs: {base.epochs}; size {base.size}; lr {base.lr}; "
-              f"batch {base.batch_size}; max_train_images {base.max_train_images or 'all'}.\n")  # fmt: skip
+              f"batch {base.batch_size}; max_train_images {base.max_train_images or 'all'}.")  # fmt: skip
+    md.append(budget_line(base, results) + "\n")
     md.append("| model | params | GMACs @256 | Dice % mean ± sd | Dice var (paper style) | IoU % mean ± sd | "
               "train min (mean) | paper Dice / IoU % (ISIC 2018) | runs |")  # fmt: skip
     md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

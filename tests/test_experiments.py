@@ -122,6 +122,13 @@ def test_table1_records_round_trip(tmp_path, capsys):
     assert (out2 / "table1.md").read_text() == md
     rows = list(csv.DictReader((out2 / "table1.csv").open()))
     assert all(Path(r["run"]).parent == rec for r in rows)
+    # no data folder needed to rebuild the tables from records
+    out3 = tmp_path / "nodata"
+    argv3 = [*argv2[:3], str(tmp_path / "gone"), argv2[4], str(out3), *argv2[6:]]
+    assert main(argv3) == 0
+    table = [ln for ln in md.splitlines() if ln.startswith("| `")]
+    assert [ln for ln in (out3 / "table1.md").read_text().splitlines() if ln.startswith("| `")] == table
+    assert "trained on: cpu (" in md and "cores, torch" in md  # the training host, from the records
     # a half-written record (crash during export) does not count as done
     (rec / "sc_unext-seed-0" / "eval" / "test" / "metrics.json").unlink()
     assert main(argv2) == 0

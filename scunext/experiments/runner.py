@@ -124,6 +124,8 @@ def collect(pr: PlannedRun, runs_dir: Path, records: Path | None = None) -> dict
     if source is None:
         return res
     r = load_result(source, pr.subsets)
+    if r["host"] is None and records is not None and (records / pr.folder / "record.json").is_file():
+        r["host"] = load_result(records / pr.folder, ())["host"]  # the training machine, as its record says
     m = r["metrics"]["test"] if "test" in r["metrics"] else next(iter(r["metrics"].values()))
     res.update(run=str(source), dice=m["dice"]["per_image_mean"], iou=m["iou"]["per_image_mean"],
                dice_pooled=m["dice"]["pooled"], n_test=m["n_images"], hd95=(m.get("hd95") or {}).get("per_image_mean"),

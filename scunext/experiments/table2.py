@@ -8,7 +8,7 @@ from typing import Any
 
 from scunext.config import TrainConfig, apply_overrides
 from scunext.experiments.plan import PlannedRun, slug
-from scunext.experiments.report import bar_plot, mean_sd, pct, write_csv
+from scunext.experiments.report import bar_plot, budget_line, mean_sd, pct, write_csv
 from scunext.metrics.paired import PairedResult, paired_comparison
 
 __all__ = ["TABLE2_CONFIGS", "PAPER_TABLE2", "COMPONENTS", "table2_plan", "summarize_table2", "components_of",
@@ -111,7 +111,8 @@ def summarize_table2(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
     by = {(r["row"], r["column"]): r for r in results}
     md = [f"Data: `{base.data}`, a seeded pick of {base.max_images or 'all'} images (seed {base.seed}), "
           f"{len(columns)}-fold cross-validation (the held-out fold is scored; model selection on a validation part "
-          f"carved from the other folds); epochs {base.epochs}; size {base.size}; lr {base.lr}.\n",
+          f"carved from the other folds); epochs {base.epochs}; size {base.size}; lr {base.lr}.",
+          budget_line(base, results) + "\n",
           "| configuration | " + " | ".join(columns) + " | mean | variance (paper style) | sd | paper mean / var |",
           "|---|" + "---:|" * (len(columns) + 4)]  # fmt: skip
     csv_rows, means, sds = [], [], []

@@ -213,3 +213,12 @@ def test_leaderboard_end_to_end(tmp_path, capsys):
     assert main(argv) == 0
     assert capsys.readouterr().err.count("done, skipped") == 4
     assert (out / "latency.json").read_text() == cached
+
+
+def test_pareto_front():
+    from scunext.experiments.leaderboard import pareto_front
+
+    # (cost, Dice): index 2 is dominated by index 0 (cheaper and better), 4 ties 0 on cost with a lower score
+    pts = [(10.0, 0.83), (7.0, 0.81), (12.0, 0.80), (160.0, 0.85), (10.0, 0.82), (22.0, 0.845)]
+    assert pareto_front(pts) == [1, 0, 5, 3]
+    assert pareto_front([(1.0, 0.5)]) == [0]

@@ -171,24 +171,29 @@ def _plot(path: Path, names: list[str], dice: list[float], latency: list[float |
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, cost, label in ((axes[0], latency, "CPU batch-1 latency, ms (fastest engine, log)"),
-                            (axes[1], params, "parameters (log)")):  # fmt: skip
+    panels = ((axes[0], latency, "CPU batch-1 latency, ms (fastest engine, log)", lambda v: f"{v:.1f} ms",
+               lambda v: f"{v:g}"),
+              (axes[1], params, "parameters (log)", lambda v: f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v / 1e3:.0f} k",
+               lambda v: f"{v / 1e6:g}M" if v >= 1e6 else f"{v / 1e3:g}k"))  # fmt: skip
+    for ax, cost, label, fmt, tick in panels:
         idx = [i for i in range(len(names)) if cost[i] is not None]
         pts = [(float(cost[i]), dice[i]) for i in idx]
         front = [idx[k] for k in pareto_front(pts)]
         for i in idx:
             ax.scatter(cost[i], 100 * dice[i], color="#c44e52" if i in front else "#4a7ab5", zorder=3)
-            ax.annotate(names[i], (cost[i], 100 * dice[i]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+            ax.annotate(f"{names[i]} ({fmt(cost[i])})", (cost[i], 100 * dice[i]), fontsize=8, xytext=(4, 4),
+                        textcoords="offset points")  # fmt: skip
         if len(front) > 1:
             ax.step([cost[i] for i in front], [100 * dice[i] for i in front], where="post", color="#c44e52",
                     alpha=0.6, label="Pareto front")  # fmt: skip
             ax.legend(fontsize=8)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _, tick=tick: tick(v)))
         ax.set_xlabel(label)
         ax.set_ylabel("test Dice % (per-image mean over seeds)")
         ax.grid(alpha=0.3)
@@ -257,7 +262,6 @@ def summarize_leaderboard(
             sources.append(src)
         pub = pub if not src else f"{pub} [{sources.index(src) + 1}]"
         cmp_s, p_s, verdict = "–", "–", "–"
-        pr = None
         if row != REFERENCE and REFERENCE in rows:
             both = [c for c in columns if by.get((row, c), {}).get("dice") is not None
                     and by.get((REFERENCE, c), {}).get("dice") is not None]  # fmt: skip

@@ -222,3 +222,35 @@ def test_pareto_front():
     pts = [(10.0, 0.83), (7.0, 0.81), (12.0, 0.80), (160.0, 0.85), (10.0, 0.82), (22.0, 0.845)]
     assert pareto_front(pts) == [1, 0, 5, 3]
     assert pareto_front([(1.0, 0.5)]) == [0]
+
+
+def test_record_export_is_all_or_nothing(tiny_run, tmp_path, monkeypatch):
+    """A crash while a record is written leaves the previous record (or none) in place, never a half one."""
+    import shutil as _shutil
+
+    from scunext.engine.evaluate import evaluate_run
+    from scunext.experiments import export_record, is_complete
+    from scunext.experiments import records as rec_mod
+
+    run = tmp_path / "run"
+    _shutil.copytree(tiny_run, run)
+    if not (run / "eval" / "test" / "metrics.json").is_file():
+        evaluate_run(run, subset="test", hd95=False, show_progress=False)
+    dest = tmp_path / "records" / "run"
+    with pytest.raises(ValueError, match="not a finished and scored run"):
+        export_record(run, dest, ("test", "external"))
+    export_record(run, dest)
+    before = {p.name: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    calls, real_copy = [], _shutil.copy2
+
+    def failing_copy(src, dst, *a, **k):
+        calls.append(src)
+        if str(src).endswith("metrics.json"):
+            raise OSError("disk full")
+        return real_copy(src, dst, *a, **k)
+
+    monkeypatch.setattr(rec_mod.shutil, "copy2", failing_copy)
+    with pytest.raises(OSError, match="disk full"):
+        export_record(run, dest)
+    assert calls and is_complete(dest)
+    assert {p.name: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before

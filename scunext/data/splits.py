@@ -394,8 +394,9 @@ def csv_split(
         csv_path: CSV file with a header row (UTF-8, an optional BOM is fine).
         column: column holding each id's part.
         id_column: column holding the ids.
-        values: map from a column value (compared lower-cased and stripped) to ``"train"``, ``"val"``, ``"test"``
-            or ``None`` (leave the row out); default :data:`DEFAULT_CSV_VALUES`.
+        values: map from a column value (compared lower-cased and stripped) to ``"train"``, ``"val"``, ``"test"``,
+            ``"external"`` (another site, only scored) or ``None`` (leave the row out); default
+            :data:`DEFAULT_CSV_VALUES`.
         ids: if given, keep only these ids (e.g. the ids found on disk); each must be in the CSV.
 
     Raises:

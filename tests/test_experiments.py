@@ -1,5 +1,5 @@
-"""Both experiment runners end to end on the shipped sample (1 epoch): table structure, numbers from run folders,
-resumability."""
+"""The experiment runners end to end on the shipped sample (1 epoch): table structure, numbers from run folders or
+their portable records, resumability, the leaderboard's plan, paired columns and latency cache."""
 
 from __future__ import annotations
 
@@ -63,6 +63,15 @@ def test_table2_end_to_end(tmp_path):
     assert "85.89 / 0.14%" in md  # the paper's UNeXt row beside ours
     cfg = json.loads((out / "experiment.json").read_text())["base_config"]
     assert cfg["max_images"] == 20 and cfg["epochs"] == 1
+    # paired per image: every configuration against UNeXt (folds are the groups), and one line per component
+    paired = {p["label"]: p for p in csv.DictReader((out / "table2_paired.csv").open())}
+    assert set(paired) == (set(TABLE2_CONFIGS) - {"UNeXt"}) | {"edge loss", "skip", "fuse"}
+    dice = {(r["configuration"], r["fold"]): float(r["dice"]) for r in rows}
+    full = "SC-UNeXt (edge loss+skip+fuse)"
+    per_fold = [dice[(full, f)] - dice[("UNeXt", f)] for f in ("fold 1", "fold 2")]
+    assert [float(x) for x in paired[full]["per_group_differences"].split(";")] == pytest.approx(per_fold, abs=1e-6)
+    assert paired["skip"]["groups"] == "8" and paired["skip"]["n_images"] == "80"  # 4 pairs x 2 folds x 10 images
+    assert "| component |" in md and "| skip |" in md
 
 
 def test_table1_shards_share_one_folder(tmp_path, capsys):
@@ -84,3 +93,164 @@ def test_table1_shards_share_one_folder(tmp_path, capsys):
     assert capsys.readouterr().err.count("done, skipped") == 2
     assert "2/1" not in (out / "table1.md").read_text() and (out / "table1.csv").is_file()
     assert main([*argv, "--shard", "3/2"]) == 2  # a clear error, not a traceback
+
+
+def test_table1_records_round_trip(tmp_path, capsys):
+    """Each finished run leaves a small portable record (no weights); --report-only rebuilds the same table from the
+    records alone, in a folder that never held a run."""
+    from pathlib import Path
+
+    out, rec = tmp_path / "t1", tmp_path / "docs-results" / "table1-sample"
+    argv = ["experiment", "table1", "--data", str(sample_dir("chest-xray-lungs")), "--out", str(out), "--epochs",
+            "1", "--seeds", "1", "--size", "64", "--models", "unext_s,sc_unext", "--max-train-images", "8",
+            "--records", str(rec)]  # fmt: skip
+    assert main(argv) == 0
+    for name in ("unext_s-seed-0", "sc_unext-seed-0"):
+        files = sorted(str(p.relative_to(rec / name)) for p in (rec / name).rglob("*") if p.is_file())
+        assert files == ["config.yaml", "eval/test/metrics.json", "eval/test/per_image.csv", "log.csv",
+                         "record.json", "split.json"]  # fmt: skip
+        assert sum(p.stat().st_size for p in (rec / name).rglob("*")) < 200_000
+        r = json.loads((rec / name / "record.json").read_text())
+        assert r["status"] == "finished" and r["device"] == "cpu" and r["train_seconds"] > 0
+        assert (rec / name / "split.json").read_bytes() == (out / "runs" / name / "split.json").read_bytes()
+    md = (out / "table1.md").read_text()
+    out2 = tmp_path / "elsewhere"
+    argv2 = [*argv[:5], str(out2), *argv[6:], "--report-only"]
+    capsys.readouterr()
+    assert main(argv2) == 0
+    assert capsys.readouterr().err.count("done elsewhere") == 2
+    assert (out2 / "table1.md").read_text() == md
+    rows = list(csv.DictReader((out2 / "table1.csv").open()))
+    assert all(Path(r["run"]).parent == rec for r in rows)
+    # no data folder needed to rebuild the tables from records
+    out3 = tmp_path / "nodata"
+    argv3 = [*argv2[:3], str(tmp_path / "gone"), argv2[4], str(out3), *argv2[6:]]
+    assert main(argv3) == 0
+    table = [ln for ln in md.splitlines() if ln.startswith("| `")]
+    assert [ln for ln in (out3 / "table1.md").read_text().splitlines() if ln.startswith("| `")] == table
+    assert "trained on: cpu (" in md and "cores, torch" in md  # the training host, from the records
+    # a half-written record (crash during export) does not count as done
+    (rec / "sc_unext-seed-0" / "eval" / "test" / "metrics.json").unlink()
+    assert main(argv2) == 0
+    assert "| 0/1 |" in (out2 / "table1.md").read_text()
+
+
+def test_leaderboard_plan_and_default_models(monkeypatch, caplog):
+    import logging
+
+    from scunext.config import load_config
+    from scunext.experiments import LEADERBOARD_MODELS, default_models, leaderboard_plan
+    from scunext.experiments import leaderboard as lb
+
+    base = load_config(None, {"data": str(sample_dir("chest-xray-lungs")), "epochs": 1})
+    plan = leaderboard_plan(base, seeds=2, models=("unext_s", "sc_unext", "unet"))
+    assert [(p.row, p.column, p.folder) for p in plan[:3]] == [
+        ("unext_s", "seed 0", "unext_s-seed-0"), ("sc_unext", "seed 0", "sc_unext-seed-0"),
+        ("unet", "seed 0", "unet-seed-0")]  # fmt: skip
+    assert len(plan) == 6 and all(p.hd95 and p.cfg.seed == int(p.column[-1]) for p in plan)
+    # one protocol: every setting but the model and the seed is the same
+    keep = {k: v for k, v in plan[0].cfg.to_dict().items() if k not in ("model", "seed")}
+    assert all({k: v for k, v in p.cfg.to_dict().items() if k not in ("model", "seed")} == keep for p in plan)
+    # the default rows are the registered ones among the six, with a log line when some are missing
+    monkeypatch.setattr(lb, "list_models", lambda: ["unet", "sc_unext", "unext", "unext_s", "resunetpp"])
+    with caplog.at_level(logging.INFO, logger="scunext.experiments.leaderboard"):
+        assert default_models() == ("unext_s", "sc_unext", "unext", "unet")
+    assert "malunet, egeunet not registered" in caplog.text
+    monkeypatch.setattr(lb, "list_models", lambda: [*LEADERBOARD_MODELS, "resunetpp"])
+    assert default_models() == LEADERBOARD_MODELS
+    with pytest.raises(ValueError, match="twice"):
+        leaderboard_plan(base, 1, ("unext_s", "unext_s"))
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--models", "unext_s,nosuchnet"], "nosuchnet"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--shard", "0/2"], "--shard 0/2"),
+    ],
+)
+def test_leaderboard_bad_input(tmp_path, capsys, extra, message):
+    out = tmp_path / "lb"
+    argv = ["experiment", "leaderboard", "--data", str(sample_dir("isic2017")), "--out", str(out), "--epochs", "1",
+            *extra]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scunext experiment: error:") and message in err[0]
+    assert not (out / "runs").exists()
+
+
+def test_leaderboard_end_to_end(tmp_path, capsys):
+    """Two models on the official split of the ISIC sample, 2 seeds: every row against SC-UNeXt on the same test
+    images, latency measured once and cached, plot and CSVs written; a second call trains and measures nothing."""
+    out = tmp_path / "lb"
+    argv = ["experiment", "leaderboard", "--data", str(sample_dir("isic2017")), "--out", str(out), "--epochs", "1",
+            "--seeds", "2", "--split", "csv", "--size", "64", "--models", "unext_s,sc_unext", "--threads", "1",
+            "--latency-runs", "3", "--n-boot", "300", "--max-train-images", "6"]  # fmt: skip
+    assert main(argv) == 0
+    md = (out / "leaderboard.md").read_text()
+    assert "| `unext_s` | 253,561 | 0.099 |" in md and "| `sc_unext` | 253,345 | 0.091 |" in md
+    assert "Budget: 1 epochs" in md and "reference" in md and "7:3 split" in md and "| 2/2 |" in md
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert len(rows) == 4
+    for r in rows:
+        m = _metrics(r["run"])
+        assert float(r["dice"]) == pytest.approx(m["dice"]["per_image_mean"])
+        assert float(r["hd95"]) == pytest.approx(m["hd95"]["per_image_mean"])
+        assert float(r["latency_ms"]) > 0 and r["latency_engine"] in ("torch", "torch-fused", "onnxruntime")
+    (paired,) = list(csv.DictReader((out / "leaderboard_paired.csv").open()))
+    assert (paired["model"], paired["reference"], paired["n_images"]) == ("unext_s", "sc_unext", "16")
+    by = {(r["model"], r["seed"]): float(r["dice"]) for r in rows}
+    per_seed = [float(x) for x in paired["per_seed_differences"].split(";")]
+    # same official test images for both models and seeds: each per-seed difference is the difference of means
+    assert per_seed == pytest.approx([by[("unext_s", s)] - by[("sc_unext", s)] for s in ("seed 0", "seed 1")],
+                                     abs=1e-6)  # fmt: skip
+    assert float(paired["mean_difference"]) == pytest.approx(sum(per_seed) / 2, abs=1e-6)
+    assert float(paired["ci_low"]) <= float(paired["mean_difference"]) <= float(paired["ci_high"])
+    assert (out / "leaderboard.png").stat().st_size > 1000
+    cached = (out / "latency.json").read_text()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("done, skipped") == 4
+    assert (out / "latency.json").read_text() == cached
+
+
+def test_pareto_front():
+    from scunext.experiments.leaderboard import pareto_front
+
+    # (cost, Dice): index 2 is dominated by index 0 (cheaper and better), 4 ties 0 on cost with a lower score
+    pts = [(10.0, 0.83), (7.0, 0.81), (12.0, 0.80), (160.0, 0.85), (10.0, 0.82), (22.0, 0.845)]
+    assert pareto_front(pts) == [1, 0, 5, 3]
+    assert pareto_front([(1.0, 0.5)]) == [0]
+
+
+def test_record_export_is_all_or_nothing(tiny_run, tmp_path, monkeypatch):
+    """A crash while a record is written leaves the previous record (or none) in place, never a half one."""
+    import shutil as _shutil
+
+    from scunext.engine.evaluate import evaluate_run
+    from scunext.experiments import export_record, is_complete
+    from scunext.experiments import records as rec_mod
+
+    run = tmp_path / "run"
+    _shutil.copytree(tiny_run, run)
+    if not (run / "eval" / "test" / "metrics.json").is_file():
+        evaluate_run(run, subset="test", hd95=False, show_progress=False)
+    dest = tmp_path / "records" / "run"
+    with pytest.raises(ValueError, match="not a finished and scored run"):
+        export_record(run, dest, ("test", "external"))
+    export_record(run, dest)
+    before = {p.name: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    calls, real_copy = [], _shutil.copy2
+
+    def failing_copy(src, dst, *a, **k):
+        calls.append(src)
+        if str(src).endswith("metrics.json"):
+            raise OSError("disk full")
+        return real_copy(src, dst, *a, **k)
+
+    monkeypatch.setattr(rec_mod.shutil, "copy2", failing_copy)
+    with pytest.raises(OSError, match="disk full"):
+        export_record(run, dest)
+    assert calls and is_complete(dest)
+    assert {p.name: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before

@@ -1,4 +1,4 @@
-"""``scunext experiment table1|table2``: the paper's tables on real data, resumable."""
+"""``scunext experiment table1|table2|leaderboard|cross-site``: resumable experiments on real data."""
 
 from __future__ import annotations
 
@@ -9,15 +9,29 @@ from pathlib import Path
 from scunext.config import load_config
 from scunext.engine.distributed import resolve_device
 from scunext.experiments import (
+    CROSS_SITE_MODELS,
     TABLE1_MODELS,
     check_experiment_record,
+    cross_site_plan,
+    cross_site_scores,
+    default_models,
+    leaderboard_plan,
     parse_shard,
     run_plan,
+    sites_from_csv,
+    sites_from_pattern,
+    summarize_cross_site,
+    summarize_leaderboard,
     summarize_table1,
     summarize_table2,
     table1_plan,
     table2_plan,
 )
+
+_OUTPUTS = {"table1": ("table1.md", "table1.csv", "table1.png"),
+            "table2": ("table2.md", "table2.csv", "table2_paired.csv", "table2.png"),
+            "leaderboard": ("leaderboard.md", "leaderboard.csv", "leaderboard_paired.csv", "leaderboard.png"),
+            "cross-site": ("cross_site.md", "cross_site.csv", "cross_site_paired.csv")}  # fmt: skip
 
 
 def _budget(p: argparse.ArgumentParser) -> None:
@@ -34,14 +48,26 @@ def _budget(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", metavar="I/N", help="run only every N-th planned run from the I-th (N processes share "
                    "one --out); run once more without it to write the tables")  # fmt: skip
     p.add_argument("--report-only", action="store_true",
-                   help="train nothing: write the tables from the runs finished so far")  # fmt: skip
+                   help="train nothing: write the tables from the runs (and --records) finished so far")  # fmt: skip
+    p.add_argument("--records", metavar="DIR", help="portable run records: each finished run's record (config, "
+                   "split, log, metrics, per-image scores; no weights) is written to DIR/RUN, and the tables also "
+                   "read the records there (e.g. docs/results/EXPERIMENT)")  # fmt: skip
     p.add_argument("--progress-bars", action="store_true", help="show per-run progress bars too")
 
 
+def _models_arg(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    models = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not models:
+        raise ValueError("--models is empty")
+    return models
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("experiment", help="reproduce the paper's Table 1 or Table 2 (resumable)",
-                       description="Resumable experiment runners; see docs/results.md.")  # fmt: skip
-    s = p.add_subparsers(dest="table", metavar="TABLE")
+    p = sub.add_parser("experiment", help="resumable experiments: the paper's tables, leaderboard, cross-site",
+                       description="Resumable experiment runners; see docs/experiments.md.")  # fmt: skip
+    s = p.add_subparsers(dest="table", metavar="EXPERIMENT")
     s.required = True
     t1 = s.add_parser("table1", help="U-Net, ResUNet++, UNeXt-S, SC-UNeXt on N random 80/20 splits")
     _budget(t1)
@@ -53,7 +79,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _budget(t2)
     t2.add_argument("--folds", type=int, default=5)
     t2.add_argument("--images", type=int, default=120, help="seeded pick of N images (paper: 120); 0 = all")
+    t2.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples of the paired CIs")
     t2.set_defaults(func=run)
+    lb = s.add_parser("leaderboard", help="the lightest networks under one protocol, with paired statistics")
+    _budget(lb)
+    lb.add_argument("--seeds", type=int, default=3, help="training seeds (random split: also the split seed)")
+    lb.add_argument("--split", choices=["random", "csv"], default="random",
+                    help="random 80/20 per seed (default) or DATA/splits.csv for every seed")  # fmt: skip
+    lb.add_argument("--models", help="comma-separated models (default: unext_s, sc_unext, malunet, egeunet, unext, "
+                    "unet, those registered)")  # fmt: skip
+    lb.add_argument("--threads", type=int, default=2, help="CPU threads for the latency column (default 2)")
+    lb.add_argument("--latency-runs", type=int, default=20, help="timed runs per engine and round (default 20)")
+    lb.add_argument("--no-latency", action="store_true", help="leave the latency column empty (no measurement)")
+    lb.add_argument("--cross-site", metavar="DIR", help="a cross-site experiment (or its records) for that column")
+    lb.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples of the paired CI")
+    lb.set_defaults(func=run)
+    cs = s.add_parser("cross-site", help="train on one site, score on its held-out part and on the other site(s)")
+    _budget(cs)
+    g = cs.add_mutually_exclusive_group(required=True)
+    g.add_argument("--site-pattern", metavar="REGEX", help="site = group 1 of REGEX in each image id, e.g. "
+                   "'^(MCUCXR|CHNCXR)_'")  # fmt: skip
+    g.add_argument("--site-csv", metavar="FILE", help="CSV with an image_id column and a site column")
+    cs.add_argument("--site-column", default="site", help="site column of --site-csv (default 'site')")
+    cs.add_argument("--id-column", default="image_id", help="id column of --site-csv (default 'image_id')")
+    cs.add_argument("--seeds", type=int, help="seeds per training site (default 3; 1 with --configs ablation)")
+    cs.add_argument("--models", help=f"comma-separated models (default {','.join(CROSS_SITE_MODELS)})")
+    cs.add_argument("--configs", choices=["ablation"], help="the paper's 8 Table 2 configurations instead of models")
+    cs.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples of the paired CI")
+    cs.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,32 +114,78 @@ def run(args: argparse.Namespace) -> int:
                  "batch_size": args.batch_size, "max_train_images": args.max_train_images, "device": args.device,
                  "num_workers": args.num_workers}  # fmt: skip
     shard = parse_shard(args.shard) if args.shard else None
-    if args.table == "table1":
+    if args.table in ("table1", "leaderboard"):
         overrides["split"] = args.split
-    else:
+    elif args.table == "table2":
         overrides["max_images"] = args.images
     base = load_config(args.config, overrides)
-    if not Path(base.data).is_dir():
+    if not Path(base.data).is_dir() and not (args.report_only and args.table != "cross-site"):
         raise FileNotFoundError(f"{base.data}: dataset folder not found")
     out = Path(args.out)
+    records = Path(args.records) if args.records else None
     if args.table == "table1":
-        models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        models = _models_arg(args.models) or TABLE1_MODELS
         plan = table1_plan(base, args.seeds, models)
         record = {"table": "table1", "seeds": args.seeds, "models": list(models), "base_config": base.to_dict()}
-    else:
+    elif args.table == "table2":
         plan = table2_plan(base, args.folds)
         record = {"table": "table2", "folds": args.folds, "base_config": base.to_dict()}
+    elif args.table == "leaderboard":
+        models = _models_arg(args.models) or default_models()
+        plan = leaderboard_plan(base, args.seeds, models)
+        record = {"table": "leaderboard", "seeds": args.seeds, "models": list(models), "base_config": base.to_dict()}
+    else:
+        from scunext.data import discover_pairs
+
+        ids = [p.id for p in discover_pairs(Path(base.data))]
+        if args.site_pattern is not None:
+            sites = sites_from_pattern(ids, args.site_pattern)
+            site_rule = {"pattern": args.site_pattern}
+        else:
+            sites = sites_from_csv(Path(args.site_csv), args.site_column, ids, args.id_column)
+            site_rule = {"csv": str(Path(args.site_csv).resolve()), "column": args.site_column}
+        seeds = args.seeds if args.seeds is not None else (1 if args.configs else 3)
+        models = _models_arg(args.models)
+        if models and args.configs:
+            raise ValueError("give --models or --configs, not both")
+        record = {"table": "cross-site", "seeds": seeds, "models": list(models or CROSS_SITE_MODELS),
+                  "configs": args.configs, "sites": site_rule, "base_config": base.to_dict()}  # fmt: skip
+        check_experiment_record(out, record)
+        plan = cross_site_plan(base, sites, out, seeds, models, args.configs)
     check_experiment_record(out, record)
     device = str(resolve_device(base.device))
     results = run_plan(plan, out, progress=lambda m: print(m, file=sys.stderr, flush=True),
                        show_bars=args.progress_bars, device=device, shard=shard,
-                       report_only=args.report_only)  # fmt: skip
+                       report_only=args.report_only, records=records)  # fmt: skip
     if shard:
         done = sum(r["dice"] is not None for r in results)
         print(f"shard {args.shard} finished; {done}/{len(results)} runs of the experiment are done. Run the same "
               "command without --shard to write the tables.")  # fmt: skip
         return 0
-    text = (summarize_table1 if args.table == "table1" else summarize_table2)(results, out, base)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.table == "table1":
+        text = summarize_table1(results, out, base)
+    elif args.table == "table2":
+        text = summarize_table2(results, out, base, n_boot=args.n_boot)
+    elif args.table == "leaderboard":
+        text = _leaderboard_report(args, results, out, base, records)
+    else:
+        text = summarize_cross_site(results, out, base, n_boot=args.n_boot)
     print(text)
-    print(f"written: {out / (args.table + '.md')}, {out / (args.table + '.csv')}, {out / (args.table + '.png')}")
+    print("written: " + ", ".join(str(out / f) for f in _OUTPUTS[args.table] if (out / f).exists()))
     return 0
+
+
+def _leaderboard_report(args, results, out: Path, base, records: Path | None) -> str:
+    from scunext.experiments.leaderboard import latencies
+    from scunext.experiments.report import run_in_channels
+
+    rows = list(dict.fromkeys(r["row"] for r in results))
+    in_ch = base.in_channels or run_in_channels(results)
+    cache = (records or out) / "latency.json"
+    lat = None
+    if not args.no_latency:
+        print("measuring CPU latency (cached in " + str(cache) + ")", file=sys.stderr, flush=True)
+        lat = latencies(rows, in_ch, cache, threads=args.threads, runs=args.latency_runs)
+    xs = cross_site_scores(Path(args.cross_site)) if args.cross_site else None
+    return summarize_leaderboard(results, out, base, latency=lat, cross_site=xs, n_boot=args.n_boot)

@@ -44,6 +44,9 @@ SPLIT_FORMAT = "scunext-split/1"
 """Value of the ``"format"`` key in split JSON files."""
 
 PARTS = ("train", "val", "test")
+#: optional parts beside PARTS: ``external`` holds ids of another site or set, only scored (never trained on or used
+#: for a choice); written to split JSON only when non-empty, so older split files are unchanged.
+EXTRA_PARTS = ("external",)
 
 DEFAULT_CSV_VALUES: dict[str, str | None] = {
     "train": "train",
@@ -53,6 +56,7 @@ DEFAULT_CSV_VALUES: dict[str, str | None] = {
     "validation": "val",
     "test": "test",
     "testing": "test",
+    "external": "external",
 }
 """How :func:`csv_split` maps split-column values (lower-cased, stripped) to parts by default."""
 
@@ -71,6 +75,7 @@ class Split:
         train: ids to train on.
         val: ids for model selection (may be empty: then select by a fixed schedule, e.g. the last epoch).
         test: ids only reported (may be empty).
+        external: ids of another site or set, only reported (e.g. the cross-site experiment); usually empty.
         description: JSON-serialisable provenance, e.g. ``{"method": "random", "seed": 0, "val_fraction": 0.2}``.
 
     Raises:
@@ -81,10 +86,11 @@ class Split:
     val: list[str] = field(default_factory=list)
     test: list[str] = field(default_factory=list)
     description: dict[str, Any] = field(default_factory=dict)
+    external: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
-        for part in PARTS:
+        for part in PARTS + EXTRA_PARTS:
             ids = list(getattr(self, part))
             for i in ids:
                 if not isinstance(i, str) or not i:
@@ -99,11 +105,14 @@ class Split:
     @property
     def ids(self) -> list[str]:
         """All ids of the split, sorted."""
-        return sorted(self.train + self.val + self.test)
+        return sorted(self.train + self.val + self.test + self.external)
 
     def counts(self) -> dict[str, int]:
-        """Number of ids per part."""
-        return {part: len(getattr(self, part)) for part in PARTS}
+        """Number of ids per part (``external`` only when non-empty)."""
+        counts = {part: len(getattr(self, part)) for part in PARTS}
+        if self.external:
+            counts["external"] = len(self.external)
+        return counts
 
     def with_carved_validation(self, fraction: float = 0.1, seed: int = 0, strata: Strata | None = None) -> Split:
         """An honest copy: the held-out part is kept for reporting only and ``val`` is carved from ``train``.
@@ -129,11 +138,11 @@ class Split:
             "stratified": strata is not None,
             "held_out_part_moved_to_test": not self.test,
         }
-        return Split(train=train, val=val, test=sorted(test), description=description)
+        return Split(train=train, val=val, test=sorted(test), description=description, external=self.external)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON structure written by :meth:`to_json`."""
-        return {
+        data = {
             "format": SPLIT_FORMAT,
             "description": self.description,
             "counts": self.counts(),
@@ -141,6 +150,9 @@ class Split:
             "val": list(self.val),
             "test": list(self.test),
         }
+        if self.external:
+            data["external"] = list(self.external)
+        return data
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the split as JSON (see :meth:`to_dict`), creating parent folders; returns the path."""
@@ -157,7 +169,7 @@ class Split:
         if data.get("format") != SPLIT_FORMAT:
             raise DataError(f"{source}: not a split file (format {data.get('format')!r}, expected {SPLIT_FORMAT!r})")
         parts = {}
-        for part in PARTS:
+        for part in PARTS + EXTRA_PARTS:
             value = data.get(part, [])
             if not isinstance(value, list):
                 raise DataError(f"{source}: {part!r} must be a list of ids, got {type(value).__name__}")
@@ -382,8 +394,9 @@ def csv_split(
         csv_path: CSV file with a header row (UTF-8, an optional BOM is fine).
         column: column holding each id's part.
         id_column: column holding the ids.
-        values: map from a column value (compared lower-cased and stripped) to ``"train"``, ``"val"``, ``"test"``
-            or ``None`` (leave the row out); default :data:`DEFAULT_CSV_VALUES`.
+        values: map from a column value (compared lower-cased and stripped) to ``"train"``, ``"val"``, ``"test"``,
+            ``"external"`` (another site, only scored) or ``None`` (leave the row out); default
+            :data:`DEFAULT_CSV_VALUES`.
         ids: if given, keep only these ids (e.g. the ids found on disk); each must be in the CSV.
 
     Raises:
@@ -393,9 +406,10 @@ def csv_split(
     """
     path = Path(csv_path)
     mapping = {str(k).strip().lower(): v for k, v in (DEFAULT_CSV_VALUES if values is None else values).items()}
-    bad_targets = sorted({str(v) for v in mapping.values() if v is not None and v not in PARTS})
+    bad_targets = sorted({str(v) for v in mapping.values() if v is not None and v not in PARTS + EXTRA_PARTS})
     if bad_targets:
-        raise ValueError(f"values may map only to 'train', 'val', 'test' or None, got {', '.join(bad_targets)}")
+        raise ValueError(f"values may map only to 'train', 'val', 'test', 'external' or None, got "
+                         f"{', '.join(bad_targets)}")  # fmt: skip
     if not path.is_file():
         raise DataError(f"{path}: split CSV not found")
     try:
@@ -410,7 +424,7 @@ def csv_split(
     for name, what in ((id_column, "id"), (column, "split")):
         if name not in header:
             raise DataError(f"{path}: no {what} column {name!r}; columns are {', '.join(header)}")
-    parts: dict[str, list[str]] = {p: [] for p in PARTS}
+    parts: dict[str, list[str]] = {p: [] for p in PARTS + EXTRA_PARTS}
     seen: set[str] = set()
     unknown: dict[str, int] = {}
     wanted = None if ids is None else set(_check_ids(ids))
@@ -445,5 +459,6 @@ def csv_split(
         "n_ids": sum(len(v) for v in parts.values()),
     }
     return Split(
-        train=sorted(parts["train"]), val=sorted(parts["val"]), test=sorted(parts["test"]), description=description
-    )
+        train=sorted(parts["train"]), val=sorted(parts["val"]), test=sorted(parts["test"]), description=description,
+        external=sorted(parts["external"]),
+    )  # fmt: skip

@@ -25,7 +25,7 @@ __all__ = ["evaluate_run", "SUBSETS"]
 
 log = logging.getLogger(__name__)
 
-SUBSETS = ("test", "val", "train", "all")
+SUBSETS = ("test", "val", "train", "external", "all")
 
 
 def _subset_pairs(run_dir: Path, data_root: Path, subset: str):

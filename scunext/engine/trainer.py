@@ -111,7 +111,8 @@ def build_split(cfg: TrainConfig, ids: list[str], data_root: Path) -> Split:
     if cfg.max_train_images and len(split.train) > cfg.max_train_images:
         rng = random.Random(cfg.seed)
         keep = sorted(rng.sample(sorted(split.train), cfg.max_train_images))
-        split = Split(keep, split.val, split.test, {**split.description, "max_train_images": cfg.max_train_images})
+        split = Split(keep, split.val, split.test, {**split.description, "max_train_images": cfg.max_train_images},
+                      external=split.external)  # fmt: skip
     if cfg.max_images:
         split.description["max_images"] = cfg.max_images
     if not split.train or not split.val:

@@ -27,12 +27,14 @@ from scunext.metrics.overlap import (
     recall_score,
     specificity_score,
 )
+from scunext.metrics.paired import PairedResult, paired_comparison
 
 __all__ = [
     "ConfusionCounts",
     "EMPTY_POLICIES",
     "METRIC_NAMES",
     "OUTPUT_TYPES",
+    "PairedResult",
     "REDUCTIONS",
     "SegmentationMeter",
     "as_binary_masks",
@@ -42,6 +44,7 @@ __all__ = [
     "iou_score",
     "nanmean_images",
     "overlap_scores",
+    "paired_comparison",
     "percentile_hausdorff",
     "precision_score",
     "recall_score",

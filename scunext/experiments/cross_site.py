@@ -1,0 +1,265 @@
+"""Cross-site evaluation: train on one site, score on its own held-out part and on every other site.
+
+The sites come from the image ids (a regular expression whose group 1 names the site, e.g.
+``^(MCUCXR|CHNCXR)_`` for the Montgomery and Shenzhen chest X-rays) or from a site column of a CSV. For each
+training site A and seed s: a held-out test part (``test_fraction``) is drawn from A with seed s, a validation part
+(``val_fraction``) is carved from the rest of A for checkpoint selection, the rest of A is trained on, and every image
+of the other sites is the run's ``external`` part (scored, never used for a choice). The split is written as a CSV in
+``EXP/splits/`` and trained with ``split: csv``, so the run's ``split.json`` holds all four parts.
+
+Rows are models (default SC-UNeXt and UNeXt-S) or the paper's 8 Table 2 configurations (``configs="ablation"``);
+every row of a (site, seed) column has the same split, so rows are compared image by image.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scunext.config import TrainConfig, apply_overrides
+from scunext.data import DataError, random_split
+from scunext.experiments.plan import PlannedRun, slug
+from scunext.experiments.records import is_complete, load_result
+from scunext.experiments.report import budget_line, mean_sd, pct, write_csv
+from scunext.experiments.table2 import TABLE2_CONFIGS, component_effects, paired_markdown
+from scunext.metrics.paired import paired_comparison
+from scunext.models import create_model
+
+__all__ = ["CROSS_SITE_MODELS", "sites_from_pattern", "sites_from_csv", "cross_site_plan", "summarize_cross_site",
+           "cross_site_scores", "SPLIT_COLUMN"]  # fmt: skip
+
+CROSS_SITE_MODELS = ("sc_unext", "unext_s")
+SPLIT_COLUMN = "cross_site"
+
+
+def sites_from_pattern(ids: list[str], pattern: str) -> dict[str, str]:
+    """``{id: site}`` where the site is group 1 of ``pattern`` searched in the id (the whole match without groups).
+
+    Raises:
+        ValueError: an invalid pattern, ids that match no site (all must), or fewer than two sites.
+    """
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"--site-pattern {pattern!r} is not a valid regular expression ({exc})") from None
+    sites, unmatched = {}, []
+    for i in ids:
+        m = rx.search(i)
+        if not m:
+            unmatched.append(i)
+            continue
+        sites[i] = m.group(1) if rx.groups else m.group(0)
+    if unmatched:
+        raise ValueError(f"{len(unmatched)} of {len(ids)} images match no site of --site-pattern {pattern!r} "
+                         f"(e.g. {unmatched[0]}); every image needs a site")  # fmt: skip
+    _check_sites(sites)
+    return sites
+
+
+def sites_from_csv(path: Path, column: str, ids: list[str], id_column: str = "image_id") -> dict[str, str]:
+    """``{id: site}`` from a CSV with an id column and a site column; every id of ``ids`` must be listed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: site CSV not found")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        for name in (id_column, column):
+            if name not in header:
+                raise DataError(f"{path}: no column {name!r}; columns are {', '.join(header)}")
+        table = {(r[id_column] or "").strip(): (r[column] or "").strip() for r in reader}
+    missing = [i for i in ids if not table.get(i)]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} image(s) have no site in column {column!r} (e.g. {missing[0]})")
+    sites = {i: table[i] for i in ids}
+    _check_sites(sites)
+    return sites
+
+
+def _check_sites(sites: dict[str, str]) -> None:
+    names = sorted(set(sites.values()))
+    if len(names) < 2:
+        raise ValueError(f"found {len(names)} site(s) ({', '.join(names) or 'none'}); cross-site needs at least 2")
+
+
+def _rows(models: tuple[str, ...] | None, configs: str | None) -> dict[str, tuple[str, dict[str, Any], str | None]]:
+    if configs == "ablation":
+        return {name: (m, args, loss) for name, (m, args, loss) in TABLE2_CONFIGS.items()}
+    if configs is not None:
+        raise ValueError(f"--configs must be 'ablation', got {configs!r}")
+    models = models or CROSS_SITE_MODELS
+    for m in models:
+        create_model(m)  # unknown names fail here, listing the valid ones
+    return {m: (m, {}, None) for m in models}
+
+
+def _split_csv_text(sites: dict[str, str], train_site: str, seed: int, base: TrainConfig) -> tuple[str, dict]:
+    own = sorted(i for i, s in sites.items() if s == train_site)
+    if len(own) < 4:
+        raise ValueError(f"site {train_site!r} has {len(own)} images; need at least 4 to train, select and test")
+    split = random_split(own, val_fraction=base.test_fraction, seed=seed).with_carved_validation(
+        base.val_fraction, seed=seed
+    )  # the held-out part of the site becomes test; validation is carved from the training side
+    part = {i: "train" for i in split.train} | {i: "val" for i in split.val} | {i: "test" for i in split.test}
+    part |= {i: "external" for i, s in sites.items() if s != train_site}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image_id", SPLIT_COLUMN, "site"])
+    for i in sorted(part):
+        w.writerow([i, part[i], sites[i]])
+    counts = {p: sum(v == p for v in part.values()) for p in ("train", "val", "test", "external")}
+    return buf.getvalue(), counts
+
+
+def cross_site_plan(
+    base: TrainConfig,
+    sites: dict[str, str],
+    out_dir: Path,
+    seeds: int = 3,
+    models: tuple[str, ...] | None = None,
+    configs: str | None = None,
+) -> list[PlannedRun]:
+    """Every row x training site x seed; writes each split to ``out_dir/splits/train-SITE-seed-S.csv``.
+
+    A split file already there with other content (the data folder changed) is refused, never overwritten.
+    """
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    rows = _rows(models, configs)
+    split_dir = out_dir / "splits"
+    plan = []
+    for site in sorted(set(sites.values())):
+        for seed in range(seeds):
+            text, counts = _split_csv_text(sites, site, seed, base)
+            path = split_dir / f"train-{slug(site)}-seed-{seed}.csv"
+            if path.is_file():
+                if path.read_text() != text:
+                    raise ValueError(f"{path} holds another split (has the data folder changed?); use another --out")
+            else:
+                split_dir.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+            column = f"train {site}, seed {seed}"
+            for row, (model, args, loss) in rows.items():
+                over: dict[str, Any] = {"model": model, "model_args": args, "seed": seed, "split": "csv",
+                                        "split_csv": str(path.resolve()), "split_column": SPLIT_COLUMN,
+                                        "max_images": 0}  # fmt: skip
+                if loss:
+                    over["loss"] = loss
+                cfg = apply_overrides(base, over).validate()
+                info = {"train_site": site, "seed": seed, "counts": counts}
+                plan.append(PlannedRun(row, column, f"{slug(row)}-train-{slug(site)}-seed-{seed}", cfg,
+                                       subsets=("test", "external"), info=info))  # fmt: skip
+    return plan
+
+
+def _scores(r: dict[str, Any], part: str) -> dict[str, float]:
+    return {i: v["dice"] for i, v in r["per_image"].get(part, {}).items() if "dice" in v}
+
+
+def summarize_cross_site(
+    results: list[dict[str, Any]], out_dir: Path, base: TrainConfig, *, n_boot: int = 10_000
+) -> str:
+    """Write ``cross_site.md``, ``cross_site.csv`` and ``cross_site_paired.csv``; returns the Markdown."""
+    rows = list(dict.fromkeys(r["row"] for r in results))
+    sites = list(dict.fromkeys(r["info"]["train_site"] for r in results))
+    seeds = sorted({r["info"]["seed"] for r in results})
+    by = {(r["row"], r["info"]["train_site"], r["info"]["seed"]): r for r in results}
+    ref = "UNeXt" if "UNeXt" in rows else ("unext_s" if "unext_s" in rows else rows[0])
+    md = [f"Data: `{Path(base.data).name}`; sites: {', '.join(sites)}; seeds: {len(seeds)}. Each run trains on one "
+          f"site (validation carved from it), is scored on that site's held-out part ({base.test_fraction:g} of it) "
+          "and on every image of the other site(s) (per-image Dice %, native resolution).",
+          budget_line(base, results), "",
+          "| row | trained on | in-site Dice % mean ± sd | other-site Dice % mean ± sd | drop (points) | runs |",
+          "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    csv_rows = []
+    for row in rows:
+        for site in sites:
+            done = [by[(row, site, s)] for s in seeds if by.get((row, site, s), {}).get("dice") is not None]
+            ext = [r["metrics"]["external"]["dice"]["per_image_mean"] for r in done]
+            ins = [r["dice"] for r in done]
+            im, isd = mean_sd(ins)
+            em, esd = mean_sd(ext)
+            drop = "–" if im is None or em is None else f"{100 * (im - em):.2f}"
+            label = row if row in TABLE2_CONFIGS else f"`{row}`"
+            md.append(f"| {label} | {site} | {pct(im)} ± {pct(isd)} | {pct(em)} ± {pct(esd)} | {drop} | "
+                      f"{len(done)}/{len(seeds)} |")  # fmt: skip
+            for s in seeds:
+                r = by.get((row, site, s), {})
+                m = (r.get("metrics") or {}).get("external")
+                csv_rows.append({"row": row, "train_site": site, "seed": s, "in_site_dice": r.get("dice"),
+                                 "external_dice": m["dice"]["per_image_mean"] if m else None,
+                                 "external_n": m["n_images"] if m else None, "run": r.get("run")})  # fmt: skip
+    paired_rows = []
+    md += ["", f"Paired difference (row − {ref}), same images, per training site:", "",
+           "| row | trained on | scored on | Δ Dice [95 % CI] | Wilcoxon p | per-seed Δ | verdict |",
+           "|---|---|---|---:|---:|---|---|"]  # fmt: skip
+    for row in rows:
+        if row == ref:
+            continue
+        for site in sites:
+            both = [s for s in seeds if by.get((row, site, s), {}).get("dice") is not None
+                    and by.get((ref, site, s), {}).get("dice") is not None]  # fmt: skip
+            if not both:
+                continue
+            for part, where in (("external", "other site"), ("test", "own site")):
+                a = [_scores(by[(row, site, s)], part) for s in both]
+                b = [_scores(by[(ref, site, s)], part) for s in both]
+                pr = paired_comparison(a, b, row, ref, n_boot=n_boot, seed=0)
+                md.append(f"| {row} | {site} | {where} | {100 * pr.mean_difference:+.2f} [{100 * pr.ci_low:+.2f}, "
+                          f"{100 * pr.ci_high:+.2f}] | {pr.p_value:.3g} | "
+                          f"{', '.join(f'{100 * d:+.2f}' for d in pr.per_group)} | {pr.verdict} |")  # fmt: skip
+                paired_rows.append({"row": row, "reference": ref, "train_site": site, "scored_on": part,
+                                    "seeds": ";".join(map(str, both)), "n_images": pr.n_images,
+                                    "mean_difference": pr.mean_difference, "ci_low": pr.ci_low,
+                                    "ci_high": pr.ci_high, "wilcoxon_p": pr.p_value,
+                                    "per_seed_differences": ";".join(f"{d:.6f}" for d in pr.per_group),
+                                    "verdict": pr.verdict})  # fmt: skip
+    if any(r in TABLE2_CONFIGS for r in rows):
+        for site in sites:
+            for part, where in (("external", "other site"), ("test", "own site")):
+                scores = {row: {s: _scores(by[(row, site, s)], part) for s in seeds
+                                if by.get((row, site, s), {}).get("dice") is not None} for row in rows}  # fmt: skip
+                effects = component_effects(scores, n_boot=n_boot)
+                if effects:
+                    md += ["", f"Per component, trained on {site}, scored on the {where} (pairs of configurations "
+                           "that differ only by it, per image):", ""]  # fmt: skip
+                    md += paired_markdown(effects, "component")
+                    for comp, pr in effects:
+                        paired_rows.append({"row": f"+{comp}", "reference": f"no {comp}", "train_site": site,
+                                            "scored_on": part, "seeds": ";".join(map(str, seeds)),
+                                            "n_images": pr.n_images, "mean_difference": pr.mean_difference,
+                                            "ci_low": pr.ci_low, "ci_high": pr.ci_high, "wilcoxon_p": pr.p_value,
+                                            "per_seed_differences": ";".join(f"{d:.6f}" for d in pr.per_group),
+                                            "verdict": pr.verdict})  # fmt: skip
+    md += ["", "95 % CI: stratified bootstrap over images within each seed; the verdict names a winner only when the "
+           "CI excludes 0 and p < 0.05 (docs/experiments.md)."]  # fmt: skip
+    write_csv(out_dir / "cross_site.csv", csv_rows)
+    write_csv(out_dir / "cross_site_paired.csv", paired_rows)
+    text = "\n".join(md) + "\n"
+    (out_dir / "cross_site.md").write_text(text)
+    return text
+
+
+def cross_site_scores(folder: Path) -> dict[str, tuple[float, int]]:
+    """``{model: (mean other-site per-image Dice, runs)}`` over the default-configured runs (no switches changed, the
+    default loss) of a cross-site experiment folder (``runs/``) or records folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: cross-site experiment or records folder not found")
+    seen: dict[str, Path] = {}
+    for cand in sorted(folder.glob("runs/*")) + sorted(folder.glob("*")):
+        if cand.name not in seen and cand.is_dir() and is_complete(cand, ("test", "external")):
+            seen[cand.name] = cand
+    by_model: dict[str, list[float]] = {}
+    for path in seen.values():
+        cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        if cfg.get("model_args") or cfg.get("loss", "bce_dice") != TrainConfig().loss:
+            continue
+        r = load_result(path, ("external",))
+        by_model.setdefault(cfg["model"], []).append(r["metrics"]["external"]["dice"]["per_image_mean"])
+    return {m: (sum(v) / len(v), len(v)) for m, v in by_model.items()}

@@ -1,0 +1,66 @@
+"""What an experiment is made of: planned runs, shards of a plan, and the settings record of an experiment folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scunext.config import TrainConfig
+
+__all__ = ["PlannedRun", "parse_shard", "check_experiment_record", "slug"]
+
+
+@dataclass
+class PlannedRun:
+    """One training run of an experiment.
+
+    Attributes:
+        row: the table row (model or configuration).
+        column: the split / seed / fold / direction it belongs to.
+        folder: run folder name inside ``EXP/runs/`` (and record folder name).
+        cfg: its training config.
+        subsets: split parts scored after training (``test``; cross-site runs also ``external``).
+        hd95: also compute HD95 when scoring (slower).
+    """
+
+    row: str
+    column: str
+    folder: str
+    cfg: TrainConfig
+    subsets: tuple[str, ...] = ("test",)
+    hd95: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def slug(text: str) -> str:
+    """A folder-safe version of ``text`` (unchanged rule: existing experiment folders keep their run names)."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-").replace("--", "-")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (1-based) -> ``(I, N)``; a clear ValueError otherwise."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like I/N (e.g. 2/4), got {text!r}") from None
+    if not 1 <= i <= n:
+        raise ValueError(f"--shard {text}: need 1 <= I <= N")
+    return i, n
+
+
+def check_experiment_record(out_dir: Path, record: dict[str, Any]) -> None:
+    """Store the experiment's settings in ``experiment.json``; refuse to continue an experiment with others."""
+    path = out_dir / "experiment.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if isinstance(old.get("base_config"), dict):  # settings added to TrainConfig since: their defaults
+            old["base_config"] = {**TrainConfig().to_dict(), **old["base_config"]}
+        if old != record:
+            changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+            raise ValueError(f"{out_dir} holds an experiment with other settings ({', '.join(changed)}); "
+                             "use another --out or the same flags")  # fmt: skip
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2))

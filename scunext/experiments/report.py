@@ -1,0 +1,71 @@
+"""Shared pieces of the experiment reports: number formats, mean ± sd, CSV writing, the budget line, bar plots."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+from typing import Any
+
+from scunext.config import TrainConfig
+
+__all__ = ["mean_sd", "pct", "write_csv", "bar_plot", "run_in_channels", "budget_line"]
+
+
+def mean_sd(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample sd (``None`` where undefined)."""
+    if not values:
+        return None, None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def pct(x: float | None, digits: int = 2) -> str:
+    """A fraction as a percentage, ``–`` for missing."""
+    return "–" if x is None else f"{100 * x:.{digits}f}"
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        if rows:
+            w = csv.DictWriter(f, list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
+def run_in_channels(results: list[dict[str, Any]], default: int = 3) -> int:
+    """Input channels the runs used (decided from the data when the config said 0 = auto)."""
+    for r in results:
+        ch = (r.get("config") or {}).get("in_channels")
+        if ch:
+            return int(ch)
+    return default
+
+
+def budget_line(base: TrainConfig, results: list[dict[str, Any]] | None = None) -> str:
+    """The training budget every table states: epochs, optimiser, size, batch, caps, and where the runs trained."""
+    devices = sorted({str(r["device"]) + (f" ({r['host']})" if r.get("host") else "")
+                      for r in results or [] if r.get("device")})  # fmt: skip
+    where = f"; trained on: {'; '.join(devices)}" if devices else ""
+    return (f"Budget: {base.epochs} epochs, Adam lr {base.lr:g} cosine to {base.min_lr:g}, batch {base.batch_size}, "
+            f"size {base.size}, loss {base.loss}, augmentation {'default' if not base.augment else base.augment}, "
+            f"channels_last {base.channels_last}, max_train_images {base.max_train_images or 'all'}"
+            f"{where}.")  # fmt: skip
+
+
+def bar_plot(path: Path, labels: list[str], means: list[float], sds: list[float], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(labels)), 3.5))
+    ax.bar(range(len(labels)), [100 * m for m in means], yerr=[100 * s for s in sds], capsize=4, color="#4a7ab5")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("Dice % (per-image mean, held-out part)")
+    lo = min(100 * (m - s) for m, s in zip(means, sds)) if means else 0
+    ax.set_ylim(max(0, lo - 5), 100)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,134 @@
+"""Run a plan: train and score every planned run not yet done, resumably and in shards, and read the numbers back.
+
+Every (row, column) of a table is its own run folder ``EXP/runs/<folder>``: a finished and scored run is skipped, an
+interrupted one resumed from its last epoch, a failed one (e.g. NaN) reported and skipped. With ``records`` each
+finished run's portable record (:mod:`scunext.experiments.records`) is written to ``records/<folder>`` as soon as it
+is scored, and the tables read run folders and records alike, so work done elsewhere counts here.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from scunext.engine.evaluate import evaluate_run
+from scunext.engine.trainer import train
+from scunext.experiments.plan import PlannedRun
+from scunext.experiments.records import _status, export_record, find_source, is_complete, load_result
+
+__all__ = ["run_plan", "collect"]
+
+log = logging.getLogger(__name__)
+
+
+def _fmt_s(seconds: float) -> str:
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def run_plan(
+    plan: list[PlannedRun],
+    out_dir: Path,
+    *,
+    progress: Callable[[str], None] | None = None,
+    show_bars: bool = False,
+    device: str = "cpu",
+    shard: tuple[int, int] | None = None,
+    report_only: bool = False,
+    records: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Train and evaluate every planned run not yet done; returns one result dict per run (see :func:`collect`).
+
+    A run counts as done when its folder says finished and holds the metrics of each part in ``subsets`` (or when
+    ``records`` holds a complete record of it: then it is not trained again here). An interrupted run is resumed
+    from its last epoch; a run folder that failed (e.g. NaN) is reported and skipped. ``device`` is where the
+    held-out parts are scored. ``shard=(I, N)`` runs only every N-th planned run starting at the I-th, so N processes
+    (or machines sharing the folder) can work on one experiment; each run folder has one owner. ``report_only``
+    trains nothing and returns what the run folders and records hold so far (unfinished runs count as missing);
+    with ``records`` it also exports the records of finished run folders that have none yet.
+    """
+    say = progress or (lambda m: log.info("%s", m))
+    runs_dir = out_dir / "runs"
+    if not report_only:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    if records is not None:
+        records.mkdir(parents=True, exist_ok=True)
+    durations: list[float] = []
+    mine = set(range(shard[0] - 1, len(plan), shard[1])) if shard else set(range(len(plan)))
+    for i, pr in enumerate(plan, 1):
+        if i - 1 not in mine:
+            continue
+        rd = runs_dir / pr.folder
+        tag = f"[{i}/{len(plan)}] {pr.row} / {pr.column}"
+        status = _status(rd)
+        if is_complete(rd, pr.subsets):
+            _export(rd, records, pr, say)
+            say(f"{tag}: done, skipped")
+            continue
+        if records is not None and is_complete(records / pr.folder, pr.subsets):
+            say(f"{tag}: done elsewhere (record {records / pr.folder}), skipped")
+            continue
+        if status == "failed":
+            say(f"{tag}: failed earlier ({rd / 'run.json'}), skipped")
+            continue
+        if report_only:
+            say(f"{tag}: not finished ({status}), left out of the tables")
+            continue
+        todo = sum(1 for j in mine if j >= i - 1)
+        eta = f", ETA {_fmt_s(statistics.mean(durations) * todo)}" if durations else ""
+        say(f"{tag}: {'resuming' if status == 'running' else 'training'}{eta}")
+        t0 = time.perf_counter()
+        if status == "running" and (rd / "train_state.json").is_file():
+            train(None, rd, resume=True, show_progress=show_bars)
+        elif status != "finished":
+            if rd.exists():  # started but no finished epoch: start again
+                shutil.rmtree(rd)
+            train(pr.cfg, rd, show_progress=show_bars)
+        for subset in pr.subsets:
+            if not (rd / "eval" / subset / "metrics.json").is_file():
+                evaluate_run(rd, subset=subset, hd95=pr.hd95, show_progress=show_bars, device=device)
+        _export(rd, records, pr, say)
+        durations.append(time.perf_counter() - t0)
+    return [collect(pr, runs_dir, records) for pr in plan]
+
+
+def _export(rd: Path, records: Path | None, pr: PlannedRun, say: Callable[[str], None]) -> None:
+    if records is None:
+        return
+    dest = records / pr.folder
+    if is_complete(dest, pr.subsets) and (dest / "log.csv").is_file() and (
+        (dest / "log.csv").read_bytes() == (rd / "log.csv").read_bytes()
+    ):
+        return  # the same record is there already
+    export_record(rd, dest, pr.subsets)
+    say(f"record written: {dest}")
+
+
+def collect(pr: PlannedRun, runs_dir: Path, records: Path | None = None) -> dict[str, Any]:
+    """The numbers of one planned run, from its run folder or its record (``None`` values where not finished).
+
+    Keys: ``row``, ``column``, ``run`` (where the numbers come from), ``dice``/``iou``/``dice_pooled``/``hd95``
+    (test part), ``n_test``, ``train_seconds``, ``device``, ``epochs``, ``per_image`` (``{part: {id: {dice, iou}}}``),
+    ``metrics`` (``{part: metrics.json}``), ``config``.
+    """
+    res: dict[str, Any] = {"row": pr.row, "column": pr.column, "run": str(runs_dir / pr.folder), "dice": None,
+                           "iou": None, "dice_pooled": None, "hd95": None, "n_test": None, "train_seconds": None,
+                           "device": None, "epochs": pr.cfg.epochs, "per_image": {}, "metrics": {}, "config": {},
+                           "host": None, "info": pr.info}  # fmt: skip
+    source = find_source(pr.folder, runs_dir, records, pr.subsets)
+    if source is None:
+        return res
+    r = load_result(source, pr.subsets)
+    if r["host"] is None and records is not None and (records / pr.folder / "record.json").is_file():
+        r["host"] = load_result(records / pr.folder, ())["host"]  # the training machine, as its record says
+    m = r["metrics"]["test"] if "test" in r["metrics"] else next(iter(r["metrics"].values()))
+    res.update(run=str(source), dice=m["dice"]["per_image_mean"], iou=m["iou"]["per_image_mean"],
+               dice_pooled=m["dice"]["pooled"], n_test=m["n_images"], hd95=(m.get("hd95") or {}).get("per_image_mean"),
+               train_seconds=r["train_seconds"], device=r["device"], per_image=r["per_image"], metrics=r["metrics"],
+               config=r["config"], host=r["host"])  # fmt: skip
+    return res

@@ -1,0 +1,96 @@
+"""The paper's Table 1: U-Net, ResUNet++, UNeXt-S (the paper's "UNeXt" row) and SC-UNeXt on N random 80/20 splits
+(or a CSV split), each scored on its held-out part."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from scunext.config import TrainConfig, apply_overrides
+from scunext.experiments.plan import PlannedRun, slug
+from scunext.experiments.report import bar_plot, budget_line, mean_sd, pct, run_in_channels, write_csv
+from scunext.models import create_model
+from scunext.profiling import count_macs, count_params
+
+__all__ = ["TABLE1_MODELS", "PAPER_TABLE1", "table1_plan", "summarize_table1"]
+
+TABLE1_MODELS = ("unet", "resunetpp", "unext_s", "sc_unext")
+
+#: The paper's Table 1 (ISIC 2018): Dice %, IoU % as printed.
+PAPER_TABLE1 = {"unet": (84.84, 76.37), "resunetpp": (85.73, 77.12), "unext_s": (86.64, 78.71),
+                "sc_unext": (87.12, 79.13)}  # fmt: skip
+
+
+def table1_plan(base: TrainConfig, seeds: int = 3, models: tuple[str, ...] = TABLE1_MODELS) -> list[PlannedRun]:
+    """Every model on ``seeds`` random 80/20 splits (seed = split index), or once per model for a CSV split."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    for m in models:
+        create_model(m)  # unknown names fail here, listing the valid ones
+    seed_list = [0] if base.split == "csv" else list(range(seeds))
+    plan = []
+    for seed in seed_list:
+        column = "official" if base.split == "csv" else f"seed {seed}"
+        for m in models:
+            cfg = apply_overrides(base, {"model": m, "seed": seed, "model_args": {}}).validate()
+            plan.append(PlannedRun(m, column, f"{m}-{slug(column)}", cfg))
+    return plan
+
+
+def summarize_table1(results: list[dict[str, Any]], out_dir: Path, base: TrainConfig) -> str:
+    """Write ``table1.md``, ``table1.csv``, ``table1_paired.csv`` and ``table1.png``; returns the Markdown."""
+    rows = list(dict.fromkeys(r["row"] for r in results))
+    columns = list(dict.fromkeys(r["column"] for r in results))
+    by = {(r["row"], r["column"]): r for r in results}
+    in_ch = base.in_channels or run_in_channels(results)
+    csv_rows, md = [], []
+    md.append(f"Data: `{base.data}`; split: {base.split}; epochs: {base.epochs}; size {base.size}; lr {base.lr}; "
+              f"batch {base.batch_size}; max_train_images {base.max_train_images or 'all'}.")  # fmt: skip
+    md.append(budget_line(base, results) + "\n")
+    md.append("| model | params | GMACs @256 | Dice % mean ± sd | Dice var (paper style) | IoU % mean ± sd | "
+              "train min (mean) | paper Dice / IoU % (ISIC 2018) | runs |")  # fmt: skip
+    md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    means, sds = [], []
+    for row in rows:
+        model = create_model(row, in_channels=in_ch)
+        params, gmacs = count_params(model), count_macs(model, (1, in_ch, 256, 256)) / 1e9
+        dices = [by[(row, c)]["dice"] for c in columns if by.get((row, c), {}).get("dice") is not None]
+        ious = [by[(row, c)]["iou"] for c in columns if by.get((row, c), {}).get("iou") is not None]
+        secs = [by[(row, c)]["train_seconds"] for c in columns if by.get((row, c), {}).get("train_seconds")]
+        dm, ds = mean_sd(dices)
+        im, isd = mean_sd(ious)
+        var = statistics.variance(dices) if len(dices) > 1 else None
+        paper = PAPER_TABLE1.get(row)
+        var_s = "–" if var is None else f"{100 * var:.2f}%"
+        mins = "–" if not secs else f"{statistics.mean(secs) / 60:.1f}"
+        paper_s = "–" if not paper else f"{paper[0]:.2f} / {paper[1]:.2f}"
+        md.append(f"| `{row}` | {params:,} | {gmacs:.3f} | {pct(dm)} ± {pct(ds)} | {var_s} | "
+                  f"{pct(im)} ± {pct(isd)} | {mins} | {paper_s} | {len(dices)}/{len(columns)} |")  # fmt: skip
+        means.append(dm or 0.0)
+        sds.append(ds or 0.0)
+        for c in columns:
+            r = by.get((row, c), {})
+            csv_rows.append({"model": row, "split": c, "params": params, "gmacs": round(gmacs, 4),
+                             "dice": r.get("dice"), "iou": r.get("iou"), "train_seconds": r.get("train_seconds"),
+                             "run": r.get("run")})  # fmt: skip
+    paired = []
+    if "sc_unext" in rows and "unext_s" in rows:
+        for c in columns:
+            a, b = by.get(("sc_unext", c), {}).get("dice"), by.get(("unext_s", c), {}).get("dice")
+            if a is not None and b is not None:
+                paired.append({"split": c, "sc_unext": a, "unext_s": b, "difference": a - b})
+        if paired:
+            diffs = [p["difference"] for p in paired]
+            pm, psd = mean_sd(diffs)
+            md.append("")
+            md.append(f"Paired difference SC-UNeXt − UNeXt-S (Dice points, same split): "
+                      f"{', '.join(f'{100 * d:+.2f}' for d in diffs)}; mean {100 * pm:+.2f}, "
+                      f"sd {pct(psd)} over {len(diffs)} split(s).")  # fmt: skip
+    write_csv(out_dir / "table1.csv", csv_rows)
+    write_csv(out_dir / "table1_paired.csv", paired)
+    text = "\n".join(md) + "\n"
+    (out_dir / "table1.md").write_text(text)
+    if any(means):
+        bar_plot(out_dir / "table1.png", rows, means, sds, f"Table 1 on {Path(base.data).name or 'sample'}")
+    return text

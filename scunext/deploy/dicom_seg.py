@@ -29,6 +29,8 @@ What is written:
 * Patient and study attributes are copied from the source; type-2 ones it lacks (Patient Name/ID/Birth Date/Sex,
   Study Date/Time/ID, Accession Number, Referring Physician) are written empty, with a logged warning. A source
   without SOP Class/Instance, Study or Series Instance UID is refused.
+* Without a Frame of Reference in the source (projection X-rays, photographs), no Pixel Measures are written:
+  the spacing stays in the referenced source (see ``_drop_partial_pixel_measures`` for why).
 * Manufacturer ``scunext``, Manufacturer's Model Name ``model_name``, Software Versions ``scunext <version>``.
 
 highdicom is an optional extra (``pip install 'scunext[dicom-seg]'``); without it :func:`write_dicom_seg` raises
@@ -103,6 +105,22 @@ def _highdicom() -> Any:
     except ImportError as exc:
         raise MissingDependencyError(f"writing DICOM SEG needs highdicom; {_INSTALL}") from exc
     return highdicom
+
+
+def _drop_partial_pixel_measures(seg: Any) -> None:
+    """Remove a Pixel Measures Sequence without Slice Thickness from a SEG without a Frame of Reference.
+
+    For a projection image with Pixel Spacing (a chest X-ray), highdicom writes Pixel Measures with the spacing but
+    no Slice Thickness; its own reader (``highdicom.seg.segread``) then refuses the file. In a SEG, Pixel Measures
+    is only required with a Frame of Reference (PS3.3 C.7.6.16.2.1, after CP 1426), and the SEG's grid is the
+    referenced source's, which carries the spacing; dropping the partial sequence keeps the file valid and readable.
+    """
+    if "FrameOfReferenceUID" in seg or "SharedFunctionalGroupsSequence" not in seg:
+        return
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    measures = shared.get("PixelMeasuresSequence")
+    if measures and "SliceThickness" not in measures[0]:
+        del shared.PixelMeasuresSequence
 
 
 def write_dicom_seg(
@@ -214,6 +232,7 @@ def write_dicom_seg(
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{source_dicom}: cannot build a DICOM SEG for this source ({reason})") from exc
 
+    _drop_partial_pixel_measures(seg)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:

@@ -327,12 +327,16 @@ def _to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(np.floor(scaled + 0.5), 0, 255).astype(np.uint8)
 
 
-def _voi_to_uint8(arr: np.ndarray, ds: Any, label: str) -> np.ndarray:
-    """Modality LUT, VOI LUT / window, and the mapping to uint8 (module docstring, steps 3-5)."""
+def _voi_to_uint8(values: np.ndarray, ds: Any, label: str, present: np.ndarray | None = None) -> np.ndarray:
+    """Modality LUT, VOI LUT / window, and the mapping to uint8 (module docstring, steps 3-5), element-wise.
+
+    ``present`` (bool, same shape as ``values``) marks which values occur in the image; the no-window min-max
+    mapping uses only those. ``None`` means all of them.
+    """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        values = apply_modality_lut(arr, ds)
+        values = apply_modality_lut(values, ds)
         if ds.get("VOILUTSequence"):
             if not np.issubdtype(values.dtype, np.integer):
                 values = np.rint(values).astype(np.int64)  # a LUT is indexed by integers
@@ -349,9 +353,28 @@ def _voi_to_uint8(arr: np.ndarray, ds: Any, label: str) -> np.ndarray:
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError) as exc:
         raise DataError(f"{label}: cannot apply the DICOM LUTs ({_reason(exc)})") from exc
     values = np.asarray(values)
-    if values.size == 0:
+    used = values if present is None else values[present]
+    if used.size == 0:
         return np.zeros(values.shape, dtype=np.uint8)
-    return _to_uint8(values, float(values.min()), float(values.max()))
+    return _to_uint8(values, float(used.min()), float(used.max()))
+
+
+def _grayscale_to_uint8(arr: np.ndarray, ds: Any, label: str) -> np.ndarray:
+    """Steps 3-5 for a whole image through a table over its stored values.
+
+    Every step is element-wise, so the pipeline runs once on each integer between the image's smallest and largest
+    stored value (at most 65,536 of them) and the image is mapped through that ``uint8`` table: the same result as
+    running it on every pixel, without float64 copies of a 2048x2048 image.
+    """
+    if arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+        return _voi_to_uint8(arr, ds, label)
+    amin, amax = int(arr.min()), int(arr.max())
+    index = arr if amin >= 0 and arr.dtype.kind == "u" else (arr.astype(np.int32) - amin)
+    offset = amin if index is not arr else 0
+    domain = np.arange(offset, amax + 1, dtype=np.int64)
+    present = np.bincount(index.ravel(), minlength=amax + 1 - offset) > 0
+    table = _voi_to_uint8(domain.astype(arr.dtype), ds, label, present)
+    return table[index]
 
 
 def read_dicom(source: Source, *, max_pixels: int, label: str | None = None) -> np.ndarray:
@@ -384,7 +407,7 @@ def read_dicom(source: Source, *, max_pixels: int, label: str | None = None) -> 
         raise DataError(f"{label}: decoded DICOM pixel data has shape {arr.shape}, expected {expected}")
     if head.samples_per_pixel == 3:
         return np.ascontiguousarray(arr, dtype=np.uint8)
-    out = _voi_to_uint8(arr, ds, label)
+    out = _grayscale_to_uint8(arr, ds, label)
     if head.photometric == "MONOCHROME1":
         out = 255 - out
     return np.ascontiguousarray(out)

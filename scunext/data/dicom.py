@@ -345,9 +345,9 @@ def _voi_to_uint8(values: np.ndarray, ds: Any, label: str, present: np.ndarray |
             out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
             return _to_uint8(out, 0.0, float(2**bits - 1))
         if "WindowCenter" in ds and "WindowWidth" in ds:
-            out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
-            # the window function's output range: its values far below and far above the window
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore"):  # SIGMOID: exp() overflows far from the centre, giving the limit
+                out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
+                # the window function's output range: its values far below and far above the window
                 lo, hi = apply_voi_lut(np.array([-1e300, 1e300]), ds, index=0, prefer_lut=True).tolist()
             return _to_uint8(out, lo, hi)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError) as exc:

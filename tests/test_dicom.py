@@ -359,6 +359,31 @@ def test_bad_dicom_is_a_one_line_data_error(tmp_path: Path, make, message: str) 
             read_image(path.read_bytes())
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the damaged values it reads
+def test_damaged_files_only_ever_raise_data_error(tmp_path: Path) -> None:
+    """Truncated and byte-flipped DICOM (header and pixel data): a one-line DataError or a decoded image, never
+    another exception."""
+    ds = _dataset(_chest()[:64, :64])
+    ds.WindowCenter, ds.WindowWidth, ds.PixelSpacing = 128, 256, [0.2, 0.2]
+    good = _save(ds, tmp_path / "good.dcm").read_bytes()
+    rng = np.random.default_rng(0)
+    damaged = [good[:n] for n in (132, 140, 200, 300, 400, 600, len(good) - 10)]
+    for _ in range(40):
+        data = bytearray(good)
+        for pos in rng.integers(132, 700, size=3):
+            data[pos] = int(rng.integers(0, 256))
+        damaged.append(bytes(data))
+    refused = 0
+    for data in damaged:
+        for call in (read_image, read_image_info):
+            try:
+                call(data)
+            except DataError as exc:
+                assert str(exc).startswith("image data: ") and "\n" not in str(exc)
+                refused += 1
+    assert refused >= 7  # at least every truncation is refused by read_image
+
+
 def test_pixel_cap_is_configurable(tmp_path: Path) -> None:
     path = _save(_dataset(_chest()), tmp_path / "a.dcm")
     with pytest.raises(DataError, match="256x256 = 0.1 megapixels, above the limit"):

@@ -185,7 +185,14 @@ def _dcmread(source: Source, label: str, *, header_only: bool) -> Any:
         return pydicom.dcmread(fp, **kwargs)
     except InvalidDicomError as exc:
         raise DataError(f"{label}: not a DICOM file (no 'DICM' preamble at byte 128; {_reason(exc)})") from exc
-    except (OSError, ValueError, TypeError, KeyError, EOFError, AttributeError, NotImplementedError) as exc:
+    except Exception as exc:  # pydicom raises many types (struct.error, IndexError, ...) for a corrupt header
+        raise DataError(f"{label}: corrupt DICOM header ({_reason(exc)})") from exc
+
+
+def _checked_header(ds: Any, label: str) -> DicomHeader:
+    try:
+        return _header(ds)  # values are converted from their raw bytes here, where malformed ones fail
+    except Exception as exc:
         raise DataError(f"{label}: corrupt DICOM header ({_reason(exc)})") from exc
 
 
@@ -239,7 +246,7 @@ def read_dicom_header(source: Source, *, label: str | None = None) -> DicomHeade
         DataError: missing, empty or non-DICOM file, corrupt header.
     """
     label = _label(source, label)
-    return _header(_dcmread(source, label, header_only=True))
+    return _checked_header(_dcmread(source, label, header_only=True), label)
 
 
 def _check_image(ds: Any, head: DicomHeader, label: str, max_pixels: int) -> None:
@@ -394,8 +401,13 @@ def read_dicom(source: Source, *, max_pixels: int, label: str | None = None) -> 
     """
     label = _label(source, label)
     ds = _dcmread(source, label, header_only=False)
-    head = _header(ds)
-    _check_image(ds, head, label, max_pixels)
+    head = _checked_header(ds, label)
+    try:
+        _check_image(ds, head, label, max_pixels)
+    except DataError:
+        raise
+    except Exception as exc:  # a malformed value met while checking (e.g. Bits Allocated that is not a number)
+        raise DataError(f"{label}: corrupt DICOM header ({_reason(exc)})") from exc
     try:
         arr = ds.pixel_array
     except MemoryError as exc:

@@ -3,7 +3,7 @@
 Accepted folder layout (names matched by file stem)::
 
     root/
-      images/NAME.png|jpg|jpeg|bmp|tif|tiff
+      images/NAME.png|jpg|jpeg|bmp|tif|tiff|dcm   # or a DICOM file without an image extension, e.g. images/NAME
       masks/NAME.png              # or the official UNeXt layout: masks/0/NAME.png
 
 Every problem with the folder or its files raises :class:`~scunext.data.errors.DataError`.
@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
+from scunext.data.dicom import has_dicom_preamble
 from scunext.data.errors import DataError
 from scunext.data.io import MAX_IMAGE_PIXELS, read_image, read_mask
 
@@ -30,6 +31,8 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MASK_EXTENSIONS",
     "Pair",
+    "image_id",
+    "is_image_file",
     "discover_pairs",
     "select_pairs",
     "convert_channels",
@@ -39,8 +42,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-"""Image file extensions :func:`discover_pairs` picks up (case-insensitive)."""
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
+"""Image file extensions :func:`discover_pairs` picks up (case-insensitive); DICOM files are also found by their
+preamble whatever their name (:func:`is_image_file`)."""
 
 MASK_EXTENSIONS: tuple[str, ...] = (".png",)
 """Mask file extensions: lossless PNG only (JPEG masks have non-binary edges)."""
@@ -68,15 +72,34 @@ def _examples(names: Sequence[str]) -> str:
     return shown + (", ..." if len(names) > _SHOW else "")
 
 
+def is_image_file(path: Path) -> bool:
+    """True for a file with an extension in :data:`IMAGE_EXTENSIONS`, or any file carrying the DICOM preamble
+    (``DICM`` at byte 128), such as the extensionless or UID-named files (``1.2.840.113619.2.5``) of a PACS export.
+    Hidden files are not images."""
+    if path.name.startswith("."):
+        return False
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    return path.suffix.lower() not in MASK_EXTENSIONS and has_dicom_preamble(path)
+
+
+def image_id(path: Path) -> str:
+    """The id of an image file: its stem for a known extension (``a.png`` -> ``a``), else the whole name (a DICOM
+    file ``1.2.840.5`` -> ``1.2.840.5``, since its dots are part of a UID, not an extension)."""
+    return path.stem if path.suffix.lower() in IMAGE_EXTENSIONS else path.name
+
+
 def _list_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def _index(files: Iterable[Path], folder: Path, suffix: str = "") -> dict[str, Path]:
+def _index(
+    files: Iterable[Path], folder: Path, suffix: str = "", id_of: Callable[[Path], str] = lambda f: f.stem
+) -> dict[str, Path]:
     """Map id -> file, raising DataError on duplicate ids (e.g. ``a.png`` and ``a.jpg``)."""
     by_id: dict[str, list[Path]] = {}
     for f in files:
-        stem = f.stem
+        stem = id_of(f)
         key = stem[: -len(suffix)] if suffix and stem.endswith(suffix) else stem
         by_id.setdefault(key, []).append(f)
     dups = sorted(k for k, v in by_id.items() if len(v) > 1)
@@ -117,9 +140,10 @@ def discover_pairs(
 ) -> list[Pair]:
     """Find all image/mask pairs under ``root``, sorted by id.
 
-    An image ``images/NAME.ext`` (ext in :data:`IMAGE_EXTENSIONS`) pairs with ``masks/NAME<mask_suffix>.png``.
-    The official UNeXt layout ``masks/0/NAME.png`` is accepted too. Hidden files are skipped; other files with an
-    unsupported extension are skipped with a warning.
+    An image ``images/NAME.ext`` (ext in :data:`IMAGE_EXTENSIONS`) pairs with ``masks/NAME<mask_suffix>.png``; a
+    DICOM file with any other name (no extension, or a UID such as ``1.2.840.5``) is an image too, and its id is
+    the whole file name (``masks/1.2.840.5.png``). The official UNeXt layout ``masks/0/NAME.png`` is accepted too.
+    Hidden files are skipped; other files with an unsupported extension are skipped with a warning.
 
     Args:
         root: dataset folder.
@@ -144,11 +168,11 @@ def discover_pairs(
     mask_dir = _resolve_mask_dir(mask_dir)
 
     image_all = _list_files(image_dir)
-    image_files = [f for f in image_all if f.suffix.lower() in IMAGE_EXTENSIONS]
+    image_files = [f for f in image_all if is_image_file(f)]
     mask_all = _list_files(mask_dir)
     mask_files = [f for f in mask_all if f.suffix.lower() in MASK_EXTENSIONS]
     if not image_files:
-        raise DataError(f"{image_dir}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+        raise DataError(f"{image_dir}: no image files ({', '.join(IMAGE_EXTENSIONS)}, or DICOM) found")
     if not mask_files:
         others = [f.name for f in mask_all]
         hint = f"; found {_examples(others)}, but masks must be PNG (lossless)" if others else ""
@@ -160,7 +184,7 @@ def discover_pairs(
                 "%s: skipped %d file(s) with an unsupported extension: %s", folder, len(skipped), _examples(skipped)
             )
 
-    by_image = _index(image_files, image_dir)
+    by_image = _index(image_files, image_dir, id_of=image_id)
     by_mask = _index(mask_files, mask_dir, mask_suffix)
     no_mask = sorted(set(by_image) - set(by_mask))
     no_image = sorted(set(by_mask) - set(by_image))

@@ -23,6 +23,10 @@ Compositing on black equals dropping the alpha channel wherever the image is opa
 case for medical images saved with an alpha channel; fully transparent pixels become 0. EXIF orientation tags are
 *not* applied: pixels are returned in stored order, the same order as a mask drawn on the raw pixel grid (a warning
 is logged when a file carries a rotation tag).
+
+DICOM sources (a ``.dcm`` path, or any file or bytes with ``DICM`` at byte 128) are decoded by
+:mod:`scunext.data.dicom` (modality LUT, VOI LUT or window, MONOCHROME1 inverted, then to ``uint8``; see there).
+:func:`read_image_info` reads only the header of any supported file: size, channels, format, pixel spacing.
 """
 
 from __future__ import annotations
@@ -31,15 +35,17 @@ import io
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from scunext.data import dicom
 from scunext.data.errors import DataError
 
-__all__ = ["MAX_IMAGE_PIXELS", "read_image", "read_mask", "format_values"]
+__all__ = ["MAX_IMAGE_PIXELS", "ImageInfo", "area_mm2", "read_image", "read_image_info", "read_mask", "format_values"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +83,12 @@ def format_values(values: np.ndarray, limit: int = 8) -> str:
 BYTES_LABEL = "image data"
 
 
-def _open_checked(source: PathLike | bytes, max_pixels: int, draft_size: int | None = None) -> Image.Image:
-    """Open a file (or in-memory bytes) with Pillow, refuse oversized images, and decode the pixels; raise
-    DataError on any problem. Messages start with the path, or :data:`BYTES_LABEL` for bytes.
+def _open_checked(
+    source: PathLike | bytes, max_pixels: int, draft_size: int | None = None, *, decode: bool = True
+) -> Image.Image:
+    """Open a file (or in-memory bytes) with Pillow, refuse oversized images, and decode the pixels (unless
+    ``decode`` is False: header only); raise DataError on any problem. Messages start with the path, or
+    :data:`BYTES_LABEL` for bytes.
 
     The pixel cap applies to the size in the header (the native size), before any draft reduction. With
     ``draft_size``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose both sides stay
@@ -119,6 +128,8 @@ def _open_checked(source: PathLike | bytes, max_pixels: int, draft_size: int | N
                 f"{path}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
                 f"{max_pixels / 1e6:g} megapixels (possible decompression bomb); pass a larger max_pixels if genuine"
             )
+        if not decode:
+            return im
         if draft_size is not None and im.format == "JPEG":
             im.draft(None, (draft_size, draft_size))
         try:
@@ -169,9 +180,9 @@ def read_image(
     (TIFF, GIF) is read.
 
     Args:
-        path: image file (any format Pillow reads: PNG, JPEG, BMP, TIFF, ...), or the file's bytes (an upload;
-            messages then name it :data:`BYTES_LABEL`).
-        scale16: how 16-bit grayscale is brought to 8 bits. ``"full"`` (default) maps the full 16-bit range,
+        path: image file (any format Pillow reads: PNG, JPEG, BMP, TIFF, ...; or DICOM, see
+            :mod:`scunext.data.dicom`), or the file's bytes (an upload; messages then name it :data:`BYTES_LABEL`).
+        scale16: (not DICOM) how 16-bit grayscale is brought to 8 bits. ``"full"`` (default) maps the full 16-bit range,
             ``round(v / 257)``, so 65535 -> 255 and intensities stay comparable between images. ``"max"`` stretches
             ``[0, image max]`` to ``[0, 255]``, ``round(v * 255 / max)``: use it for 10/12-bit data stored in a
             16-bit container, which ``"full"`` would leave very dark.
@@ -186,13 +197,18 @@ def read_image(
         A C-contiguous ``uint8`` array, ``(H, W)`` or ``(H, W, 3)``.
 
     Raises:
-        DataError: missing, empty, unreadable, corrupt or truncated file; too many pixels; unsupported mode.
+        DataError: missing, empty, unreadable, corrupt or truncated file; too many pixels; unsupported mode;
+            for DICOM also no image, multi-frame, unsupported bit depth, or a compressed transfer syntax whose
+            decoder is not installed (:class:`~scunext.data.dicom.DicomDecoderMissingError`, which names the
+            ``pip install`` command).
         ValueError: a bad ``scale16`` or ``draft_size`` value.
     """
     if scale16 not in ("full", "max"):
         raise ValueError(f"scale16 must be 'full' or 'max', got {scale16!r}")
     if draft_size is not None and draft_size < 1:
         raise ValueError(f"draft_size must be >= 1, got {draft_size}")
+    if dicom.is_dicom(path):  # DICOM ignores draft_size
+        return dicom.read_dicom(path, max_pixels=max_pixels, label=_label(path))
     im = _open_checked(path, max_pixels, draft_size)
     path = Path(path) if not isinstance(path, (bytes, bytearray, memoryview)) else BYTES_LABEL
     try:
@@ -226,6 +242,93 @@ def read_image(
     finally:
         im.close()
     return np.ascontiguousarray(out)
+
+
+def _label(source: PathLike | bytes) -> str:
+    return BYTES_LABEL if isinstance(source, (bytes, bytearray, memoryview)) else str(Path(source))
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a file's header says about the image :func:`read_image` would return; no pixel is decoded.
+
+    Attributes:
+        size: ``(height, width)`` in pixels.
+        channels: channels of :func:`read_image`'s result: 1 for ``(H, W)``, 3 for ``(H, W, 3)``.
+        format: ``"png"``, ``"jpeg"``, ``"dicom"``, ... (Pillow's format name in lower case for non-DICOM).
+        pixel_spacing_mm: ``(row, column)`` spacing in mm: DICOM Pixel Spacing, else Imager Pixel Spacing, else
+            ``None``; always ``None`` for non-DICOM files (their DPI is not a physical spacing).
+        is_dicom: the source is DICOM.
+        sop_class_uid, sop_instance_uid, study_instance_uid, series_instance_uid: DICOM identifiers, to reference
+            the source (e.g. in a DICOM SEG); ``None`` for non-DICOM files.
+        frames: number of frames in the file (:func:`read_image` refuses DICOM with more than one and reads only
+            the first of other formats).
+    """
+
+    size: tuple[int, int]
+    channels: int
+    format: str
+    pixel_spacing_mm: tuple[float, float] | None = None
+    is_dicom: bool = False
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    frames: int = 1
+
+    @property
+    def pixels(self) -> int:
+        """``height * width``."""
+        return self.size[0] * self.size[1]
+
+
+_ONE_CHANNEL_MODES = ("L", "1", "LA", "La", "F", *_GRAY16_MODES)
+
+
+def read_image_info(source: PathLike | bytes) -> ImageInfo:
+    """Read a file's header only (no pixel decode): size, channels, format and, for DICOM, spacing and UIDs.
+
+    Cheap enough to check many inputs up front. It does not apply ``max_pixels`` (compare ``info.pixels``
+    yourself), but Pillow still refuses headers above its own limit (about 179 megapixels) as a DataError.
+
+    Raises:
+        DataError: missing, empty or unreadable file, or a corrupt header.
+    """
+    label = _label(source)
+    if dicom.is_dicom(source):
+        head = dicom.read_dicom_header(source, label=label)
+        return ImageInfo(
+            size=(head.rows, head.columns),
+            channels=3 if head.samples_per_pixel == 3 else 1,
+            format="dicom",
+            pixel_spacing_mm=head.pixel_spacing_mm,
+            is_dicom=True,
+            sop_class_uid=head.sop_class_uid or None,
+            sop_instance_uid=head.sop_instance_uid or None,
+            study_instance_uid=head.study_instance_uid or None,
+            series_instance_uid=head.series_instance_uid or None,
+            frames=head.frames,
+        )
+    im = _open_checked(source, max_pixels=2**62, decode=False)
+    try:
+        width, height = im.size
+        channels = 1 if im.mode in _ONE_CHANNEL_MODES else 3
+        fmt = (im.format or "unknown").lower()
+        frames = int(getattr(im, "n_frames", 1) or 1)
+    finally:
+        im.close()
+    return ImageInfo(size=(height, width), channels=channels, format=fmt, frames=frames)
+
+
+def area_mm2(area_px: float, spacing: tuple[float, float] | None) -> float | None:
+    """Area in mm² of ``area_px`` pixels at ``spacing = (row, column)`` mm; ``None`` when ``spacing`` is None.
+
+    Example: ``area_mm2(1000, (0.2, 0.25)) == 50.0``.
+    """
+    if spacing is None:
+        return None
+    row, col = spacing
+    return float(area_px) * float(row) * float(col)
 
 
 def _distinct(arr: np.ndarray) -> np.ndarray:

@@ -128,7 +128,7 @@ def _truncated_png() -> bytes:
     ("data", "status", "needle"),
     [
         (b"", 400, "empty"),
-        (b"just some text, renamed to .png\n", 415, "not a PNG or JPEG"),
+        (b"just some text, renamed to .png\n", 415, "not a PNG, JPEG or DICOM"),
         (b"GIF89a" + bytes(64), 415, "GIF"),
         (_truncated_png(), 422, "truncated"),
         (_png_header_only(20000, 20000), 422, "decompression bomb"),
@@ -515,3 +515,41 @@ def test_byte_cap_over_the_wire_is_a_json_413(live_server):
     assert r.status == 413
     assert "10 MB limit" in json.loads(r.read())["error"]
     conn.close()
+
+
+def test_dicom_upload_is_segmented_with_its_area_in_mm2(client, tmp_path):
+    """A DICOM upload (recognised by its preamble, whatever its name) is read through the DICOM reader; its
+    PixelSpacing turns the area into mm², and the mask equals the one of the same pixels uploaded as PNG."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    pixels = np.asarray(Image.open(ISIC_IMAGE).convert("L"), dtype=np.float64)
+    # full 0..255 range: a DICOM without a window is min-max scaled (docs/data.md), a no-op for such pixels
+    pixels = np.round(255 * (pixels - pixels.min()) / (pixels.max() - pixels.min())).astype(np.uint8)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR image storage
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = generate_uid(), generate_uid(), "CR"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelSpacing = [0.2, 0.25]
+    ds.PixelData = pixels.tobytes()
+    path = tmp_path / "IM0001"
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    assert sniff_format(data) == "dicom"
+
+    r = _post(client, data, filename="IM0001")
+    assert r.status_code == 200, r.json
+    body = r.json
+    assert body["pixel_spacing_mm"] == [0.2, 0.25]
+    assert body["area_mm2"] == pytest.approx(body["area_px"] * 0.2 * 0.25)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    png = _post(client, buf.getvalue()).json
+    assert png["area_px"] == body["area_px"] and png["area_mm2"] is None
+    assert np.array_equal(_decode_png(png["mask_png"]), _decode_png(body["mask_png"]))

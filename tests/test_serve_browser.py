@@ -141,6 +141,6 @@ def test_bad_file_shows_a_message(driver, base_url, tmp_path):
     driver.find_element(By.ID, "file").send_keys(str(fake))
     driver.find_element(By.ID, "segment").click()
     error = wait.until(EC.visibility_of_element_located((By.ID, "error")))
-    assert re.search(r"not a PNG or JPEG", error.text), error.text
+    assert re.search(r"not a PNG, JPEG or DICOM", error.text), error.text
     assert "Traceback" not in driver.page_source
     assert not driver.find_element(By.ID, "result").is_displayed()

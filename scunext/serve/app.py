@@ -4,7 +4,7 @@ Endpoints (all answers are JSON except the page and its static files):
 
 * ``GET /``: the page (plain HTML/CSS/JS served by the app itself; no CDN, no build step).
 * ``GET /api/models``: the models on offer and the upload limits.
-* ``POST /api/segment``: multipart form with ``image`` (a PNG or JPEG file) and ``model`` (an id from
+* ``POST /api/segment``: multipart form with ``image`` (a PNG, JPEG or DICOM file) and ``model`` (an id from
   ``/api/models``; optional when there is one model). Answers the segmented area in pixels and percent (and mm²
   when the image has a pixel spacing), the inference time, and the overlay (at most 1024 px a side) and the mask
   (0/255, the image's native size) as base64 PNGs.

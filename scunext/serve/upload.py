@@ -1,7 +1,8 @@
 """Checking and decoding an uploaded image held in memory.
 
-An upload is treated as hostile: it is recognised by its magic bytes only (PNG or JPEG, whatever its declared
-content type or file name), then decoded by :func:`scunext.data.read_image`, which applies the project's pixel cap
+An upload is treated as hostile: it is recognised by its magic bytes only (PNG, JPEG, or DICOM by the ``DICM``
+preamble at byte 128, whatever its declared content type or file name), then decoded by
+:func:`scunext.data.read_image`, which applies the project's pixel cap
 (decompression-bomb guard) and turns corrupt or truncated data into :class:`~scunext.data.DataError`. Every
 refusal becomes an :class:`UploadError` with a one-line message and an HTTP status.
 
@@ -11,17 +12,14 @@ scale (Pillow's draft mode); its native size comes from the header.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from scunext.data import MAX_IMAGE_PIXELS, DataError, read_image
-from scunext.data.io import BYTES_LABEL
+from scunext.data.io import BYTES_LABEL, read_image_info
 
 __all__ = [
     "UploadError",
@@ -47,7 +45,6 @@ _OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
     (b"MM\x00*", "a TIFF image"),
     (b"%PDF", "a PDF document"),
     (b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image"),
-    (b"DICM", "a DICOM file"),
     (b"PK\x03\x04", "a ZIP archive"),
 )
 
@@ -65,10 +62,13 @@ class UploadError(ValueError):
 
 
 def sniff_format(data: bytes) -> str | None:
-    """``"png"`` or ``"jpeg"`` from the leading magic bytes, ``None`` for anything else."""
+    """``"png"`` or ``"jpeg"`` from the leading magic bytes, ``"dicom"`` from the ``DICM`` preamble at byte 128,
+    ``None`` for anything else."""
     for name, magic in ACCEPTED_FORMATS.items():
         if data.startswith(magic):
             return name
+    if data[128:132] == b"DICM":
+        return "dicom"
     return None
 
 
@@ -104,9 +104,10 @@ class DecodedUpload:
     Attributes:
         image: the ``uint8`` pixels, ``(h, w)`` or ``(h, w, 3)``; smaller than ``size`` when a large JPEG was
             decoded at a reduced scale, otherwise exactly what :func:`scunext.data.read_image` returns.
-        format: ``"png"`` or ``"jpeg"``.
+        format: ``"png"``, ``"jpeg"`` or ``"dicom"``.
         size: the native ``(H, W)`` from the file's header.
-        pixel_spacing_mm: ``(row, col)`` spacing in mm when the file records one, else ``None`` (PNG and JPEG).
+        pixel_spacing_mm: ``(row, col)`` spacing in mm when the file records one (DICOM PixelSpacing or
+            ImagerPixelSpacing), else ``None`` (PNG and JPEG).
     """
 
     image: np.ndarray
@@ -134,20 +135,14 @@ def fit_size(size: tuple[int, int], *, max_pixels: int | None = None, max_side: 
 
 
 def _header(data: bytes) -> tuple[tuple[int, int], tuple[float, float] | None] | None:
-    """Native ``(H, W)`` and pixel spacing from the header only (no pixel decode); ``None`` when the header cannot
-    be read (:func:`read_image` then refuses the data with the precise reason).
-
-    A private stand-in for the dicom helper's ``scunext.data.io.read_image_info`` (issue 10): PNG and JPEG carry
-    no pixel spacing.
-    """
+    """Native ``(H, W)`` and pixel spacing (DICOM only) from the header (:func:`scunext.data.io.read_image_info`, no
+    pixel decode); ``None`` when the header cannot be read (:func:`read_image` then refuses the data with the
+    precise reason)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                width, height = im.size
-    except Exception:  # noqa: BLE001 - any unreadable header is reported by read_image below
+        info = read_image_info(data)
+    except DataError:
         return None
-    return (height, width), None
+    return info.size, info.pixel_spacing_mm
 
 
 def needs_full_decode(data: bytes, work_pixels: int) -> bool:
@@ -160,7 +155,7 @@ def needs_full_decode(data: bytes, work_pixels: int) -> bool:
 
 
 def decode_upload(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS, work_pixels: int | None = None) -> DecodedUpload:
-    """Check and decode an uploaded PNG or JPEG.
+    """Check and decode an uploaded PNG, JPEG or DICOM image.
 
     Args:
         data: the uploaded file's bytes.
@@ -174,13 +169,15 @@ def decode_upload(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS, work_pixel
         The :class:`DecodedUpload`.
 
     Raises:
-        UploadError: empty data (400), not a PNG or JPEG (415), too many pixels, corrupt or truncated (422).
+        UploadError: empty data (400), not a PNG, JPEG or DICOM (415), too many pixels, corrupt or truncated (422).
     """
     if not data:
         raise UploadError("the file is empty (0 bytes)", 400)
     fmt = sniff_format(data)
     if fmt is None:
-        raise UploadError(f"not a PNG or JPEG file (it looks like {_describe(data)}); upload a PNG or JPEG image", 415)
+        raise UploadError(
+            f"not a PNG, JPEG or DICOM file (it looks like {_describe(data)}); upload a PNG, JPEG or DICOM image", 415
+        )
     header = _header(data)
     draft_size = None
     if header is not None and work_pixels is not None and header[0][0] * header[0][1] > work_pixels:

@@ -49,7 +49,7 @@
         select.appendChild(option);
       }
       maxBytes = Math.floor(body.max_upload_mb * 1024 * 1024);
-      $("limits").textContent = "PNG or JPEG, at most " + body.max_upload_mb + " MB and " +
+      $("limits").textContent = "PNG, JPEG or DICOM, at most " + body.max_upload_mb + " MB and " +
         body.max_megapixels + " megapixels.";
       setBusy(false);
     } catch (err) {

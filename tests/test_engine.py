@@ -49,7 +49,8 @@ def test_run_folder_contents(finished_run):
     status = json.loads((run / "run.json").read_text())
     assert status["status"] == "finished" and status["epochs_done"] == 2
     split = json.loads((run / "split.json").read_text())
-    assert {len(split["train"]), len(split["val"]), len(split["test"])} == {18, 4, 8}  # official split of the sample
+    counts = {part: len(split[part]) for part in ("train", "val", "test")}
+    assert counts == split["counts"] == {"train": 18, "val": 4, "test": 8}  # official split of the sample, by part
     rows = _log(run)
     assert [int(r["epoch"]) for r in rows] == [1, 2] and all(r["val_dice"] for r in rows)
     best = json.loads((run / "best.json").read_text())

@@ -256,6 +256,8 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     cfg = TrainConfig()
     if path:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"{p} is a folder; --config takes a YAML file")
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:

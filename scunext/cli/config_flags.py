@@ -35,6 +35,9 @@ from scunext.errors import ConfigError, UsageError
 __all__ = ["add_config_flags", "config_from_args", "parse_kv", "flag_name", "given_flags"]
 
 
+_ADDED = "_config_fields"  # the Namespace attribute listing the config fields that have a generated flag
+
+
 def flag_name(f: dataclasses.Field) -> str | None:
     """The command-line flag of a config field (``None``: the field has no flag of its own)."""
     return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
@@ -59,10 +62,12 @@ def add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | Non
     """Add one flag per config field (all, or only ``names``) to ``parser``; the dest is the field name."""
     wanted = None if names is None else set(names)
     types, defaults = field_types(), TrainConfig()
+    added: list[str] = []
     for f in dataclasses.fields(TrainConfig):
         flag = flag_name(f)
         if flag is None or (wanted is not None and f.name not in wanted):
             continue
+        added.append(f.name)
         tp, default, text = types[f.name], getattr(defaults, f.name), f.metadata.get("help", "")
         if "default" not in text and typing.get_origin(tp) is not dict:
             on = default.enabled if tp is AugmentConfig else default
@@ -85,6 +90,7 @@ def add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | Non
             if choices is not None:  # the metavar hides the choices
                 kw["help"] = f"{text}; one of {', '.join(str(c) for c in choices)}"
         parser.add_argument(flag, **kw)
+    parser.set_defaults(**{_ADDED: tuple(added)})
 
 
 def parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -106,9 +112,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = apply_overrides(cfg, parse_kv(getattr(args, "set", None), "--set"))
     types = field_types()
     overrides: dict[str, Any] = {}
+    generated = set(getattr(args, _ADDED, ()))
     for f in dataclasses.fields(TrainConfig):
         value = getattr(args, f.name, None)
-        if value is None or flag_name(f) is None:
+        if value is None or f.name not in generated:
             continue
         tp = types[f.name]
         if tp is AugmentConfig:
@@ -122,7 +129,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def given_flags(args: argparse.Namespace, allowed: Iterable[str]) -> list[str]:
     """Flag names of the config fields set on the command line, except the fields in ``allowed``."""
-    skip = set(allowed)
-    return [flag_name(f) or f.name for f in dataclasses.fields(TrainConfig)
-            if f.name not in skip and getattr(args, f.name, None) is not None]  # fmt: skip
+    skip, generated, types = set(allowed), set(getattr(args, _ADDED, ())), field_types()
+    names = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in generated and f.name not in skip and getattr(args, f.name, None) is not None:
+            flag = flag_name(f) or f.name
+            names.append(f"{flag}/--no-{flag[2:]}" if types[f.name] in (bool, AugmentConfig) else flag)
+    return names
 

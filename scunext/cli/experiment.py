@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from scunext.config import load_config
+from scunext.cli.config_flags import add_config_flags, config_from_args
+from scunext.config import apply_overrides
 from scunext.engine.distributed import resolve_device
 from scunext.experiments import (
     TABLE1_MODELS,
@@ -19,18 +20,17 @@ from scunext.experiments import (
     table2_plan,
 )
 
+#: training settings an experiment shares between all its runs (its own runner sets model, split, seed, fold...)
+SHARED_FLAGS = ("epochs", "max_train_images", "size", "lr", "min_lr", "batch_size", "weight_decay", "augment",
+                "threshold_masks", "device", "num_workers", "amp", "amp_dtype", "channels_last", "eval_every")
+
 
 def _budget(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder with images/ and masks/")
     p.add_argument("--out", required=True, help="experiment folder (one run folder per model x split inside)")
-    p.add_argument("--config", help="YAML with shared training settings (lr, batch, augment...)")
-    p.add_argument("--epochs", type=int, help="epochs of every run (same for every model)")
-    p.add_argument("--max-train-images", type=int, help="cap the training images of every run (budget)")
-    p.add_argument("--size", type=int, help="training size (default 256)")
-    p.add_argument("--lr", type=float, help="initial learning rate")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="training and scoring device")
-    p.add_argument("--num-workers", type=int, help="DataLoader workers per run (default 0)")
+    p.add_argument("--config", metavar="FILE", help="YAML with shared training settings (lr, batch, augment...)")
+    add_config_flags(p, SHARED_FLAGS)  # the same flags, help and checks as scunext train
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other shared config key, repeatable")
     p.add_argument("--shard", metavar="I/N", help="run only every N-th planned run from the I-th (N processes share "
                    "one --out); run once more without it to write the tables")  # fmt: skip
     p.add_argument("--report-only", action="store_true",
@@ -57,15 +57,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = {"data": str(Path(args.data).resolve()), "epochs": args.epochs, "size": args.size, "lr": args.lr,
-                 "batch_size": args.batch_size, "max_train_images": args.max_train_images, "device": args.device,
-                 "num_workers": args.num_workers}  # fmt: skip
+    overrides = {"data": str(Path(args.data).resolve())}
     shard = parse_shard(args.shard) if args.shard else None
     if args.table == "table1":
         overrides["split"] = args.split
     else:
         overrides["max_images"] = args.images
-    base = load_config(args.config, overrides)
+    base = apply_overrides(config_from_args(args), overrides).validate()
     if not Path(base.data).is_dir():
         raise FileNotFoundError(f"{base.data}: dataset folder not found")
     out = Path(args.out)

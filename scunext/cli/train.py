@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from scunext.cli.config_flags import add_config_flags, config_from_args, given_flags
+from scunext.cli.paths import check_out_folder
 from scunext.errors import UsageError
 
 
@@ -46,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
                        resume_overrides={k: getattr(args, k, None) for k in where})  # fmt: skip
     else:
         cfg = config_from_args(args)
+        if args.out:
+            check_out_folder(Path(args.out))
         out = Path(args.out) if args.out else Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = train(cfg, out, show_progress=not args.no_progress)
 

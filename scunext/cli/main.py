@@ -46,7 +46,12 @@ _MACHINE_ERRNOS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.ENOSPC, errno.ED
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (``scunext CMD: error: MESSAGE``) instead of usage text + error."""
+    """argparse with a one-line error (``scunext CMD: error: MESSAGE``) instead of usage text + error, and no
+    abbreviated flags (``--model`` must not silently mean ``--models``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -229,7 +229,8 @@ def _coerce(name: str, value: Any, tp: Any, current: Any = None) -> Any:
 def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
     """A copy of ``cfg`` with ``overrides`` applied (values converted to the field types); None values are skipped.
 
-    A key ``augment.NAME`` sets one augmentation option and keeps the others.
+    A key ``augment.NAME`` sets one augmentation option and keeps the others; ``model_args.NAME`` and
+    ``loss_args.NAME`` set one argument.
     """
     types = field_types()
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
@@ -244,6 +245,9 @@ def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConf
             sub_type = typing.get_type_hints(AugmentConfig)[sub]
             merged = {**values["augment"].to_dict(), sub: _coerce(key, value, sub_type)}
             values["augment"] = _coerce("augment", merged, AugmentConfig)
+            continue
+        if dot and head in ("model_args", "loss_args") and sub:
+            values[head] = {**values[head], sub: parse_value(value, key) if isinstance(value, str) else value}
             continue
         if key not in types:
             raise ConfigError(f"unknown config key {key!r}; valid: {', '.join(sorted(types))}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from scunext.cli.config_flags import add_config_flags, config_from_args
 from scunext.config import apply_overrides
+from scunext.data import discover_pairs
 from scunext.engine.distributed import resolve_device
 from scunext.experiments import (
     TABLE1_MODELS,
@@ -64,8 +65,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         overrides["max_images"] = args.images
     base = apply_overrides(config_from_args(args), overrides).validate()
-    if not Path(base.data).is_dir():
-        raise FileNotFoundError(f"{base.data}: dataset folder not found")
     out = Path(args.out)
     if args.table == "table1":
         models = tuple(m.strip() for m in args.models.split(",") if m.strip())
@@ -74,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         plan = table2_plan(base, args.folds)
         record = {"table": "table2", "folds": args.folds, "base_config": base.to_dict()}
+    discover_pairs(Path(base.data))  # a missing or unusable dataset: one line before the experiment folder exists
     check_experiment_record(out, record)
     device = str(resolve_device(base.device))
     results = run_plan(plan, out, progress=lambda m: print(m, file=sys.stderr, flush=True),

@@ -6,7 +6,7 @@ only reported and never used for any choice. A score on ``val`` is biased upward
 Methods (all deterministic for a seed: ids are sorted, then shuffled with ``random.Random(seed)``; each part is
 returned sorted):
 
-- :func:`random_split`: the paper's protocol, an 80/20 train/test split, optionally also a val part.
+- :func:`random_split`: the paper's protocol, an 80/20 train/test split.
 - :func:`kfold_split`: k folds; fold ``k`` is the held-out ``test`` part, the other folds are ``train``.
 
 The held-out part is always called ``test``, whatever made it (a random draw, a fold, a CSV column); ``val`` is
@@ -266,46 +266,38 @@ def random_split(
     test_fraction: float = 0.2,
     seed: int = 0,
     *,
-    val_fraction: float = 0.0,
     strata: Strata | None = None,
 ) -> Split:
-    """Random split: ``test_fraction`` of the ids to ``test`` (held out), ``val_fraction`` to ``val`` (model
-    selection), the rest to ``train``.
+    """Random split: ``test_fraction`` of the ids to ``test`` (held out), the rest to ``train``; ``val`` is empty.
 
     The default is the paper's 80/20 train/test split (run it with several seeds for mean and variance). Model
-    selection needs a ``val`` part that is not the test part: ask for one here (``val_fraction`` of the whole
-    set) or carve it from the training side with :meth:`Split.with_carved_validation` (what ``scunext train``
-    does).
+    selection needs a ``val`` part that is not the test part: carve it from the training side with
+    :meth:`Split.with_carved_validation` (what ``scunext train`` does).
 
-    Both fractions are of the whole set, each part gets ``round(n * fraction)`` ids (at least 1 when the fraction
-    is > 0); the test part is drawn first. With ``strata`` (a function or mapping id -> group, e.g.
-    ``lambda i: i[:6]`` for the lung subsets MCUCXR/CHNCXR), the draw is done per group, rounded per group.
+    The test part gets ``round(n * test_fraction)`` ids (at least 1). With ``strata`` (a function or mapping id ->
+    group, e.g. ``lambda i: i[:6]`` for the lung subsets MCUCXR/CHNCXR), the draw is done per group, rounded per
+    group.
 
     Raises:
-        ValueError: bad fractions (test in (0, 1), val in [0, 1), sum < 1), too few ids, duplicate ids, no train
-            left.
+        ValueError: ``test_fraction`` outside (0, 1), too few ids, duplicate ids, no train left.
     """
     ids = _check_ids(ids)
     test_fraction = _check_fraction("test_fraction", test_fraction)
-    val_fraction = _check_fraction("val_fraction", val_fraction, allow_zero=True)
     seed = _check_seed(seed)
-    if val_fraction + test_fraction >= 1:
-        raise ValueError(f"test_fraction + val_fraction must be < 1, got {test_fraction} + {val_fraction}")
-    test, val, train = _take(ids, [test_fraction, val_fraction], seed, strata)
+    test, train = _take(ids, [test_fraction], seed, strata)
     if not train or not test:
         raise ValueError(
-            f"cannot split {len(ids)} ids with test_fraction={test_fraction}, val_fraction={val_fraction}: "
-            f"got train {len(train)}, val {len(val)}, test {len(test)}"
+            f"cannot split {len(ids)} ids with test_fraction={test_fraction}: got train {len(train)}, "
+            f"test {len(test)}"
         )
     description = {
         "method": "random",
         "seed": seed,
         "test_fraction": test_fraction,
-        "val_fraction": val_fraction,
         "stratified": strata is not None,
         "n_ids": len(ids),
     }
-    return Split(train=train, val=val, test=test, description=description)
+    return Split(train=train, val=[], test=test, description=description)
 
 
 def kfold_split(

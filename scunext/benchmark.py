@@ -119,7 +119,8 @@ m = create_model({model!r}, in_channels={in_ch}).eval()
 run = make_runner(m, {engine!r})
 x = torch.randn({batch}, {in_ch}, {size}, {size})
 run(x[:1])
-before, peak, stop = rss(), [0], threading.Event()
+before, stop = rss(), threading.Event()
+peak = [before]
 def watch():
     while not stop.is_set():
         peak[0] = max(peak[0], rss())
@@ -128,7 +129,8 @@ t = threading.Thread(target=watch)
 t.start()
 run(x); run(x)
 stop.set(); t.join()
-print(max(0, peak[0] - before) / 2**20)
+peak[0] = max(peak[0], rss())
+print((peak[0] - before) / 2**20)
 """
 
 

@@ -1,110 +1,124 @@
 """Training configuration: one dataclass is the single source of truth; YAML files and CLI flags override it and
-the resolved config is saved with every run (``config.yaml``)."""
+the resolved config is saved with every run (``config.yaml``).
+
+Each field carries its help text, its allowed values (``choices``) and its command-line flag in the field's
+metadata; ``scunext train`` (and the shared flags of ``scunext experiment``) are generated from them
+(:mod:`scunext.cli.config_flags`), and values from YAML or flags are converted to the field's type here.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["TrainConfig", "load_config", "apply_overrides", "ConfigError"]
+from scunext.data.transforms import AugmentConfig
+from scunext.errors import ConfigError
+
+__all__ = ["TrainConfig", "load_config", "apply_overrides", "ConfigError", "AugmentConfig", "parse_value"]
 
 
-class ConfigError(ValueError):
-    """An invalid configuration value or an unknown key."""
+def _models() -> list[str]:
+    from scunext.models import list_models
+
+    return list_models()
+
+
+def _losses() -> list[str]:
+    from scunext.losses import list_losses
+
+    return list_losses()
+
+
+def _f(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
+       **meta: Any) -> Any:  # fmt: skip
+    """A dataclass field with its CLI metadata: ``help``, ``choices`` (a sequence or a callable giving one),
+    ``flag`` (the flag name; default ``--field-name``; None: no generated flag), ``metavar``."""
+    metadata = {"help": help, **meta}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run. Defaults are the paper's protocol (section 4.2) where it has one.
+    """Everything that defines a training run. Defaults are the paper's protocol (section 4.2) where it has one;
+    ``channels_last`` is on because it is the fastest CPU path (docs/performance.md). Each field's meaning is its
+    ``help`` metadata (``scunext train --help`` shows it)."""
 
-    Attributes:
-        model: registered model name.
-        model_args: constructor overrides (e.g. ``{"pfm": false}``).
-        data: dataset folder (``images/`` + ``masks/``); empty = the shipped ISIC 2017 sample.
-        in_channels: model input channels; 0 = decide from the first image (1 for grayscale, else 3).
-        size: training and inference size (images resized to size x size).
-        split: ``random`` (80/20, ``test_fraction``), ``kfold`` (``folds``/``fold``) or ``csv`` (``split_csv``
-            column ``split_column``, values train/val/test).
-        test_fraction: held-out test part of a random split (paper: 0.2).
-        val_fraction: part of the *training* side carved out for model selection (never the test part).
-        folds, fold: k-fold cross-validation; fold k is the test part.
-        split_csv, split_column: CSV split; empty ``split_csv`` means ``<data>/splits.csv``.
-        max_images: use a seeded pick of this many images of the dataset before splitting (the paper's 120-image
-            ablation), 0 = all.
-        max_train_images: cap the training images (seeded pick), 0 = all.
-        seed: seeds the split, the weights, the data order and the augmentation.
-        epochs, batch_size, lr, min_lr, beta1, beta2, weight_decay: Adam + cosine annealing to ``min_lr``.
-        loss: ``bce_dice``, ``edge`` or ``joint``; loss_args: their keyword arguments (e.g. ``edge_weight``).
-        augment: albumentations options (see docs/data.md); ``{"enabled": false}`` turns augmentation off.
-        threshold_masks: binarise masks with values other than {0, 1, 255} instead of rejecting them.
-        num_workers: DataLoader workers.
-        device: ``auto``, ``cpu``, ``cuda`` or ``mps``; amp: mixed precision (CUDA only); amp_dtype: ``auto``
-            (bfloat16 where the GPU has it, else float16 with loss scaling), ``bfloat16`` or ``float16``.
-        eval_every: validate every N epochs (the last epoch is always validated).
-        channels_last: train with weights and batches in channels_last memory format (same function; faster on CPU
-            for these small-width networks, see docs/performance.md).
-        hd95_in_val: also compute HD95 during validation (slower).
-    """
-
-    model: str = "sc_unext"
-    model_args: dict[str, Any] = field(default_factory=dict)
-    data: str = ""
-    in_channels: int = 0
-    size: int = 256
-    split: str = "random"
-    test_fraction: float = 0.2
-    val_fraction: float = 0.1
-    folds: int = 5
-    fold: int = 0
-    split_csv: str = ""
-    split_column: str = "isic2017_split"
-    max_images: int = 0
-    max_train_images: int = 0
-    seed: int = 0
-    epochs: int = 400
-    batch_size: int = 8
-    lr: float = 1e-4
-    min_lr: float = 1e-5
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 1e-4
-    loss: str = "bce_dice"
-    loss_args: dict[str, Any] = field(default_factory=dict)
-    augment: dict[str, Any] = field(default_factory=dict)
-    threshold_masks: bool = False
-    num_workers: int = 0
-    device: str = "auto"
-    amp: bool = True
-    amp_dtype: str = "auto"
-    eval_every: int = 1
-    channels_last: bool = False
-    hd95_in_val: bool = False
+    model: str = _f("sc_unext", "registered model name", choices=_models, metavar="NAME")
+    model_args: dict[str, Any] = _f(
+        factory=dict, help="model constructor override, repeatable (e.g. pfm=false)", flag="--model-arg",
+        metavar="KEY=VALUE")  # fmt: skip
+    data: str = _f("", "dataset folder with images/ and masks/ (default: the shipped ISIC 2017 sample)", metavar="DIR")
+    in_channels: int = _f(0, "model input channels, 1 or 3 (default 0: from the first image)", choices=(0, 1, 3))
+    size: int = _f(256, "training and inference size (images resized to SIZE x SIZE)")
+    split: str = _f("random", "random: a seeded held-out test part; kfold: fold k held out as the test part; csv: "
+                    "a train/val/test column of a CSV file", choices=("random", "kfold", "csv"))  # fmt: skip
+    test_fraction: float = _f(0.2, "held-out test part of a random split (paper: 0.2)")
+    val_fraction: float = _f(0.1, "validation part for model selection, carved from the training side (never the "
+                             "test part); also used by kfold, and by csv when the CSV has no val rows")  # fmt: skip
+    folds: int = _f(5, "k of k-fold cross-validation")
+    fold: int = _f(0, "which fold (0-based) is the held-out test part")
+    split_csv: str = _f("", "CSV file for --split csv (default: DATA/splits.csv)", metavar="FILE")
+    split_column: str = _f("isic2017_split", "CSV column holding train/val/test", metavar="NAME")
+    max_images: int = _f(0, "use a seeded pick of N dataset images before splitting, 0 = all (paper's ablation: 120)",
+                         metavar="N")  # fmt: skip
+    max_train_images: int = _f(0, "cap the training images (seeded pick), 0 = all", metavar="N")
+    seed: int = _f(0, "seeds the split, the weights, the data order and the augmentation")
+    epochs: int = _f(400, "training epochs (the paper's 400)")
+    batch_size: int = _f(8, "batch size (per process under DDP)")
+    lr: float = _f(1e-4, "initial learning rate (Adam)")
+    min_lr: float = _f(1e-5, "floor of the cosine annealing")
+    beta1: float = _f(0.9, "Adam beta1")
+    beta2: float = _f(0.999, "Adam beta2")
+    weight_decay: float = _f(1e-4, "Adam weight decay (UNeXt's 1e-4)")
+    loss: str = _f("bce_dice", "training loss", choices=_losses)
+    loss_args: dict[str, Any] = _f(factory=dict, help="loss argument, repeatable (e.g. edge_weight=0.5)",
+                                   flag="--loss-arg", metavar="KEY=VALUE")  # fmt: skip
+    augment: AugmentConfig = _f(factory=AugmentConfig, help="training augmentation (albumentations; docs/data.md); "
+                                "--no-augment turns it off, --set augment.KEY=VALUE sets one option")  # fmt: skip
+    threshold_masks: bool = _f(False, "binarise masks with values other than 0/1/255 (>= 128) instead of refusing")
+    num_workers: int = _f(0, "DataLoader workers")
+    device: str = _f("auto", "training device (auto: CUDA, then MPS, then CPU)", choices=("auto", "cpu", "cuda", "mps"))
+    amp: bool = _f(True, "mixed precision on CUDA (--no-amp: float32)")
+    amp_dtype: str = _f("auto", "autocast dtype on CUDA (auto: bfloat16 where supported, else float16 with loss "
+                        "scaling)", choices=("auto", "bfloat16", "float16"))  # fmt: skip
+    eval_every: int = _f(1, "validate every N epochs (the last epoch is always validated)", metavar="N")
+    channels_last: bool = _f(True, "weights and batches in channels_last memory format: the same function, and "
+                             "the fastest CPU training path (docs/performance.md); --no-channels-last: NCHW")
+    hd95_in_val: bool = _f(False, "also compute HD95 during validation (slower)")
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` for an invalid value; return self."""
+        for f in dataclasses.fields(self):
+            choices = choices_of(f)
+            if choices is not None and getattr(self, f.name) not in choices:
+                valid = ", ".join(str(c) for c in choices)
+                raise ConfigError(f"invalid config: {f.name} must be one of {valid}, got {getattr(self, f.name)!r}")
+        finite = all(math.isfinite(getattr(self, n)) for n in ("test_fraction", "val_fraction", "lr", "min_lr",
+                                                                 "beta1", "beta2", "weight_decay"))  # fmt: skip
         checks = [
+            (finite, "test_fraction, val_fraction, lr, min_lr, beta1, beta2 and weight_decay must be finite"),
             (self.size >= 32, "size must be >= 32"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0 and self.min_lr >= 0 and self.min_lr <= self.lr, "need 0 <= min_lr <= lr and lr > 0"),
             (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (self.split in ("random", "kfold", "csv"), f"split must be random, kfold or csv, got {self.split!r}"),
             (0 < self.test_fraction < 1, "test_fraction must be in (0, 1)"),
             (0 < self.val_fraction < 1, "val_fraction must be in (0, 1)"),
             (self.folds >= 2 and 0 <= self.fold < self.folds, "need folds >= 2 and 0 <= fold < folds"),
             (self.max_train_images >= 0 and self.max_images >= 0, "max_images/max_train_images must be >= 0"),
-            (self.in_channels in (0, 1, 3), "in_channels must be 0 (auto), 1 or 3"),
-            (self.device in ("auto", "cpu", "cuda", "mps"), "device must be auto, cpu, cuda or mps"),
-            (self.amp_dtype in ("auto", "bfloat16", "float16"), "amp_dtype must be auto, bfloat16 or float16"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
-            (isinstance(self.model_args, dict) and isinstance(self.loss_args, dict), "model_args/loss_args: mappings"),
-            (isinstance(self.augment, dict), "augment must be a mapping"),
+            (0 <= self.seed < 2**31, "seed must be in [0, 2**31)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -112,76 +126,156 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain types only (the augmentation settings as a mapping), as saved in ``config.yaml``."""
         return dataclasses.asdict(self)
 
     def dump(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """A config from a mapping of its keys (missing keys keep their defaults); unknown keys are an error."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config key(s) {unknown}; valid: {', '.join(sorted(known))}")
-        return apply_overrides(cls(), data)
+        return apply_overrides(cls(), dict(data))
 
 
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Convert ``value`` to the type of the field's default (YAML / CLI strings)."""
-    if isinstance(default, bool):
+def choices_of(f: dataclasses.Field) -> list[Any] | None:
+    """The allowed values of a config field, or None when any value of its type is allowed."""
+    choices = f.metadata.get("choices")
+    if choices is None:
+        return None
+    return list(choices() if callable(choices) else choices)
+
+
+def field_types() -> dict[str, Any]:
+    """Field name -> its type (resolved annotations of :class:`TrainConfig`)."""
+    return typing.get_type_hints(TrainConfig)
+
+
+def parse_value(text: str, what: str) -> Any:
+    """A command-line value parsed as a YAML scalar or flow collection (``1e-3``, ``true``, ``{a: 1}``); only
+    plain data (YAML ``safe_load``: no Python objects). ``what`` names the flag and key in the error."""
+    if text == "":
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise ConfigError(f"{what}: {text!r} is not a valid YAML value ({problem}); quote strings, write lists "
+                          "as [a, b] and mappings as {a: 1}") from None  # fmt: skip
+
+
+def _coerce(name: str, value: Any, tp: Any, current: Any = None) -> Any:
+    """Convert ``value`` (from YAML or a flag) to the field type ``tp``; ConfigError naming ``name`` if it cannot."""
+    if tp is bool:
         if isinstance(value, str):
-            low = value.lower()
+            low = value.strip().lower()
             if low in ("1", "true", "yes", "on"):
                 return True
             if low in ("0", "false", "no", "off"):
                 return False
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
         if not isinstance(value, bool):
             raise ConfigError(f"{name} must be true or false, got {value!r}")
         return value
-    if isinstance(default, dict):
+    if tp is AugmentConfig:
+        if isinstance(value, AugmentConfig):
+            return value
+        if isinstance(value, bool):  # augment: false / true
+            return AugmentConfig(enabled=value)
         if isinstance(value, str):
-            value = yaml.safe_load(value) or {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name} must be a mapping, got {value!r}")
+            value = parse_value(value, name)
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name} must be a mapping of augmentation options, got {value!r}")
+        try:
+            return AugmentConfig.from_dict(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    if typing.get_origin(tp) is dict:
+        if isinstance(value, str):
+            value = parse_value(value, name)
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{name} must be a mapping of names to values, got {value!r}")
         return dict(value)
+    if tp is str:
+        if isinstance(value, Mapping | list | tuple | set) or value is None:
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+        return str(value)
     try:
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
+        if isinstance(value, bool) or isinstance(value, Mapping | list | tuple | set) or value is None:
+            raise TypeError
+        if tp is int:
+            if isinstance(value, str):
+                value = value.strip()
+                number = float(value) if any(c in value for c in ".eE") else int(value)
+            else:
+                number = value
+            if isinstance(number, float) and not number.is_integer():
                 raise ValueError
-            return int(value)
-        if isinstance(default, float):
+            return int(number)
+        if tp is float:
             return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a {type(default).__name__}, got {value!r}") from None
-    return str(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name} must be {'an integer' if tp is int else 'a number'}, got {value!r}") from None
+    raise ConfigError(f"{name}: unsupported config type {tp!r}")  # pragma: no cover - a new field type
 
 
-def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """A copy of ``cfg`` with ``overrides`` applied (values coerced to the field types); None values are skipped."""
-    fields = {f.name: f for f in dataclasses.fields(cfg)}
-    values = cfg.to_dict()
+def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
+    """A copy of ``cfg`` with ``overrides`` applied (values converted to the field types); None values are skipped.
+
+    A key ``augment.NAME`` sets one augmentation option and keeps the others; ``model_args.NAME`` and
+    ``loss_args.NAME`` set one argument.
+    """
+    types = field_types()
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     for key, value in overrides.items():
         if value is None:
             continue
-        if key not in fields:
-            raise ConfigError(f"unknown config key {key!r}; valid: {', '.join(sorted(fields))}")
-        values[key] = _coerce(key, value, getattr(TrainConfig(), key))
+        head, dot, sub = str(key).partition(".")
+        if dot and head == "augment":
+            known = {f.name for f in dataclasses.fields(AugmentConfig)}
+            if sub not in known:
+                raise ConfigError(f"unknown augmentation option {sub!r}; valid: {', '.join(sorted(known))}")
+            sub_type = typing.get_type_hints(AugmentConfig)[sub]
+            merged = {**values["augment"].to_dict(), sub: _coerce(key, value, sub_type)}
+            values["augment"] = _coerce("augment", merged, AugmentConfig)
+            continue
+        if dot and head in ("model_args", "loss_args") and sub:
+            values[head] = {**values[head], sub: parse_value(value, key) if isinstance(value, str) else value}
+            continue
+        if key not in types:
+            raise ConfigError(f"unknown config key {key!r}; valid: {', '.join(sorted(types))}")
+        values[key] = _coerce(key, value, types[key])
     return TrainConfig(**values)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Defaults <- YAML file <- overrides, validated."""
     cfg = TrainConfig()
     if path:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"{p} is a folder; --config takes a YAML file")
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml.safe_load(p.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML ({exc.__class__.__name__})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: cannot read the config file ({exc.__class__.__name__})") from None
+        if data is None:
+            data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: expected a mapping of config keys")
-        cfg = TrainConfig.from_dict(data)
+        try:
+            cfg = TrainConfig.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
     return apply_overrides(cfg, overrides or {}).validate()

@@ -1,12 +1,61 @@
-"""Error types shared across layers."""
+"""The project's error types for problems a user can fix (the CLI reports them as one line, without a traceback).
+
+Every message is one line that names the problem and, where there is one, the fix. Anything else that escapes to
+the command line is a bug and is shown with its traceback.
+
+- :class:`UsageError`: a bad command-line argument or flag combination (exit code 2).
+- :class:`ConfigError`: an invalid configuration value or key (exit code 2); re-exported by :mod:`scunext.config`.
+- :class:`MissingDependencyError`: an optional package is not installed; the message names the pip command.
+
+Other typed errors live with their concept and subclass ``ValueError``: ``scunext.data.DataError`` (user data),
+``scunext.engine.checkpoint.CheckpointError``, ``scunext.models.UnknownModelError`` / ``InputShapeError``,
+``scunext.weights.UnknownWeightsError``. A training run that fails on its own (non-finite loss) raises
+``TrainingError`` (exit code 1).
+"""
 
 from __future__ import annotations
 
-__all__ = ["MissingDependencyError"]
+__all__ = ["UsageError", "ConfigError", "MissingDependencyError", "OPTIONAL_PACKAGES", "missing_dependency"]
+
+
+class UsageError(ValueError):
+    """A bad command-line argument or combination of arguments."""
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value or an unknown key."""
 
 
 class MissingDependencyError(ImportError):
-    """An optional package needed for the requested feature is not installed.
+    """An optional package is missing. The message says which and names the ``pip install`` command."""
 
-    The message is one line that names the pip command to install it.
+
+#: importable name of each optional package -> the extra of ``pyproject.toml`` that installs it
+OPTIONAL_PACKAGES = {
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "onnxscript": "onnx",
+    "flask": "serve",
+    "werkzeug": "serve",
+    "albumentations": "train",
+    "cv2": "train",
+    "matplotlib": "train",
+    "pydicom": "dicom",
+    "highdicom": "dicom",
+}
+
+
+def missing_dependency(exc: ImportError, purpose: str = "") -> MissingDependencyError | None:
+    """A :class:`MissingDependencyError` for ``exc`` if it is about one of :data:`OPTIONAL_PACKAGES`, else None.
+
+    An ImportError of anything else (a module of this package, a typo in an import) is a bug and must not be
+    reported as a missing extra.
     """
+    if isinstance(exc, MissingDependencyError):
+        return exc
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    if name not in OPTIONAL_PACKAGES:
+        return None
+    extra = OPTIONAL_PACKAGES[name]
+    what = f"{purpose} needs" if purpose else "this needs"
+    return MissingDependencyError(f"{what} {name}, which is not installed: pip install 'scunext[{extra}]'")

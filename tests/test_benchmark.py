@@ -33,7 +33,11 @@ def test_report_has_every_figure_and_ratio():
 
 def test_memory_and_floor_measurements():
     assert matmul_gflops(1, n=256, repeats=3) > 0
-    assert peak_inference_memory_mb("unext_s", "torch", 3, 64, 2, 1) >= 0
+    # activations of 8 images at 128x128 (UNeXt-S's first feature map alone is 8 x 8 x 128 x 128 float32 = 4 MiB)
+    # must show, and grow with the pixels: 16x the pixels of 2 images at 64x64 (a clamped 0 fails both)
+    small = peak_inference_memory_mb("unext_s", "torch", 3, 64, 2, 1)
+    large = peak_inference_memory_mb("unext_s", "torch", 3, 128, 8, 1)
+    assert large > 4 and large > 2 * small, (small, large)
 
 
 @pytest.mark.parametrize("kw", [{"engines": ["nope"]}, {"engines": []}, {"size": 250}, {"threads": 0}])

@@ -375,36 +375,37 @@ def _assert_partition(split: Split, ids: list[str]) -> None:
 
 
 def test_random_split_deterministic_disjoint_covering() -> None:
-    a = random_split(IDS, val_fraction=0.2, seed=1)
-    assert a == random_split(list(reversed(IDS)), val_fraction=0.2, seed=1)  # input order does not matter
-    assert a.val != random_split(IDS, val_fraction=0.2, seed=2).val
-    assert a.counts() == {"train": 24, "val": 6, "test": 0}
+    a = random_split(IDS, test_fraction=0.2, seed=1)
+    assert a == random_split(list(reversed(IDS)), test_fraction=0.2, seed=1)  # input order does not matter
+    assert a.test != random_split(IDS, test_fraction=0.2, seed=2).test
+    assert a.counts() == {"train": 24, "val": 0, "test": 6}  # the held-out part is called test
+    assert random_split(IDS, seed=1) == a  # the default is the paper's 80/20
     _assert_partition(a, IDS)
-    assert a.description == {
-        "method": "random", "seed": 1, "val_fraction": 0.2, "test_fraction": 0.0, "stratified": False, "n_ids": 30
-    }  # fmt: skip
-    b = random_split(IDS, val_fraction=0.1, seed=0, test_fraction=0.2)
-    assert b.counts() == {"train": 21, "val": 3, "test": 6}
+    assert a.description == {"method": "random", "seed": 1, "test_fraction": 0.2, "stratified": False, "n_ids": 30}
+    b = random_split(IDS, 0.1, seed=0)
+    assert b.counts() == {"train": 27, "val": 0, "test": 3}
     _assert_partition(b, IDS)
+    with pytest.raises(TypeError):  # the old keyword for the held-out part fails loudly instead of meaning val
+        random_split(IDS, val_fraction=0.2)
 
 
 def test_stratified_random_split() -> None:
     ids = [f"MCU_{i}" for i in range(10)] + [f"CHN_{i}" for i in range(20)]
     split = random_split(ids, 0.2, seed=0, strata=lambda i: i[:3])
-    assert sum(i.startswith("MCU") for i in split.val) == 2 and sum(i.startswith("CHN") for i in split.val) == 4
+    assert sum(i.startswith("MCU") for i in split.test) == 2 and sum(i.startswith("CHN") for i in split.test) == 4
 
 
 def test_kfold_folds_partition_the_ids() -> None:
     splits = [kfold_split(IDS, folds=5, fold=k, seed=3) for k in range(5)]
-    vals = [set(s.val) for s in splits]
-    assert all(len(v) == 6 for v in vals)
-    assert set().union(*vals) == set(IDS) and sum(len(v) for v in vals) == len(IDS)
+    tests = [set(s.test) for s in splits]  # fold k is the held-out test part
+    assert all(len(t) == 6 for t in tests) and all(s.val == [] for s in splits)
+    assert set().union(*tests) == set(IDS) and sum(len(t) for t in tests) == len(IDS)
     for s in splits:
         _assert_partition(s, IDS)
         assert s.description["folds"] == 5
     assert kfold_split(IDS, 5, 2, seed=3) == splits[2]
-    assert kfold_split(IDS, 5, 2, seed=4).val != splits[2].val
-    assert [len(kfold_split(IDS[:7], 3, k).val) for k in range(3)] == [3, 2, 2]
+    assert kfold_split(IDS, 5, 2, seed=4).test != splits[2].test
+    assert [len(kfold_split(IDS[:7], 3, k).test) for k in range(3)] == [3, 2, 2]
 
 
 @pytest.mark.parametrize(
@@ -414,9 +415,9 @@ def test_kfold_folds_partition_the_ids() -> None:
         (lambda: kfold_split(IDS, folds=5, fold=5), r"fold must be an int in \[0, 5\)"),
         (lambda: kfold_split(IDS, folds=5, fold=-1), "fold must be"),
         (lambda: kfold_split(IDS[:3], folds=5), "cannot make 5 folds from 3 ids"),
-        (lambda: random_split(IDS, val_fraction=0), r"val_fraction must be in \(0, 1\)"),
-        (lambda: random_split(IDS, val_fraction=1.0), "val_fraction"),
-        (lambda: random_split(IDS, val_fraction=0.5, test_fraction=0.5), "must be < 1"),
+        (lambda: random_split(IDS, test_fraction=0), r"test_fraction must be in \(0, 1\)"),
+        (lambda: random_split(IDS, test_fraction=1.0), "test_fraction"),
+        (lambda: random_split(IDS[:1], 0.5), "cannot split 1 ids"),
         (lambda: random_split(IDS + IDS[:1], 0.2), "duplicates: case_000"),
         (lambda: random_split([], 0.2), "empty"),
         (lambda: random_split("abc", 0.2), "not a single string"),
@@ -435,19 +436,22 @@ def test_carve_validation_only_from_train() -> None:
     assert carve_validation(IDS, 0.1, 0) == (train, val)
     paper = random_split(IDS, 0.2, seed=0)
     honest = paper.with_carved_validation(0.125, seed=0)
-    assert honest.test == paper.val  # the held-out part is only reported
+    assert honest.test == paper.test  # the held-out part is only reported
     assert set(honest.val) <= set(paper.train) and len(honest.val) == 3
     _assert_partition(honest, IDS)
     assert honest.description["carved_validation"]["from"] == "train"
     with pytest.raises(ValueError, match="already has a val part and a test part"):
-        random_split(IDS, 0.1, test_fraction=0.2).with_carved_validation(0.1)
+        random_split(IDS, 0.2).with_carved_validation(0.1).with_carved_validation(0.1)
+    elsewhere = Split(train=IDS[:20], val=IDS[20:])  # a split from elsewhere holding out only a val part
+    moved = elsewhere.with_carved_validation(0.1)
+    assert moved.test == IDS[20:] and set(moved.val) <= set(IDS[:20])
 
 
 def test_split_json_round_trip_and_errors(tmp_path: Path) -> None:
     split = kfold_split(IDS, 5, 1, seed=7)
     path = split.to_json(tmp_path / "sub" / "split.json")
     data = json.loads(path.read_text())
-    assert data["format"] == "scunext-split/1" and data["counts"] == {"train": 24, "val": 6, "test": 0}
+    assert data["format"] == "scunext-split/1" and data["counts"] == {"train": 24, "val": 0, "test": 6}
     assert Split.from_json(path) == split
     with pytest.raises(DataError, match="split file not found"):
         Split.from_json(tmp_path / "none.json")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from scunext.cli.paths import check_out_folder
 from scunext.engine.evaluate import SUBSETS, evaluate_run
 
 METRICS = ("dice", "iou", "precision", "recall", "specificity")
@@ -32,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:
+        check_out_folder(Path(args.out))
     report = evaluate_run(
         args.run_dir, data=args.data, subset=args.subset, checkpoint=args.checkpoint, out_dir=args.out,
         hd95=not args.no_hd95, threshold_masks=args.threshold_masks, device=args.device,

@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from scunext.config import load_config
+from scunext.cli.config_flags import add_config_flags, config_from_args
+from scunext.config import apply_overrides
+from scunext.data import discover_pairs
 from scunext.engine.distributed import resolve_device
 from scunext.experiments import (
     CROSS_SITE_MODELS,
@@ -32,19 +34,17 @@ _OUTPUTS = {"table1": ("table1.md", "table1.csv", "table1.png"),
             "table2": ("table2.md", "table2.csv", "table2_paired.csv", "table2.png"),
             "leaderboard": ("leaderboard.md", "leaderboard.csv", "leaderboard_paired.csv", "leaderboard.png"),
             "cross-site": ("cross_site.md", "cross_site.csv", "cross_site_paired.csv")}  # fmt: skip
+#: training settings an experiment shares between all its runs (its own runner sets model, split, seed, fold...)
+SHARED_FLAGS = ("epochs", "max_train_images", "size", "lr", "min_lr", "batch_size", "weight_decay", "augment",
+                "threshold_masks", "device", "num_workers", "amp", "amp_dtype", "channels_last", "eval_every")
 
 
 def _budget(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder with images/ and masks/")
     p.add_argument("--out", required=True, help="experiment folder (one run folder per model x split inside)")
-    p.add_argument("--config", help="YAML with shared training settings (lr, batch, augment...)")
-    p.add_argument("--epochs", type=int, help="epochs of every run (same for every model)")
-    p.add_argument("--max-train-images", type=int, help="cap the training images of every run (budget)")
-    p.add_argument("--size", type=int, help="training size (default 256)")
-    p.add_argument("--lr", type=float, help="initial learning rate")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="training and scoring device")
-    p.add_argument("--num-workers", type=int, help="DataLoader workers per run (default 0)")
+    p.add_argument("--config", metavar="FILE", help="YAML with shared training settings (lr, batch, augment...)")
+    add_config_flags(p, SHARED_FLAGS)  # the same flags, help and checks as scunext train
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other shared config key, repeatable")
     p.add_argument("--shard", metavar="I/N", help="run only every N-th planned run from the I-th (N processes share "
                    "one --out); run once more without it to write the tables")  # fmt: skip
     p.add_argument("--report-only", action="store_true",
@@ -110,17 +110,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = {"data": str(Path(args.data).resolve()), "epochs": args.epochs, "size": args.size, "lr": args.lr,
-                 "batch_size": args.batch_size, "max_train_images": args.max_train_images, "device": args.device,
-                 "num_workers": args.num_workers}  # fmt: skip
+    overrides = {"data": str(Path(args.data).resolve())}
     shard = parse_shard(args.shard) if args.shard else None
     if args.table in ("table1", "leaderboard"):
         overrides["split"] = args.split
     elif args.table == "table2":
         overrides["max_images"] = args.images
-    base = load_config(args.config, overrides)
-    if not Path(base.data).is_dir() and not (args.report_only and args.table != "cross-site"):
-        raise FileNotFoundError(f"{base.data}: dataset folder not found")
+    base = apply_overrides(config_from_args(args), overrides).validate()
+    if not (args.report_only and args.table != "cross-site"):
+        discover_pairs(Path(base.data))  # a missing or unusable dataset: one line before the experiment folder exists
     out = Path(args.out)
     records = Path(args.records) if args.records else None
     if args.table == "table1":
@@ -135,8 +133,6 @@ def run(args: argparse.Namespace) -> int:
         plan = leaderboard_plan(base, args.seeds, models)
         record = {"table": "leaderboard", "seeds": args.seeds, "models": list(models), "base_config": base.to_dict()}
     else:
-        from scunext.data import discover_pairs
-
         ids = [p.id for p in discover_pairs(Path(base.data))]
         if args.site_pattern is not None:
             sites = sites_from_pattern(ids, args.site_pattern)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scunext.cli.paths import check_out_file
 from scunext.cli.weights import add_weights_option
 from scunext.deploy.export import export_run
+from scunext.errors import UsageError
 from scunext.weights import weights_dir
 
 __all__ = ["add_parser", "run"]
@@ -29,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", help="output file (default RUN_DIR/model.onnx; NAME.onnx with --weights)")
     p.add_argument("--size", type=int, help="trace size; the fixed size with --no-dynamic (default: the run's size)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-dynamic", action="store_true", help="fixed 1 x C x SIZE x SIZE input instead of dynamic axes")
     p.add_argument(
         "--int8", action="store_true",
@@ -40,13 +43,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if bool(args.run_dir) == bool(args.weights):
-        raise ValueError("give either a RUN_DIR or --weights NAME")
+        raise UsageError("give either a RUN_DIR or --weights NAME")
     if args.weights:
-        run_dir, out = weights_dir(args.weights), args.out or f"{args.weights}.onnx"
+        run_dir, out = weights_dir(args.weights), Path(args.out or f"{args.weights}.onnx")
     else:
-        run_dir, out = Path(args.run_dir), args.out
+        run_dir = Path(args.run_dir)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"run folder not found: {run_dir}")
+        out = Path(args.out) if args.out else run_dir / "model.onnx"
+    if args.size is not None and args.size < 1:
+        raise UsageError(f"--size must be a positive number of pixels, got {args.size}")
+    check_out_file(out, overwrite=args.overwrite)
+    if args.int8:
+        check_out_file(out.with_name(out.stem + "-int8.onnx"), overwrite=args.overwrite, flag="--int8 output")
     report = export_run(
         run_dir, out, checkpoint=args.checkpoint, size=args.size, dynamic=not args.no_dynamic,
         int8=args.int8,

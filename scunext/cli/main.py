@@ -1,33 +1,68 @@
-"""``scunext`` command line: parses arguments and calls library functions; user mistakes become one-line errors."""
+"""``scunext`` command line: parses arguments and calls library functions.
+
+A mistake the user can fix ends in one line ``scunext CMD: error: MESSAGE`` on stderr and exit code 2; a training
+run that failed on its own (non-finite loss) in one line and exit code 1; anything else is a bug and shows its
+traceback (exit code 1). What counts as a user mistake (:func:`user_error_exit_code`):
+
+- the project's typed errors (:mod:`scunext.errors`, and the ``ValueError`` subclasses defined in this package:
+  ConfigError, DataError, CheckpointError, RunFolderError, UnknownModelError, InputShapeError...), and a plain
+  ``ValueError`` raised by this package's own argument checks;
+- a missing optional package (:class:`~scunext.errors.MissingDependencyError`, or an ImportError of one of the
+  optional extras' modules);
+- an ``OSError`` about a path or the machine (file not found, is a folder, permission denied, disk full, port in
+  use).
+
+A ``KeyError``, ``TypeError``, an ``ImportError`` of anything else or a ``ValueError`` raised inside numpy, torch
+or Pillow is not one of these: hiding it would hide a bug.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from scunext import __version__
 from scunext.cli import benchmark, evaluate, experiment, export, predict, profile, serve, train, weights
+from scunext.errors import UsageError, missing_dependency
 
-__all__ = ["main", "build_parser", "CLIError"]
+__all__ = ["main", "build_parser", "CLIError", "user_error_exit_code"]
 
 log = logging.getLogger("scunext")
 
 #: sub-command modules; each has ``add_parser(subparsers)`` which sets ``func`` to a ``run(args) -> int``.
 COMMANDS = [train, evaluate, predict, experiment, profile, benchmark, serve, export, weights]
 
+CLIError = UsageError  # the name sub-commands used before scunext.errors existed
 
-class CLIError(Exception):
-    """A user mistake detected by the CLI itself (bad flag combination, missing path...)."""
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+_PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError)
+_MACHINE_ERRNOS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``scunext CMD: error: MESSAGE``) instead of usage text + error, and no
+    abbreviated flags (``--model`` must not silently mean ``--models``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="scunext", description="Fast, lightweight 2D medical image segmentation (UNeXt, SC-UNeXt, baselines)."
     )
     parser.add_argument("--version", action="version", version=f"scunext {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks of errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in COMMANDS:
@@ -35,30 +70,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean 'the user asked for something invalid', reported without a traceback."""
+def _raised_here(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by this package's own code (its innermost frame is in the package)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(Path(tb.tb_frame.f_code.co_filename).resolve()).startswith(_PACKAGE_DIR)
+
+
+def _training_error() -> type[BaseException]:
     from scunext.engine.trainer import TrainingError
 
-    return (CLIError, ValueError, FileNotFoundError, NotADirectoryError, KeyError, TrainingError, ImportError)
+    return TrainingError
+
+
+def user_error_exit_code(exc: BaseException) -> int | None:
+    """The exit code of an exception that is a user's (or the run's) problem, reported in one line; None for a bug."""
+    if isinstance(exc, _training_error()):
+        return 1
+    if isinstance(exc, UsageError):
+        return 2
+    if isinstance(exc, ImportError):
+        return 2 if missing_dependency(exc) is not None else None
+    if isinstance(exc, ValueError):
+        typed = type(exc).__module__.split(".")[0] == "scunext"
+        return 2 if typed or (type(exc) is ValueError and _raised_here(exc)) else None
+    if isinstance(exc, (*_PATH_ERRORS, socket.gaierror)):
+        return 2
+    if isinstance(exc, OSError) and (exc.filename is not None or exc.errno in _MACHINE_ERRNOS):
+        return 2
+    return None
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, ImportError):
+        exc = missing_dependency(exc) or exc
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's own parser, so that the message names the command
+        command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        if isinstance(getattr(args, "device", None), str):  # an unavailable --device: one line before any work
+            from scunext.engine.distributed import resolve_device
+
+            resolve_device(args.device)
         return int(args.func(args) or 0)
-    except _user_errors() as exc:
-        if args.verbose:
-            log.exception("failed")
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"scunext {args.command}: error: {msg}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        code = user_error_exit_code(exc)
+        if code is None:
+            raise  # a bug: show the traceback (exit code 1)
+        if args.verbose:
+            log.exception("failed")
+        print(f"scunext {args.command}: error: {_message(exc)}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,8 +7,11 @@ import json
 
 import torch
 
+from scunext.errors import UsageError
 from scunext.models import list_models
 from scunext.profiling import MAC_COUNTER, ProfileResult, profile_model
+
+MAX_SIZE = 4096  # a 3 x 4096 x 4096 input and its activations already take gigabytes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +51,9 @@ def _table(results: list[ProfileResult]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.size < 1 or args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
-        raise ValueError("--size, --repeats and --threads must be positive and --warmup non-negative")
+        raise UsageError("--size, --repeats and --threads must be positive and --warmup non-negative")
+    if args.size > MAX_SIZE:
+        raise UsageError(f"--size {args.size} is above {MAX_SIZE}: one such input alone would not fit in memory")
     names = list_models() if args.all else [args.model]
     kw = dict(
         size=args.size, in_channels=args.in_channels, num_classes=args.num_classes, latency=not args.no_latency,

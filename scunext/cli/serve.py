@@ -7,6 +7,7 @@ import argparse
 from scunext.cli.weights import add_weights_option
 from scunext.data import MAX_IMAGE_PIXELS
 from scunext.deploy.runtimes import ENGINES
+from scunext.errors import UsageError, missing_dependency
 from scunext.weights import list_weights, weights_dir
 
 # The same defaults as scunext.serve (importing it needs Flask); tests/test_serve.py checks that they agree.
@@ -69,25 +70,26 @@ def models_from_args(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scunext.cli.main import CLIError
-
     if not args.run_dirs and not args.weights:
-        raise CLIError("give at least one RUN_DIR (a training run folder) or --weights NAME "
+        raise UsageError("give at least one RUN_DIR (a training run folder) or --weights NAME "
                        f"({', '.join(list_weights())})")  # fmt: skip
     if not 0 <= args.port <= 65535:
-        raise CLIError(f"--port must be in 0..65535, got {args.port}")
+        raise UsageError(f"--port must be in 0..65535, got {args.port}")
     if not args.max_upload_mb > 0:
-        raise CLIError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
+        raise UsageError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
     if not args.max_megapixels > 0:
-        raise CLIError(f"--max-megapixels must be > 0, got {args.max_megapixels}")
+        raise UsageError(f"--max-megapixels must be > 0, got {args.max_megapixels}")
     if args.workers < 1:
-        raise CLIError(f"--workers must be >= 1, got {args.workers}")
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.queue < 0:
-        raise CLIError(f"--queue must be >= 0, got {args.queue}")
+        raise UsageError(f"--queue must be >= 0, got {args.queue}")
     try:
         from scunext.serve import serve
     except ImportError as exc:
-        raise ImportError(f"scunext serve needs Flask: pip install 'scunext[serve]' ({exc})") from exc
+        missing = missing_dependency(exc, "scunext serve")
+        if missing is None:
+            raise  # not a missing extra: a bug
+        raise missing from exc
     models = models_from_args(args)
     serve(
         models,

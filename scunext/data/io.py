@@ -395,5 +395,5 @@ def read_mask(path: PathLike, threshold: bool = False, *, max_pixels: int = MAX_
         return arr >= (full + 1) // 2
     raise DataError(
         f"{path}: mask is not binary, values {format_values(values)}; expected {{0, 1}} or {{0, 255}} "
-        f"(pass threshold=True / threshold_masks=True to binarise at >= {(full + 1) // 2})"
+        f"(binarise at >= {(full + 1) // 2} with --threshold-masks; in Python threshold=True / threshold_masks=True)"
     )

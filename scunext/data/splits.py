@@ -6,8 +6,11 @@ only reported and never used for any choice. A score on ``val`` is biased upward
 Methods (all deterministic for a seed: ids are sorted, then shuffled with ``random.Random(seed)``; each part is
 returned sorted):
 
-- :func:`random_split`: the paper's protocol, an 80/20 train/val split, optionally also a test part.
-- :func:`kfold_split`: k folds; fold ``k`` is ``val`` (the nnU-Net convention), the other folds are ``train``.
+- :func:`random_split`: the paper's protocol, an 80/20 train/test split.
+- :func:`kfold_split`: k folds; fold ``k`` is the held-out ``test`` part, the other folds are ``train``.
+
+The held-out part is always called ``test``, whatever made it (a random draw, a fold, a CSV column); ``val`` is
+always the part that model selection looks at.
 - :func:`csv_split`: a split column of a CSV file, e.g. the official ISIC 2017 split in ``splits.csv``.
 - :func:`carve_validation` / :meth:`Split.with_carved_validation`: carve a selection set out of the *training*
   side, never out of the test part, so that the held-out part can be reported without selection bias.
@@ -76,7 +79,7 @@ class Split:
         val: ids for model selection (may be empty: then select by a fixed schedule, e.g. the last epoch).
         test: ids only reported (may be empty).
         external: ids of another site or set, only reported (e.g. the cross-site experiment); usually empty.
-        description: JSON-serialisable provenance, e.g. ``{"method": "random", "seed": 0, "val_fraction": 0.2}``.
+        description: JSON-serialisable provenance, e.g. ``{"method": "random", "seed": 0, "test_fraction": 0.2}``.
 
     Raises:
         ValueError: an id that is not a non-empty string, or an id listed twice (within or across parts).
@@ -117,9 +120,10 @@ class Split:
     def with_carved_validation(self, fraction: float = 0.1, seed: int = 0, strata: Strata | None = None) -> Split:
         """An honest copy: the held-out part is kept for reporting only and ``val`` is carved from ``train``.
 
-        If ``test`` is empty, the current ``val`` (e.g. the 20 % of :func:`random_split` or the held-out fold of
-        :func:`kfold_split`) becomes ``test``. Then ``fraction`` of ``train`` becomes the new ``val``
-        (:func:`carve_validation`). The test part is never touched.
+        ``fraction`` of ``train`` becomes the new ``val`` (:func:`carve_validation`); the test part (e.g. the 20 %
+        of :func:`random_split` or the held-out fold of :func:`kfold_split`) is never touched. A split from
+        elsewhere that holds out only a ``val`` part (no ``test``) has that part moved to ``test`` first, so that
+        it is reported and never selected on.
 
         Raises:
             ValueError: nothing is held out, or the split already has both a val and a test part.
@@ -271,57 +275,53 @@ def _take(ids: list[str], fractions: Sequence[float], seed: int, strata: Strata 
 
 def random_split(
     ids: Iterable[str],
-    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
     seed: int = 0,
     *,
-    test_fraction: float = 0.0,
     strata: Strata | None = None,
 ) -> Split:
-    """Random split: ``val_fraction`` of the ids to ``val``, ``test_fraction`` to ``test``, the rest to ``train``.
+    """Random split: ``test_fraction`` of the ids to ``test`` (held out), the rest to ``train``; ``val`` is empty.
 
-    The default is the paper's 80/20 train/val split (run it with several seeds for mean and variance). For an
-    unbiased report, hold out a test part (``test_fraction``) or use :meth:`Split.with_carved_validation`.
+    The default is the paper's 80/20 train/test split (run it with several seeds for mean and variance). Model
+    selection needs a ``val`` part that is not the test part: carve it from the training side with
+    :meth:`Split.with_carved_validation` (what ``scunext train`` does).
 
-    Both fractions are of the whole set, each part gets ``round(n * fraction)`` ids (at least 1); the test part
-    is drawn first. With ``strata`` (a function or mapping id -> group, e.g. ``lambda i: i[:6]`` for the lung
-    subsets MCUCXR/CHNCXR), the draw is done per group, rounded per group.
+    The test part gets ``round(n * test_fraction)`` ids (at least 1). With ``strata`` (a function or mapping id ->
+    group, e.g. ``lambda i: i[:6]`` for the lung subsets MCUCXR/CHNCXR), the draw is done per group, rounded per
+    group.
 
     Raises:
-        ValueError: bad fractions (val in (0, 1), test in [0, 1)), too few ids, duplicate ids, no train left.
+        ValueError: ``test_fraction`` outside (0, 1), too few ids, duplicate ids, no train left.
     """
     ids = _check_ids(ids)
-    val_fraction = _check_fraction("val_fraction", val_fraction)
-    test_fraction = _check_fraction("test_fraction", test_fraction, allow_zero=True)
+    test_fraction = _check_fraction("test_fraction", test_fraction)
     seed = _check_seed(seed)
-    if val_fraction + test_fraction >= 1:
-        raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
-    test, val, train = _take(ids, [test_fraction, val_fraction], seed, strata)
-    if not train or not val:
+    test, train = _take(ids, [test_fraction], seed, strata)
+    if not train or not test:
         raise ValueError(
-            f"cannot split {len(ids)} ids with val_fraction={val_fraction}, test_fraction={test_fraction}: "
-            f"got train {len(train)}, val {len(val)}, test {len(test)}"
+            f"cannot split {len(ids)} ids with test_fraction={test_fraction}: got train {len(train)}, "
+            f"test {len(test)}"
         )
     description = {
         "method": "random",
         "seed": seed,
-        "val_fraction": val_fraction,
         "test_fraction": test_fraction,
         "stratified": strata is not None,
         "n_ids": len(ids),
     }
-    return Split(train=train, val=val, test=test, description=description)
+    return Split(train=train, val=[], test=test, description=description)
 
 
 def kfold_split(
     ids: Iterable[str], folds: int = 5, fold: int = 0, seed: int = 0, *, strata: Strata | None = None
 ) -> Split:
-    """Fold ``fold`` of a seeded k-fold partition: that fold is ``val``, the other folds are ``train``.
+    """Fold ``fold`` of a seeded k-fold partition: that fold is the held-out ``test`` part, the other folds are
+    ``train`` (``val`` is empty: carve it from ``train`` with :meth:`Split.with_carved_validation`).
 
     The sorted ids are shuffled once with ``random.Random(seed)`` (per stratum, strata concatenated in sorted
     order) and dealt round-robin into the folds, so fold sizes differ by at most one and, with ``strata``, each
-    group is spread evenly. The same ``seed`` gives the same partition for every ``fold``, so the ``val`` parts of
-    ``fold = 0 .. folds-1`` partition the ids. Use :meth:`Split.with_carved_validation` to keep the held-out fold
-    for reporting only.
+    group is spread evenly. The same ``seed`` gives the same partition for every ``fold``, so the ``test`` parts
+    of ``fold = 0 .. folds-1`` partition the ids.
 
     Raises:
         ValueError: ``folds < 2``, ``fold`` outside ``[0, folds)``, fewer ids than folds, duplicate ids.
@@ -340,8 +340,8 @@ def kfold_split(
         shuffled = list(group)
         rng.shuffle(shuffled)
         order.extend(shuffled)
-    val = sorted(order[fold::folds])
-    held = set(val)
+    test = sorted(order[fold::folds])
+    held = set(test)
     train = [i for i in ids if i not in held]
     description = {
         "method": "kfold",
@@ -351,7 +351,7 @@ def kfold_split(
         "stratified": strata is not None,
         "n_ids": len(ids),
     }
-    return Split(train=train, val=val, test=[], description=description)
+    return Split(train=train, val=[], test=test, description=description)
 
 
 def carve_validation(

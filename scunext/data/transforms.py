@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from scunext.errors import MissingDependencyError
+
 __all__ = ["AugmentConfig", "build_train_transform", "build_eval_transform"]
 
 
@@ -101,7 +103,7 @@ def _import_albumentations() -> tuple[Any, Any]:
         import albumentations as A
         import cv2
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
+        raise MissingDependencyError(
             "training augmentation needs albumentations (and OpenCV): pip install 'scunext[train]'"
         ) from exc
     return A, cv2
@@ -123,7 +125,7 @@ def build_train_transform(cfg: AugmentConfig | Mapping[str, Any] | None = None, 
 
     Raises:
         ValueError: invalid settings.
-        ImportError: albumentations is not installed.
+        MissingDependencyError: albumentations is not installed (an ImportError).
     """
     if cfg is None:
         cfg = AugmentConfig()

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scunext.deploy.fuse import fuse_for_inference
+from scunext.errors import MissingDependencyError
 
 __all__ = ["EXPORTERS", "INPUT_NAME", "OUTPUT_NAME", "SAMPLE_FOR_CHANNELS", "min_onnx_side", "export_onnx",
            "onnx_bytes", "make_session", "check_onnx", "sample_inputs", "require"]  # fmt: skip
@@ -51,7 +52,8 @@ def require(module: str) -> Any:
     try:
         return __import__(module, fromlist=["_"])
     except ImportError:
-        raise ImportError(f"{module} is not installed; install the ONNX extras: pip install 'scunext[onnx]'") from None
+        msg = f"{module} is not installed; install the ONNX extras: pip install 'scunext[onnx]'"
+        raise MissingDependencyError(msg) from None
 
 
 

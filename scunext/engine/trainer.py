@@ -98,7 +98,7 @@ def build_split(cfg: TrainConfig, ids: list[str], data_root: Path) -> Split:
     if cfg.max_images and len(ids) > cfg.max_images:
         ids = sorted(random.Random(cfg.seed).sample(sorted(ids), cfg.max_images))
     if cfg.split == "random":
-        split = random_split(ids, val_fraction=cfg.test_fraction, seed=cfg.seed)
+        split = random_split(ids, test_fraction=cfg.test_fraction, seed=cfg.seed)
         split = split.with_carved_validation(cfg.val_fraction, seed=cfg.seed)
     elif cfg.split == "kfold":
         split = kfold_split(ids, folds=cfg.folds, fold=cfg.fold, seed=cfg.seed)

@@ -102,7 +102,7 @@ def _split_csv_text(sites: dict[str, str], train_site: str, seed: int, base: Tra
     own = sorted(i for i, s in sites.items() if s == train_site)
     if len(own) < 4:
         raise ValueError(f"site {train_site!r} has {len(own)} images; need at least 4 to train, select and test")
-    split = random_split(own, val_fraction=base.test_fraction, seed=seed).with_carved_validation(
+    split = random_split(own, test_fraction=base.test_fraction, seed=seed).with_carved_validation(
         base.val_fraction, seed=seed
     )  # the held-out part of the site becomes test; validation is carved from the training side
     part = {i: "train" for i in split.train} | {i: "val" for i in split.val} | {i: "test" for i in split.test}

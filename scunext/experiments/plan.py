@@ -56,7 +56,7 @@ def check_experiment_record(out_dir: Path, record: dict[str, Any]) -> None:
     if path.is_file():
         old = json.loads(path.read_text())
         if isinstance(old.get("base_config"), dict):  # settings added to TrainConfig since: their defaults
-            old["base_config"] = {**TrainConfig().to_dict(), **old["base_config"]}
+            old["base_config"] = TrainConfig.from_dict(old["base_config"]).to_dict()  # + typed augment
         if old != record:
             changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
             raise ValueError(f"{out_dir} holds an experiment with other settings ({', '.join(changed)}); "

@@ -1,0 +1,33 @@
+"""Checks of output paths given on the command line, made before any work so that a mistake costs nothing and no
+user file is overwritten."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scunext.errors import UsageError
+
+__all__ = ["check_out_file", "check_out_folder"]
+
+
+def check_out_file(path: Path, *, overwrite: bool = False, flag: str = "--out", example: str = "model.onnx") -> Path:
+    """``path`` as an output file: not a folder, and not an existing file unless ``overwrite``."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name, e.g. {path / example}")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another {flag}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UsageError(f"{flag} {path}: {path.parent} is a file, not a folder")
+    return path
+
+
+def check_out_folder(path: Path, *, flag: str = "--out") -> Path:
+    """``path`` as an output folder: missing (it will be created) or a folder, never an existing file."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file; give a folder for the outputs")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {path}: {parent} is a file, not a folder")
+            break
+    return path

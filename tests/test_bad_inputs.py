@@ -1,0 +1,291 @@
+"""The bad-input catalogue: every way of getting a command wrong that we know of, as one table.
+
+Each case runs the CLI in-process (``scunext.cli.main.main``) in a folder of prepared bad inputs and asserts:
+
+- the exit code (2 for a usage, config or data error; 1 for a run that failed on its own);
+- exactly one line on stderr, ``scunext CMD: error: ...``, naming the problem (a needle), and no traceback;
+- nothing left behind and nothing changed: the folder (including a trained run) is the same before and after.
+
+Cases that another branch fixes are marked ``xfail(strict=True)`` with the branch in the reason, so that the merge
+flips them. A few cases also run as real subprocesses (exit status and stderr of the real process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scunext.cli.main import main
+from scunext.data import sample_dir
+
+RUNDIR = pytest.mark.xfail(strict=True, reason="fixed on branch rundir")
+PREDICT = pytest.mark.xfail(strict=True, reason="fixed on branch predict")
+
+TINY = ["--model", "unext_s", "--size", "64", "--epochs", "1", "--batch-size", "4", "--no-progress"]
+
+
+def _copy_pairs(root: Path, n: int = 6) -> Path:
+    src = sample_dir("isic2017")
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for f in sorted((src / "images").iterdir())[:n]:
+        shutil.copy(f, root / "images" / f.name)
+        shutil.copy(src / "masks" / (f.stem + ".png"), root / "masks" / (f.stem + ".png"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def world_template(tmp_path_factory, tiny_run) -> Path:
+    """A folder of bad inputs next to a copy of a trained run (``run``)."""
+    w = tmp_path_factory.mktemp("bad-inputs")
+    shutil.copytree(tiny_run, w / "run")
+    (w / "file.txt").write_text("not a folder\n")
+    (w / "emptydir").mkdir()
+    (w / "nonempty").mkdir()
+    (w / "nonempty" / "keep.txt").write_text("user file\n")
+    (w / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    sample_image = sorted((sample_dir("isic2017") / "images").iterdir())[0]
+    shutil.copy(sample_image, w / "img.jpg")
+    (w / "preds").mkdir()  # a folder that already holds a user's earlier prediction
+    (w / "preds" / "img_mask.png").write_bytes(b"earlier result")
+    configs = {
+        "badyaml.yaml": "epochs: [1\n",
+        "list.yaml": "- 1\n- 2\n",
+        "unknown.yaml": "bogus: 1\n",
+        "aug.yaml": "augment: {hflip: 1}\n",
+        "evil.yaml": "lr: !!python/object/apply:os.system [ls]\n",
+        "badvalue.yaml": "epochs: many\n",
+    }
+    for name, text in configs.items():
+        (w / name).write_text(text)
+    (w / "binary.yaml").write_bytes(b"\xff\xfe\x00\x01")
+    # datasets with one problem each (6 real sample pairs)
+    nonbinary = _copy_pairs(w / "nonbinary")
+    mask = sorted((nonbinary / "masks").iterdir())[3]
+    m = np.array(Image.open(mask))
+    m[0, 0] = 7
+    Image.fromarray(m).save(mask)
+    corrupt = _copy_pairs(w / "corrupt")  # the 4th image (not the first one) is truncated
+    bad = sorted((corrupt / "images").iterdir())[3]
+    bad.write_bytes(bad.read_bytes()[:200])
+    unpaired = _copy_pairs(w / "unpaired")
+    sorted((unpaired / "masks").iterdir())[2].unlink()
+    sizes = _copy_pairs(w / "sizes")
+    mask = sorted((sizes / "masks").iterdir())[1]
+    Image.fromarray(np.array(Image.open(mask))[:200]).save(mask)
+    # an interrupted run whose last checkpoint belongs to another model
+    other = w / "other-model"
+    shutil.copytree(tiny_run, other)
+    status = json.loads((other / "run.json").read_text())
+    (other / "run.json").write_text(json.dumps({**status, "status": "running", "epochs": 2}))
+    (other / "config.yaml").write_text((other / "config.yaml").read_text().replace("epochs: 1", "epochs: 2"))
+    from scunext.engine.checkpoint import save_checkpoint
+    from scunext.models import create_model
+
+    save_checkpoint(other / "last", create_model("sc_unext"), "sc_unext", epoch=1)
+    return w
+
+
+@pytest.fixture
+def world(world_template, tmp_path) -> Path:
+    """A fresh copy of the template for each case, so that a case that leaves something behind spoils no other."""
+    return Path(shutil.copytree(world_template, tmp_path / "world", symlinks=True))
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def case(cmd: str, *argv: str, code: int = 2, needle: str = "", marks=()) -> pytest.param:  # noqa: ANN001
+    name = f"{cmd} {' '.join(argv)}".replace(" ".join(TINY), "<tiny run>")
+    return pytest.param([cmd, *argv], code, needle, marks=marks, id=name)
+
+
+CASES = [
+    # ---------------------------------------------------------------- train: flags and values
+    case("train", "--out", "r", "--model", "nope", needle="invalid choice: 'nope'"),
+    case("train", "--out", "r", "--epochs", "x", needle="epochs must be an integer"),
+    case("train", "--out", "r", "--epochs", "0", needle="epochs must be >= 1"),
+    case("train", "--out", "r", "--epochs", "1.5", needle="epochs must be an integer"),
+    case("train", "--out", "r", "--lr", "nan", needle="finite"),
+    case("train", "--out", "r", "--lr", "-1", needle="lr > 0"),
+    case("train", "--out", "r", "--min-lr", "1", "--lr", "0.1", needle="min_lr <= lr"),
+    case("train", "--out", "r", "--beta1", "1", needle="beta1"),
+    case("train", "--out", "r", "--size", "16", needle="size must be >= 32"),
+    case("train", "--out", "r", "--batch-size", "0", needle="batch_size"),
+    case("train", "--out", "r", "--in-channels", "2", needle="invalid choice: 2"),
+    case("train", "--out", "r", "--split", "holdout", needle="invalid choice: 'holdout'"),
+    case("train", "--out", "r", "--fold", "7", needle="fold < folds"),
+    case("train", "--out", "r", "--split", "kfold", "--folds", "1", needle="folds >= 2"),
+    case("train", "--out", "r", "--test-fraction", "1.5", needle="test_fraction"),
+    case("train", "--out", "r", "--val-fraction", "0", needle="val_fraction"),
+    case("train", "--out", "r", "--seed", "-1", needle="seed"),
+    case("train", "--out", "r", "--max-images", "-3", needle="max_images"),
+    case("train", "--out", "r", "--num-workers", "-1", needle="num_workers"),
+    case("train", "--out", "r", "--eval-every", "0", needle="eval_every"),
+    case("train", "--out", "r", "--device", "tpu", needle="invalid choice: 'tpu'"),
+    case("train", "--out", "r", "--amp-dtype", "int8", needle="invalid choice: 'int8'"),
+    case("train", "--out", "r", "--loss", "focal", needle="invalid choice: 'focal'"),
+    case("train", "--out", "r", "--bogus-flag", needle="unrecognized arguments: --bogus-flag"),
+    # ---------------------------------------------------------------- train: --set / --model-arg / --config
+    case("train", "--out", "r", "--set", "lr=[1", needle="not a valid YAML value"),
+    case("train", "--out", "r", "--model-arg", "pfm={a", needle="not a valid YAML value"),
+    case("train", "--out", "r", "--set", "lr=!!python/object/apply:os.system [x]", needle="not a valid YAML value"),
+    case("train", "--out", "r", "--set", "lr=[1]", needle="lr must be a number"),
+    case("train", "--out", "r", "--set", "nonsense=1", needle="unknown config key 'nonsense'"),
+    case("train", "--out", "r", "--set", "=3", needle="KEY=VALUE"),
+    case("train", "--out", "r", "--model-arg", "pfm", needle="KEY=VALUE"),
+    case("train", "--out", "r", "--set", "augment.hflip=1", needle="unknown augmentation option 'hflip'"),
+    case("train", "--out", "r", "--set", "augment.hflip_p=2", needle="hflip_p is a probability"),
+    case("train", "--out", "r", "--set", "augment=3", needle="augment must be a mapping"),
+    case("train", "--out", "r", "--set", "model_args=[1]", needle="model_args must be a mapping"),
+    case("train", "--out", "r", "--set", "data=[a]", needle="data must be a string"),
+    case("train", "--out", "r", "--config", "missing.yaml", needle="config file not found"),
+    case("train", "--out", "r", "--config", "emptydir", needle="emptydir"),
+    case("train", "--out", "r", "--config", "badyaml.yaml", needle="not valid YAML"),
+    case("train", "--out", "r", "--config", "evil.yaml", needle="not valid YAML"),
+    case("train", "--out", "r", "--config", "list.yaml", needle="expected a mapping"),
+    case("train", "--out", "r", "--config", "unknown.yaml", needle="unknown config key(s) ['bogus']"),
+    case("train", "--out", "r", "--config", "aug.yaml", needle="unknown augmentation option(s) hflip"),
+    case("train", "--out", "r", "--config", "badvalue.yaml", needle="epochs must be an integer"),
+    case("train", "--out", "r", "--config", "binary.yaml", needle="cannot read"),
+    # ---------------------------------------------------------------- train: folders and data
+    case("train", "--out", "r", "--data", "missing", needle="dataset folder not found"),
+    case("train", "--out", "r", "--data", "file.txt", needle="not a folder"),
+    case("train", "--out", "r", "--data", "emptydir", needle="image folder not found"),
+    case("train", "--out", "r", "--data", "unpaired", *TINY, needle="without a mask"),
+    case("train", "--out", "r", "--split", "csv", "--split-column", "bogus", needle="no split column 'bogus'"),
+    case("train", "--out", "r", "--split", "csv", "--split-csv", "missing.csv", needle="split CSV not found"),
+    case("train", "--out", "r", "--max-images", "1", needle="cannot split 1 ids"),
+    case("train", "--out", "file.txt", needle="is a file"),
+    case("train", "--out", "file.txt/sub", needle="file.txt is a file"),
+    case("train", "--out", "nonempty", *TINY, needle="not empty"),
+    case("train", "--resume", "missing", needle="does not exist"),
+    case("train", "--resume", "emptydir", needle="not a scunext run folder"),
+    case("train", "--resume", "run", needle="already finished"),
+    case("train", "--resume", "run", "--lr", "0.1", needle="only --device, --data and --num-workers"),
+    case("train", "--resume", "run", "--out", "x", needle="drop --out"),
+    case("train", "--out", "r", "--data", "nonbinary", *TINY, needle="not binary", marks=RUNDIR),
+    case("train", "--out", "r", "--data", "corrupt", *TINY, needle="corrupt/images/", marks=RUNDIR),
+    case("train", "--out", "r", "--data", "sizes", *TINY, needle="mask is 256x200", marks=RUNDIR),
+    case("train", "--out", "r", *TINY, "--size", "250", needle="250", marks=RUNDIR),
+    case("train", "--out", "r", *TINY, "--model-arg", "bogus=1", needle="bogus", marks=RUNDIR),
+    case("train", "--out", "r", *TINY, "--loss-arg", "bogus=1", needle="bogus", marks=RUNDIR),
+    case("train", "--resume", "other-model", "--no-progress", needle="sc_unext", marks=RUNDIR),
+    case("train", "--resume", "other-model", "--data", "emptydir", needle="images", marks=RUNDIR),
+    # ---------------------------------------------------------------- evaluate
+    case("evaluate", "missing", needle="run folder not found"),
+    case("evaluate", "file.txt", needle="run folder not found"),
+    case("evaluate", "emptydir", needle="no best checkpoint"),
+    case("evaluate", "run", "--out", "file.txt", needle="is a file"),
+    case("evaluate", "run", "--subset", "bogus", needle="invalid choice: 'bogus'"),
+    case("evaluate", "run", "--checkpoint", "worst", needle="invalid choice: 'worst'"),
+    case("evaluate", "run", "--data", "missing", needle="dataset folder not found"),
+    case("evaluate", "run", "--device", "tpu", needle="invalid choice: 'tpu'"),
+    # ---------------------------------------------------------------- predict
+    case("predict", "run", "img.jpg", "--out", "o", "--threshold", "2", needle="--threshold"),
+    case("predict", "run", "garbage.png", "--out", "o", needle="garbage.png"),
+    case("predict", "run", "missing.png", "--out", "o", needle="missing.png"),
+    case("predict", "run", "emptydir", "--out", "o", needle="no images"),
+    case("predict", "run", "--out", "o", needle="at least one INPUT"),
+    case("predict", "missing", "img.jpg", "--out", "o", needle="not a training run folder"),
+    case("predict", "--weights", "nope", "img.jpg", "--out", "o", needle="no released weights named 'nope'"),
+    case("predict", "run", "img.jpg", "--out", "o", "--engine", "warp", needle="invalid choice: 'warp'"),
+    case("predict", "run", "img.jpg", needle="the following arguments are required: --out"),
+    case("predict", "run", "img.jpg", "--out", "file.txt", needle="file.txt"),
+    case("predict", "run", "img.jpg", "--out", "preds", needle="img_mask.png", marks=PREDICT),
+    # ---------------------------------------------------------------- export
+    case("export", needle="either a RUN_DIR or --weights"),
+    case("export", "run", "--weights", "isic2017", needle="either a RUN_DIR or --weights"),
+    case("export", "missing", needle="run folder not found"),
+    case("export", "emptydir", "--out", "m.onnx", needle="no best checkpoint"),
+    case("export", "--weights", "nope", needle="no released weights named 'nope'"),
+    case("export", "run", "--out", "emptydir", needle="is a folder"),
+    case("export", "run", "--out", "file.txt", needle="exists; pass --overwrite"),
+    case("export", "run", "--out", "file.txt/m.onnx", needle="file.txt is a file"),
+    case("export", "run", "--out", "m.onnx", "--size", "0", needle="--size"),
+    case("export", "run", "--out", "m.onnx", "--size", "250", needle="multiple of 32"),
+    case("export", "run", "--format", "tflite", needle="invalid choice: 'tflite'"),
+    # ---------------------------------------------------------------- serve (never reaches a real server)
+    case("serve", needle="at least one RUN_DIR"),
+    case("serve", "missing", needle="run folder not found"),
+    case("serve", "emptydir", needle="no best checkpoint"),
+    case("serve", "--weights", "nope", needle="no released weights named 'nope'"),
+    case("serve", "run", "--port", "70000", needle="--port"),
+    case("serve", "run", "--port", "x", needle="invalid int value: 'x'"),
+    case("serve", "run", "--max-upload-mb", "0", needle="--max-upload-mb"),
+    case("serve", "run", "--max-megapixels", "nan", needle="--max-megapixels"),
+    case("serve", "run", "--engine", "warp", needle="invalid choice: 'warp'"),
+    # ---------------------------------------------------------------- the other commands
+    case("weights", "nope", needle="no released weights named 'nope'"),
+    case("profile", "--model", "unext_s", "--size", "250", "--no-latency", needle="divisible by 32"),
+    case("profile", "--model", "unext_s", "--threads", "0", needle="--threads"),
+    case("profile", "--model", "unext_s", "--size", "100000", "--no-latency", needle="--size 100000"),
+    case("profile", "--model", "unext_s", "--num-classes", "0", "--no-latency", needle="num_classes"),
+    case("profile", needle="one of the arguments --model --all is required"),
+    case("benchmark", "--size", "250", "--no-memory", needle="multiple of 32"),
+    case("benchmark", "--engines", "warp", "--no-memory", needle="available"),
+    case("experiment", "table1", "--data", "missing", "--out", "e", needle="dataset folder not found"),
+    case("experiment", "table1", "--data", "emptydir", "--out", "e", "--epochs", "1", needle="image folder not found"),
+    case("experiment", "table1", "--data", "emptydir", "--out", "e", "--epochs", "0", needle="epochs must be >= 1"),
+    case("experiment", "table1", "--data", "emptydir", "--out", "e", "--models", "nope", needle="unknown model"),
+    case("experiment", "table1", "--data", "emptydir", "--out", "e", "--shard", "3/2", needle="--shard"),
+    case("experiment", "table2", "--data", "emptydir", "--out", "e", "--folds", "1", needle="--folds"),
+    case("experiment", "table3", "--data", "emptydir", "--out", "e", needle="invalid choice: 'table3'"),
+    case("nope", needle="invalid choice: 'nope'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "code", "needle"), CASES)
+def test_bad_input(argv, code, needle, world, capsys, monkeypatch):
+    monkeypatch.chdir(world)
+    before = _snapshot(world)
+    try:
+        got = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        got = exc.code
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    prog = "scunext" if argv[0] == "nope" else f"scunext {argv[0]}"
+    assert lines[0].startswith(f"{prog}: error: "), lines[0]
+    assert needle.lower() in lines[0].lower(), lines[0]
+    assert got == code
+    assert _snapshot(world) == before, "a file was left behind or changed"
+
+
+def test_catalogue_is_large_enough():
+    assert len(CASES) >= 50
+    commands = {p.values[0][0] for p in CASES}
+    assert {"train", "evaluate", "predict", "export", "serve"} <= commands
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--set", "lr=!!python/object/apply:os.system [echo pwned]"], "not a valid YAML value"),
+        (["evaluate", "run", "--out", "file.txt"], "is a file"),
+        (["export", "run", "--out", "emptydir"], "is a folder"),
+        (["serve", "run", "--port", "70000"], "--port"),
+    ],
+)
+def test_bad_input_real_process(argv, needle, world):
+    """The real process: exit status 2, one line on stderr, no traceback, nothing written."""
+    before = _snapshot(world)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    res = subprocess.run([sys.executable, "-m", "scunext", *argv], cwd=world, capture_output=True, text=True,
+                         timeout=120, env=env)  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "pwned" not in res.stdout
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith(f"scunext {argv[0]}: error: ")
+    assert _snapshot(world) == before

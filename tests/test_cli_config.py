@@ -1,0 +1,183 @@
+"""Flags generated from TrainConfig, typed augmentation settings, and which errors the CLI reports as one line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+import pytest
+import yaml
+
+from scunext.cli import config_flags
+from scunext.cli import weights as weights_cli
+from scunext.cli.main import build_parser, main
+from scunext.config import AugmentConfig, ConfigError, TrainConfig, load_config
+from scunext.errors import MissingDependencyError
+
+
+def _train_args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["train", *argv])
+
+
+def _cfg(*argv: str) -> TrainConfig:
+    return config_flags.config_from_args(_train_args(*argv))
+
+
+# ------------------------------------------------------------------------------------------- generated flags
+
+
+def test_every_config_field_has_a_flag_with_help():
+    train = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    by_dest = {a.dest: a for a in train._actions}
+    for f in dataclasses.fields(TrainConfig):
+        assert f.name in by_dest, f"no flag for config field {f.name}"
+        assert f.metadata.get("help"), f"config field {f.name} has no help text"
+        assert by_dest[f.name].help, f.name
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [  # the flag names of the hand-written parser keep working
+        (["--model", "unext_s", "--epochs", "3", "--batch-size", "2", "--lr", "1e-3"],
+         {"model": "unext_s", "epochs": 3, "batch_size": 2, "lr": 1e-3}),
+        (["--split", "kfold", "--folds", "4", "--fold", "3", "--val-fraction", "0.2"],
+         {"split": "kfold", "folds": 4, "fold": 3, "val_fraction": 0.2}),
+        (["--split", "csv", "--split-csv", "s.csv", "--split-column", "c"],
+         {"split": "csv", "split_csv": "s.csv", "split_column": "c"}),
+        (["--test-fraction", "0.3", "--max-images", "20", "--max-train-images", "9", "--seed", "2"],
+         {"test_fraction": 0.3, "max_images": 20, "max_train_images": 9, "seed": 2}),
+        (["--min-lr", "1e-6", "--size", "128", "--loss", "joint", "--in-channels", "1"],
+         {"min_lr": 1e-6, "size": 128, "loss": "joint", "in_channels": 1}),
+        (["--device", "cpu", "--num-workers", "2", "--no-amp", "--amp-dtype", "float16"],
+         {"device": "cpu", "num_workers": 2, "amp": False, "amp_dtype": "float16"}),
+        (["--threshold-masks", "--no-augment"], {"threshold_masks": True, "augment": AugmentConfig(enabled=False)}),
+        (["--model-arg", "pfm=false", "--model-arg", "cbam=0", "--loss-arg", "edge_weight=0.5"],
+         {"model_args": {"pfm": False, "cbam": 0}, "loss_args": {"edge_weight": 0.5}}),
+        (["--set", "weight_decay=0", "--set", "beta1=0.8", "--set", "eval_every=2", "--set", "hd95_in_val=yes"],
+         {"weight_decay": 0.0, "beta1": 0.8, "eval_every": 2, "hd95_in_val": True}),
+        (["--set", "model_args.pfm=false", "--set", "loss_args={edge_weight: 0.2}", "--set", "augment.vflip_p=0"],
+         {"model_args": {"pfm": False}, "loss_args": {"edge_weight": 0.2}, "augment": AugmentConfig(vflip_p=0.0)}),
+        ([], {"channels_last": True, "augment": AugmentConfig(), "amp": True}),  # defaults
+        (["--channels-last"], {"channels_last": True}),
+        (["--no-channels-last"], {"channels_last": False}),
+        (["--epochs", "1e3"], {"epochs": 1000}),  # integral floats are accepted as ints
+    ],
+)  # fmt: skip
+def test_flags_set_config_fields(argv, expected):
+    cfg = _cfg(*argv)
+    for key, value in expected.items():
+        assert getattr(cfg, key) == value, key
+    untouched = {f.name for f in dataclasses.fields(TrainConfig)} - set(expected)
+    for key in untouched:
+        assert getattr(cfg, key) == getattr(TrainConfig(), key), key
+
+
+def test_precedence_defaults_config_set_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 7\nlr: 0.01\nmodel_args: {pfm: false}\naugment: {hflip_p: 0.25}\n")
+    cfg = _cfg("--config", str(path), "--set", "lr=0.02", "--model-arg", "cbam=false", "--no-augment")
+    assert cfg.epochs == 7 and cfg.lr == 0.02  # file, then --set
+    assert cfg.model_args == {"pfm": False, "cbam": False}  # --model-arg merges over the file's mapping
+    assert cfg.augment == AugmentConfig(enabled=False, hflip_p=0.25)  # --no-augment keeps the file's options
+    assert _cfg("--config", str(path), "--set", "epochs=3", "--epochs", "4").epochs == 4  # a flag beats --set
+
+
+def test_augment_is_typed_and_old_config_files_load(tmp_path):
+    old = tmp_path / "old.yaml"
+    data = TrainConfig().to_dict()
+    for augment, expected in [({}, AugmentConfig()), ({"enabled": False}, AugmentConfig(enabled=False)),
+                              ({"vflip_p": 0.0}, AugmentConfig(vflip_p=0.0))]:  # fmt: skip
+        old.write_text(yaml.safe_dump({**data, "augment": augment}, sort_keys=False))  # as written before
+        assert load_config(old).augment == expected
+    cfg = load_config(None, {"augment.rotate90_p": 0})
+    assert isinstance(cfg.augment, AugmentConfig) and cfg.augment.rotate90_p == 0.0
+    assert cfg.to_dict()["augment"]["rotate90_p"] == 0.0  # saved as plain data
+    cfg.dump(tmp_path / "again.yaml")
+    assert load_config(tmp_path / "again.yaml") == cfg
+    with pytest.raises(ConfigError, match="unknown augmentation option 'flip'"):
+        load_config(None, {"augment.flip": 1})
+
+
+def test_experiment_shares_the_generated_training_flags():
+    args = build_parser().parse_args(["experiment", "table1", "--data", "d", "--out", "o", "--epochs", "2",
+                                      "--no-channels-last", "--amp-dtype", "bfloat16"])  # fmt: skip
+    cfg = config_flags.config_from_args(args)
+    assert (cfg.epochs, cfg.channels_last, cfg.amp_dtype) == (2, False, "bfloat16")
+    assert cfg.data == "" and cfg.split == "random"  # the experiment's own --data/--split are not config flags here
+    for not_shared in (["--model", "unet"], ["--fold", "1"], ["--seed", "3"]):  # set per run by the experiment
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["experiment", "table1", "--data", "d", "--out", "o", *not_shared])
+
+
+# ------------------------------------------------------------------------------------------- user error or bug
+
+
+def _raising(monkeypatch, exc: BaseException):
+    def run(args):
+        raise exc
+
+    monkeypatch.setattr(weights_cli, "run", run)
+
+
+def _numpy_value_error() -> ValueError:
+    try:
+        np.zeros(3).reshape(2, 2)
+    except ValueError as exc:
+        return exc
+    raise AssertionError("numpy accepted the reshape")
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "needle"),
+    [
+        (ConfigError("invalid config: epochs must be >= 1"), 2, "epochs must be >= 1"),
+        (MissingDependencyError("x needs onnx: pip install 'scunext[onnx]'"), 2, "pip install"),
+        (ModuleNotFoundError("No module named 'flask'", name="flask"), 2, "pip install 'scunext[serve]'"),
+        (FileNotFoundError(2, "No such file or directory", "a.png"), 2, "a.png"),
+        (IsADirectoryError(21, "Is a directory", "out"), 2, "out"),
+        (OSError(28, "No space left on device", "out/x.png"), 2, "No space left"),
+    ],
+)
+def test_user_errors_are_one_line(exc, code, needle, monkeypatch, capsys):
+    _raising(monkeypatch, exc)
+    assert main(["weights"]) == code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("scunext weights: error: ") and needle in lines[0]
+
+
+def test_training_failure_exits_1(monkeypatch, capsys):
+    from scunext.engine.trainer import TrainingError
+
+    _raising(monkeypatch, TrainingError("loss became nan at epoch 2, step 0; stopped"))
+    assert main(["weights"]) == 1
+    assert capsys.readouterr().err.strip() == "scunext weights: error: loss became nan at epoch 2, step 0; stopped"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        KeyError("rng_numpy"),  # a library bug must not look like a user mistake
+        ModuleNotFoundError("No module named 'scunext.nothere'", name="scunext.nothere"),
+        ImportError("cannot import name 'x' from 'scunext.models'", name="scunext.models"),
+        TypeError("unsupported operand"),
+        RuntimeError("size mismatch"),
+        _numpy_value_error(),  # a ValueError raised inside numpy, not by this package's checks
+    ],
+    ids=["KeyError", "ModuleNotFoundError", "ImportError", "TypeError", "RuntimeError", "numpy-ValueError"],
+)
+def test_bugs_keep_their_traceback(exc, monkeypatch):
+    _raising(monkeypatch, exc)
+    with pytest.raises(type(exc)):
+        main(["weights"])
+
+
+def test_a_plain_value_error_from_this_package_is_a_user_error(monkeypatch, capsys):
+    from scunext.data import random_split
+
+    def run(args):
+        random_split(["a", "b"], test_fraction=2.0)
+
+    monkeypatch.setattr(weights_cli, "run", run)
+    assert main(["weights"]) == 2
+    assert "test_fraction must be in (0, 1)" in capsys.readouterr().err

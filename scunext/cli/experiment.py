@@ -117,8 +117,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.table == "table2":
         overrides["max_images"] = args.images
     base = apply_overrides(config_from_args(args), overrides).validate()
-    if not (args.report_only and args.table != "cross-site"):
-        discover_pairs(Path(base.data))  # a missing or unusable dataset: one line before the experiment folder exists
     out = Path(args.out)
     records = Path(args.records) if args.records else None
     if args.table == "table1":
@@ -148,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
                   "configs": args.configs, "sites": site_rule, "base_config": base.to_dict()}  # fmt: skip
         check_experiment_record(out, record)
         plan = cross_site_plan(base, sites, out, seeds, models, args.configs)
+    if not args.report_only:
+        discover_pairs(Path(base.data))  # a missing or unusable dataset: one line before the experiment folder exists
     check_experiment_record(out, record)
     device = str(resolve_device(base.device))
     results = run_plan(plan, out, progress=lambda m: print(m, file=sys.stderr, flush=True),

@@ -13,6 +13,10 @@ from scunext.data.transforms import AugmentConfig
 __all__ = ["mean_sd", "pct", "write_csv", "bar_plot", "run_in_channels", "budget_line"]
 
 
+def _augment_text(base: TrainConfig) -> str:
+    return "default" if base.augment == AugmentConfig() else str(base.augment.to_dict())
+
+
 def mean_sd(values: list[float]) -> tuple[float | None, float | None]:
     """Mean and sample sd (``None`` where undefined)."""
     if not values:
@@ -48,7 +52,7 @@ def budget_line(base: TrainConfig, results: list[dict[str, Any]] | None = None) 
                       for r in results or [] if r.get("device")})  # fmt: skip
     where = f"; trained on: {'; '.join(devices)}" if devices else ""
     return (f"Budget: {base.epochs} epochs, Adam lr {base.lr:g} cosine to {base.min_lr:g}, batch {base.batch_size}, "
-            f"size {base.size}, loss {base.loss}, augmentation {'default' if base.augment == AugmentConfig() else base.augment.to_dict()}, "
+            f"size {base.size}, loss {base.loss}, augmentation {_augment_text(base)}, "
             f"channels_last {base.channels_last}, max_train_images {base.max_train_images or 'all'}"
             f"{where}.")  # fmt: skip
 

@@ -3,7 +3,8 @@
 Prints, for seed-0 random weights on shipped ISIC 2017 images at 256x256: the largest logit, eager float32 vs
 float64, onnxruntime vs eager and vs float64, channels_last (what ``torch-fused`` runs) vs float64, and for int8
 (calibrated on 6 images, scored on 2 others) the correlation and sign agreement of the logits with float32, for
-onnxruntime's default op set and for convolutions only. The numbers are quoted in docs/architecture.md.
+onnxruntime's default op set and for convolutions only; and EGE-UNet's first GroupNorm in NCHW and channels_last
+against float64. The numbers are quoted in docs/architecture.md.
 
     python scripts/ruan_numerics.py
 """
@@ -46,6 +47,16 @@ def main() -> None:
                   f"{(e32.double() - e64).abs().max().item():.2g}; onnxruntime vs eager "
                   f"{(ort - e32).abs().max().item():.2g}, vs fp64 {(ort.double() - e64).abs().max().item():.2g}; "
                   f"channels_last vs fp64 {(ecl.double() - e64).abs().max().item():.2g}")  # fmt: skip
+            if name == "egeunet":  # the first GroupNorm (8 channels at 256x256), NCHW vs channels_last
+                gn = model.encoder_norms[0]
+                with torch.no_grad():
+                    feat = model.encoder[0](parity[:1])
+                    ref = torch.nn.functional.group_norm(
+                        feat.double(), gn.num_groups, gn.weight.double(), gn.bias.double(), gn.eps
+                    )
+                    rel = [(gn(f).double() - ref).abs().max().item() / ref.abs().max().item()
+                           for f in (feat, feat.contiguous(memory_format=torch.channels_last))]  # fmt: skip
+                print(f"  first GroupNorm vs fp64, relative: NCHW {rel[0]:.2g}, channels_last {rel[1]:.2g}")
             for ops in (None, ["Conv"]):
                 q = quantize_int8(path, Path(tmp) / "q.onnx", calib, op_types=ops)
                 out = make_session(q, 1).run([OUTPUT_NAME], {INPUT_NAME: held_out.numpy()})[0]

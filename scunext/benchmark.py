@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from scunext.deploy.runtimes import ENGINES, make_runner
+from scunext.losses import DeepSupervisionLoss
 from scunext.models import create_model
 from scunext.profiling import count_macs, count_params
 
@@ -94,7 +95,7 @@ def _train_step_ms(
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.randn(batch, in_ch, size, size).contiguous(memory_format=layout)
     y = (torch.rand(batch, 1, size, size) > 0.5).float()
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    loss_fn = DeepSupervisionLoss(torch.nn.BCEWithLogitsLoss())  # EGE-UNet trains on its auxiliary outputs too
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()

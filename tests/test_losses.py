@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from scunext.losses import (
     BCEDiceLoss,
+    DeepSupervisionLoss,
     EdgeLoss,
     JointLoss,
     SoftDiceLoss,
@@ -19,6 +20,7 @@ from scunext.losses import (
     list_losses,
     soft_dice_loss,
 )
+from scunext.models import DeepSupervisionOutput
 
 ALL_LOSSES = ["bce_dice", "dice", "edge", "joint"]
 
@@ -204,3 +206,62 @@ def test_build_loss_factory():
         build_loss("focal")
     with pytest.raises(ValueError, match="edge_weight"):
         build_loss("bce_dice", edge_weight=0.5)
+
+
+# ------------------------------------------------------------------------------------------------ deep supervision
+def test_deep_supervision_is_main_plus_official_weights():
+    """EGE-UNet's official objective: L(main) + 0.1 L(aux 1/32) + 0.2 + 0.3 + 0.4 + 0.5 L(aux 1/2)."""
+    torch.manual_seed(0)
+    target = _target()
+    main = torch.randn(2, 1, 16, 16)
+    aux = tuple(torch.randn(2, 1, 16, 16) for _ in range(5))
+    loss = DeepSupervisionLoss(BCEDiceLoss())
+    got = loss(DeepSupervisionOutput(main, aux), target)
+    expected = _unext_bce_dice(main, target) + sum(w * _unext_bce_dice(a, target)
+                                                   for w, a in zip((0.1, 0.2, 0.3, 0.4, 0.5), aux))  # fmt: skip
+    torch.testing.assert_close(got, expected)
+    assert loss.last_components["total"] == pytest.approx(float(expected), rel=1e-6)
+    assert loss.last_components["main"] == pytest.approx(float(_unext_bce_dice(main, target)), rel=1e-6)
+
+
+def test_deep_supervision_passes_plain_logits_through_and_casts_to_float():
+    torch.manual_seed(1)
+    target = _target()
+    logits = torch.randn(2, 1, 16, 16)
+    wrapped = DeepSupervisionLoss(build_loss("joint"))
+    assert torch.equal(wrapped(logits, target), build_loss("joint")(logits, target))
+    half = DeepSupervisionOutput(logits.bfloat16(), tuple(logits.bfloat16() for _ in range(5)))
+    out = wrapped(half, target)
+    assert out.dtype == torch.float32 and torch.isfinite(out)
+
+
+def test_deep_supervision_trains_the_auxiliary_outputs():
+    target = _target()
+    main = torch.zeros(2, 1, 16, 16, requires_grad=True)
+    aux = tuple(torch.zeros(2, 1, 16, 16, requires_grad=True) for _ in range(5))
+    DeepSupervisionLoss(BCEDiceLoss())(DeepSupervisionOutput(main, aux), target).backward()
+    norms = [a.grad.abs().sum().item() for a in aux]
+    assert all(n > 0 for n in norms) and norms == sorted(norms)  # weights rise from the deepest to the finest
+    assert main.grad.abs().sum().item() > norms[-1]  # weight 1 > 0.5
+
+
+def test_deep_supervision_bad_arguments():
+    with pytest.raises(ValueError, match="aux_weights"):
+        DeepSupervisionLoss(BCEDiceLoss(), aux_weights=(0.1, -1.0))
+    with pytest.raises(TypeError, match="callable"):
+        DeepSupervisionLoss("bce_dice")
+    out = DeepSupervisionOutput(torch.zeros(1, 1, 4, 4), (torch.zeros(1, 1, 4, 4),) * 3)
+    with pytest.raises(ValueError, match="3 auxiliary outputs but 5 aux_weights"):
+        DeepSupervisionLoss(BCEDiceLoss())(out, torch.zeros(1, 1, 4, 4))
+
+
+def test_egeunet_training_step_through_the_wrapper():
+    """One optimiser step of EGE-UNet on the wrapped loss reaches the deep-supervision heads."""
+    import scunext
+
+    torch.manual_seed(0)
+    model = scunext.create_model("egeunet", bridge=False).train()  # heads are then training-only
+    x, target = torch.randn(2, 3, 64, 64), _target(2, 64)
+    loss = DeepSupervisionLoss(build_loss("bce_dice"))(model(x), target)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.ds_heads.parameters())

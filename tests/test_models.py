@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import scunext
-from scunext.models import InputShapeError, SegmentationModel
+from scunext.models import DeepSupervisionOutput, InputShapeError, SegmentationModel
 from scunext.models._registry import UnknownModelError
 from scunext.models.layers import shift_channels
 from scunext.profiling import count_macs, count_params
@@ -23,6 +23,23 @@ PINNED = {
     "sc_unext": (253_345, 90_947_712),
     "unet": (7_763_041, 12_071_206_912),  # widths 32..512
     "resunetpp": (3_631_140, 17_675_588_928),  # filters 16..256
+    "malunet": (177_943, 82_740_224),  # official MALUNet: 177,943 params, 0.0827 GMACs (same counter)
+    "egeunet": (53_374, 72_096_256),  # official EGE-UNet (gt_ds heads included): 53,374 params, 0.0721 GMACs
+}
+
+#: the same with in_channels=1 (first conv has 8 x 9 fewer weights): MALUNet and EGE-UNet
+PINNED_IN1 = {"malunet": (177_799, 73_303_040), "egeunet": (53_230, 62_659_072)}
+
+#: (model, switches) -> (params, MACs at 1x3x256x256)
+RUAN_SWITCHES = {
+    ("malunet", (("bridge", True), ("split_att", "fc"))): (177_943, 82_740_224),
+    ("malunet", (("bridge", True), ("split_att", "conv"))): (177_943, 82_740_224),
+    ("malunet", (("bridge", False), ("split_att", "fc"))): (161_329, 80_584_704),
+    ("egeunet", (("bridge", True), ("gt_ds", True))): (53_374, 72_096_256),
+    ("egeunet", (("bridge", True), ("gt_ds", False))): (52_449, 70_148_352),
+    # without the bridge the deep-supervision heads are training-only: same inference MACs with or without them
+    ("egeunet", (("bridge", False), ("gt_ds", True))): (34_406, 58_362_112),
+    ("egeunet", (("bridge", False), ("gt_ds", False))): (34_273, 58_362_112),
 }
 
 #: SC-UNeXt (cbam, sc_skip, pfm) -> (params, MACs at 1x3x256x256)
@@ -74,7 +91,9 @@ def test_eval_deterministic(name):
 def test_every_parameter_gets_a_gradient(name):
     model = scunext.create_model(name, num_classes=2).train()
     x = torch.randn(2, 3, _size(model), _size(model))
-    model(x).square().mean().backward()
+    out = model(x)
+    outputs = [out.main, *out.aux] if isinstance(out, DeepSupervisionOutput) else [out]
+    sum(o.square().mean() for o in outputs).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, f"parameters without gradient (built but unused?): {missing}"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
@@ -233,3 +252,133 @@ def test_sc_unext_switch_variants_forward():
             model = scunext.create_model("sc_unext", cbam=cbam, sc_skip=sc_skip, pfm=pfm, pfm_levels=levels).eval()
             with torch.no_grad():
                 assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+
+
+# --- MALUNet and EGE-UNet ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(PINNED_IN1))
+def test_ruan_models_one_channel_counts(name):
+    model = scunext.create_model(name, in_channels=1)
+    assert (count_params(model), count_macs(model, (1, 1, 256, 256))) == PINNED_IN1[name]
+
+
+@pytest.mark.parametrize("key", sorted(RUAN_SWITCHES, key=str), ids=str)
+def test_ruan_switch_counts(key):
+    name, switches = key
+    model = scunext.create_model(name, **dict(switches))
+    assert (count_params(model), count_macs(model, (1, 3, 256, 256))) == RUAN_SWITCHES[key]
+
+
+@pytest.mark.parametrize("key", sorted(RUAN_SWITCHES, key=str), ids=str)
+def test_ruan_switch_variants_forward_and_rebuild(key):
+    name, switches = key
+    model = scunext.create_model(name, num_classes=2, **dict(switches)).eval()
+    clone = type(model)(**model.init_args).eval()
+    clone.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        y = model(x)
+        assert y.shape == (1, 2, 64, 96) and torch.isfinite(y).all()
+        assert torch.equal(clone(x), y)
+
+
+@pytest.mark.parametrize("name, switch, off", [("malunet", "bridge", False), ("malunet", "split_att", "conv"),
+                                               ("egeunet", "bridge", False), ("egeunet", "gt_ds", False)])  # fmt: skip
+def test_ruan_each_switch_changes_the_function(name, switch, off):
+    torch.manual_seed(2)
+    on = scunext.create_model(name).eval()
+    other = scunext.create_model(name, **{switch: off}).eval()
+    target = other.state_dict()
+    other.load_state_dict({k: v for k, v in on.state_dict().items() if k in target and target[k].shape == v.shape},
+                          strict=False)  # fmt: skip
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert not torch.allclose(on(x), other(x))
+
+
+def test_egeunet_deep_supervision_in_training_only():
+    torch.manual_seed(0)
+    model = scunext.create_model("egeunet", num_classes=2)
+    x = torch.randn(2, 3, 64, 96)
+    out = model.train()(x)
+    assert isinstance(out, DeepSupervisionOutput) and len(out.aux) == 5
+    assert all(a.shape == (2, 2, 64, 96) for a in out.aux)
+    # no BatchNorm or dropout: the training-mode main output is the eval output
+    with torch.no_grad():
+        plain = model.eval()(x)
+    assert isinstance(plain, torch.Tensor) and torch.equal(plain, out.main.detach())
+    # each auxiliary map is its level's 1x1 head, upsampled (deepest first: 1/32 .. 1/2)
+    assert not torch.allclose(out.aux[0], out.aux[4])
+    no_ds = scunext.create_model("egeunet", gt_ds=False).train()
+    assert isinstance(no_ds(x[:, :3]), torch.Tensor)
+    assert isinstance(scunext.create_model("malunet").train()(x), torch.Tensor)
+
+
+@pytest.mark.parametrize("bridge, heads_at_inference", [(True, 5), (False, 0)])
+def test_egeunet_heads_at_inference(bridge, heads_at_inference):
+    """With the bridge the heads' maps are the bridges' mask input (they must run); without, they are training-only."""
+    model = scunext.create_model("egeunet", bridge=bridge)
+    calls = []
+    for head in model.ds_heads:
+        head.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 64, 64))
+    assert len(calls) == heads_at_inference
+    calls.clear()
+    model.train()(torch.randn(1, 3, 64, 64))
+    assert len(calls) == 5
+
+
+def test_layernorm2d_is_layernorm_over_channels():
+    from scunext.models.layers import LayerNorm2d
+
+    norm = LayerNorm2d(6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2)
+        norm.bias.normal_()
+    x = torch.randn(2, 6, 5, 7)
+    ref = F.layer_norm(x.permute(0, 2, 3, 1), (6,), norm.weight, norm.bias, 1e-6).permute(0, 3, 1, 2)
+    torch.testing.assert_close(norm(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_external_attention_memories_start_transposed():
+    """MALUNet's init: the key memory starts as the transpose of the value memory, N(0, 2 / channels); they are
+    separate parameters (both counted, trained independently)."""
+    from scunext.models.layers import ExternalAttention
+
+    torch.manual_seed(0)
+    ea = scunext.create_model("malunet").encoder[3][0]
+    assert isinstance(ea, ExternalAttention)
+    k, v = ea.keys.weight[:, :, 0, 0], ea.values.weight[:, :, 0, 0]
+    assert k.shape == (96, 24) and torch.equal(k, v.t()) and k.data_ptr() != v.data_ptr()
+    assert abs(v.std().item() - (2 / 24) ** 0.5) < 0.03
+
+
+def test_external_attention_hand_value():
+    """softmax over the pixels, then normalised over the memory units: with one memory unit every pixel gets
+    weight 1, so the values conv sees ones."""
+    from scunext.models.layers import ExternalAttention
+
+    ea = ExternalAttention(4, memory=1)
+    with torch.no_grad():
+        ea.values.weight.fill_(1.0)
+        ea.out.weight.copy_(torch.eye(4)[:, :, None, None])
+    x = torch.randn(1, 4, 3, 3)
+    expected = F.gelu(F.group_norm(torch.ones(1, 4, 3, 3), 4) + x)  # a constant map: GroupNorm gives 0
+    torch.testing.assert_close(ea(x), expected)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("malunet", {"widths": (8, 16, 24, 32, 48)}),
+        ("malunet", {"widths": (8, 16, 24, 32, 48, 66)}),
+        ("malunet", {"split_att": "mlp"}),
+        ("malunet", {"bridge": 1}),
+        ("egeunet", {"widths": (6, 16, 24, 32, 48, 64)}),
+        ("egeunet", {"gt_ds": "yes"}),
+        ("egeunet", {"bridge": None}),
+    ],
+)
+def test_ruan_bad_arguments(name, kwargs):
+    with pytest.raises(ValueError):
+        scunext.create_model(name, **kwargs)

@@ -54,7 +54,7 @@ from scunext.engine.checkpoint import (
     save_train_state,
 )
 from scunext.engine.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
-from scunext.losses import build_loss
+from scunext.losses import DeepSupervisionLoss, build_loss
 from scunext.metrics import SegmentationMeter
 from scunext.models import create_model
 
@@ -356,7 +356,7 @@ def _train(
     train_loader = _loader(train_ds, cfg, True, dist_info, gen)
     val_loader = _loader(val_ds, cfg, False, DistInfo(), None)
 
-    loss_fn = build_loss(cfg.loss, **cfg.loss_args)
+    loss_fn = DeepSupervisionLoss(build_loss(cfg.loss, **cfg.loss_args))  # + auxiliary terms for deep supervision
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
     )
@@ -400,7 +400,7 @@ def _train(
             x, y = batch["image"].to(device).contiguous(memory_format=layout), batch["mask"].to(device)
             with torch.autocast(device.type, dtype=dtype or torch.float16, enabled=use_amp):
                 logits = ddp_model(x)
-            loss = loss_fn(logits.float(), y)
+            loss = loss_fn(logits, y)  # the wrapper casts to float32
             finite = torch.isfinite(loss.detach()).float()
             if dist_info.enabled:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)

@@ -1,11 +1,19 @@
 """Building blocks shared by the architectures in :mod:`scunext.models`."""
 
-from scunext.models.layers.attention import CBAM, AttentionGate, ChannelAttention, SpatialAttention, SqueezeExcite
-from scunext.models.layers.conv import ASPP, ConvBNReLU, ResidualConv
+from scunext.models.layers.attention import (
+    CBAM,
+    AttentionGate,
+    ChannelAttention,
+    ExternalAttention,
+    SpatialAttention,
+    SqueezeExcite,
+)
+from scunext.models.layers.conv import ASPP, ConvBNReLU, DepthwiseSeparableConv, ResidualConv
 from scunext.models.layers.drop import DropPath
-from scunext.models.layers.init import init_weights
+from scunext.models.layers.init import init_weights, init_weights_ruan
+from scunext.models.layers.norm import LayerNorm2d
 from scunext.models.layers.shift_mlp import OverlapPatchEmbed, ShiftedBlock, ShiftedMLP, shift_channels
-from scunext.models.layers.upsample import bilinear_kernel, upsample2x
+from scunext.models.layers.upsample import bilinear_kernel, upsample2x, upsample_aligned
 
 __all__ = [
     "ASPP",
@@ -13,7 +21,10 @@ __all__ = [
     "AttentionGate",
     "ChannelAttention",
     "ConvBNReLU",
+    "DepthwiseSeparableConv",
     "DropPath",
+    "ExternalAttention",
+    "LayerNorm2d",
     "OverlapPatchEmbed",
     "ResidualConv",
     "ShiftedBlock",
@@ -22,6 +33,8 @@ __all__ = [
     "SqueezeExcite",
     "bilinear_kernel",
     "init_weights",
+    "init_weights_ruan",
     "shift_channels",
     "upsample2x",
+    "upsample_aligned",
 ]

@@ -1,13 +1,17 @@
-"""Attention blocks: CBAM (SC-UNeXt), squeeze-and-excitation and the ResUNet++ attention gate."""
+"""Attention blocks: CBAM (SC-UNeXt), squeeze-and-excitation, the ResUNet++ attention gate and external attention
+(MALUNet)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from scunext.models.base import check_positive_int
 
-__all__ = ["ChannelAttention", "SpatialAttention", "CBAM", "SqueezeExcite", "AttentionGate"]
+__all__ = ["ChannelAttention", "SpatialAttention", "CBAM", "SqueezeExcite", "AttentionGate", "ExternalAttention"]
 
 
 class ChannelAttention(nn.Module):
@@ -126,3 +130,48 @@ class AttentionGate(nn.Module):
 
     def forward(self, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.gate(self.encoder(skip) + self.decoder(x)) * x
+
+
+class ExternalAttention(nn.Module):
+    """External attention with a residual (MALUNet's ``EAblock``).
+
+    Guo et al., "Beyond Self-attention: External Attention using Two Linear Layers for Visual Tasks", TPAMI 2022;
+    as used in Ruan et al., "MALUNet", BIBM 2022. With ``F = conv1x1(x)`` flattened to ``(B, C, N)`` pixels, two
+    learned memories ``M_k`` (``memory`` x C) and ``M_v`` (C x ``memory``), both bias-free:
+    ``A = softmax_N(M_k F)``, ``A <- A / (1e-9 + sum_memory A)`` (double normalisation),
+    ``out = GELU(GroupNorm(conv1x1(M_v A)) + x)``. The memories are 1x1 convolutions on the map, which is the same
+    arithmetic as the official 1-D convolutions on the flattened pixels.
+
+    Args:
+        channels: input and output channels.
+        memory: number of memory units (MALUNet: ``4 * channels``; default when None).
+        norm_groups: groups of the GroupNorm.
+    """
+
+    def __init__(self, channels: int, memory: int | None = None, norm_groups: int = 4) -> None:
+        super().__init__()
+        check_positive_int("channels", channels)
+        memory = 4 * channels if memory is None else check_positive_int("memory", memory)
+        if channels % norm_groups:
+            raise ValueError(f"channels ({channels}) must be divisible by norm_groups ({norm_groups})")
+        self.proj = nn.Conv2d(channels, channels, 1)
+        self.keys = nn.Conv2d(channels, memory, 1, bias=False)
+        self.values = nn.Conv2d(memory, channels, 1, bias=False)
+        self.out = nn.Conv2d(channels, channels, 1, bias=False)
+        self.norm = nn.GroupNorm(norm_groups, channels)
+
+    def reset_memory(self) -> None:
+        """MALUNet's effective initialisation: ``M_v ~ N(0, 2 / channels)`` and ``M_k = M_v^T`` (the official code
+        makes ``M_k`` a transposed view of ``M_v``'s storage before the model-level init, so both end up holding the
+        last-drawn values; moving the model to a device unties them, and they train independently)."""
+        with torch.no_grad():
+            self.values.weight.normal_(0.0, math.sqrt(2.0 / self.values.out_channels))
+            self.keys.weight.copy_(self.values.weight.transpose(0, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        attn = self.keys(self.proj(x)).flatten(2)  # (B, memory, N)
+        attn = F.softmax(attn, dim=-1)
+        attn = attn / (1e-9 + attn.sum(dim=1, keepdim=True))
+        y = self.values(attn.reshape(b, -1, h, w))
+        return F.gelu(self.norm(self.out(y)) + x)

@@ -1,4 +1,4 @@
-"""Convolutional blocks: conv-BN-ReLU, the pre-activation residual unit and ASPP."""
+"""Convolutional blocks: conv-BN-ReLU, the pre-activation residual unit, ASPP and the depthwise-separable conv."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ConvBNReLU", "ResidualConv", "ASPP"]
+__all__ = ["ConvBNReLU", "ResidualConv", "ASPP", "DepthwiseSeparableConv"]
 
 
 class ConvBNReLU(nn.Sequential):
@@ -73,3 +73,28 @@ class ASPP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(torch.cat([b(x) for b in self.branches], dim=1))
+
+
+class DepthwiseSeparableConv(nn.Module):
+    """Depthwise k x k conv -> GroupNorm -> pointwise 1x1 conv, both convolutions with bias (MALUNet's
+    ``DepthWiseConv2d``; Ruan et al., BIBM 2022). 'Same' padding for odd ``kernel_size``.
+
+    Args:
+        in_channels: input channels (the depthwise conv keeps them).
+        out_channels: output channels of the pointwise conv.
+        kernel_size: depthwise kernel size (odd).
+        norm_groups: groups of the GroupNorm (``in_channels`` must be divisible by it).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, norm_groups: int = 4) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0 or kernel_size < 1:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+        if in_channels % norm_groups:
+            raise ValueError(f"in_channels ({in_channels}) must be divisible by norm_groups ({norm_groups})")
+        self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, padding=kernel_size // 2, groups=in_channels)
+        self.norm = nn.GroupNorm(norm_groups, in_channels)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.norm(self.depthwise(x)))

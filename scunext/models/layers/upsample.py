@@ -22,3 +22,8 @@ def bilinear_kernel(size: int) -> torch.Tensor:
     og = torch.arange(size, dtype=torch.float32)
     filt = 1 - (og - center).abs() / factor
     return filt[:, None] * filt[None, :]
+
+
+def upsample_aligned(x: torch.Tensor, scale: int = 2) -> torch.Tensor:
+    """Bilinear upsampling by ``scale`` with ``align_corners=True`` (as in MALUNet and EGE-UNet)."""
+    return F.interpolate(x, scale_factor=float(scale), mode="bilinear", align_corners=True)

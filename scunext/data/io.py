@@ -77,9 +77,11 @@ def format_values(values: np.ndarray, limit: int = 8) -> str:
 BYTES_LABEL = "image data"
 
 
-def _open_checked(source: PathLike | bytes, max_pixels: int) -> Image.Image:
+def _open_checked(source: PathLike | bytes, max_pixels: int, draft_size: int | None = None) -> Image.Image:
     """Open a file (or in-memory bytes) with Pillow, refuse oversized images, and decode the pixels; raise
-    DataError on any problem. Messages start with the path, or :data:`BYTES_LABEL` for bytes."""
+    DataError on any problem. Messages start with the path, or :data:`BYTES_LABEL` for bytes. With
+    ``draft_size``, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose both sides stay
+    ``>= draft_size``; the pixel cap applies to the file's full size either way."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         path: Path | str = BYTES_LABEL
         if len(source) == 0:
@@ -115,6 +117,8 @@ def _open_checked(source: PathLike | bytes, max_pixels: int) -> Image.Image:
                 f"{path}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
                 f"{max_pixels / 1e6:g} megapixels (possible decompression bomb); pass a larger max_pixels if genuine"
             )
+        if draft_size is not None and im.format == "JPEG":
+            im.draft(None, (draft_size, draft_size))
         try:
             im.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -155,6 +159,7 @@ def read_image(
     *,
     scale16: Literal["full", "max"] = "full",
     max_pixels: int = MAX_IMAGE_PIXELS,
+    draft_size: int | None = None,
 ) -> np.ndarray:
     """Read an image file as ``uint8``: ``(H, W)`` for grayscale sources, ``(H, W, 3)`` for colour ones.
 
@@ -169,6 +174,11 @@ def read_image(
             ``[0, image max]`` to ``[0, 255]``, ``round(v * 255 / max)``: use it for 10/12-bit data stored in a
             16-bit container, which ``"full"`` would leave very dark.
         max_pixels: refuse images with more than this many pixels (width x height).
+        draft_size: for JPEG files only, decode at reduced size (Pillow draft mode: the JPEG decoder's DCT scaling,
+            much faster than decoding in full and resizing): the smallest scale 1/2, 1/4 or 1/8 whose both sides
+            stay ``>= draft_size``, so the returned array may be *smaller than the file*. Use it when the pixels
+            are only needed at ``draft_size`` (e.g. a model's input size); other formats are read unchanged. The
+            file's own size comes from a header read (Pillow ``Image.open(path).size``).
 
     Returns:
         A C-contiguous ``uint8`` array, ``(H, W)`` or ``(H, W, 3)``.
@@ -179,7 +189,9 @@ def read_image(
     """
     if scale16 not in ("full", "max"):
         raise ValueError(f"scale16 must be 'full' or 'max', got {scale16!r}")
-    im = _open_checked(path, max_pixels)
+    if draft_size is not None and (isinstance(draft_size, bool) or not isinstance(draft_size, int) or draft_size < 1):
+        raise ValueError(f"draft_size must be a positive integer or None, got {draft_size!r}")
+    im = _open_checked(path, max_pixels, draft_size)
     path = Path(path) if not isinstance(path, (bytes, bytearray, memoryview)) else BYTES_LABEL
     try:
         orientation = im.getexif().get(_EXIF_ORIENTATION, 1)

@@ -392,8 +392,8 @@ def _failed(job: PredictJob, stage: str, exc: BaseException) -> PredictionRecord
     h, w = job.info.size
     reason = _reason(exc)
     prefix = f"{job.source}: "
-    return PredictionRecord(str(job.source), height=h, width=w,
-                            status=f"skipped: {stage}: {reason[len(prefix):] if reason.startswith(prefix) else reason}")  # fmt: skip
+    reason = reason[len(prefix) :] if reason.startswith(prefix) else reason
+    return PredictionRecord(str(job.source), height=h, width=w, status=f"skipped: {stage}: {reason}")
 
 
 def _decode(predictor: Predictor, job: PredictJob, draft_size: int | None, keep: bool) -> _Decoded:

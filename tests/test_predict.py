@@ -117,9 +117,15 @@ def test_refuses_to_replace_an_existing_file(tmp_path, capsys):
     assert expert.read_bytes() == b"the expert's mask" and sorted(out.iterdir()) == [expert]  # nothing written
     assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(out), "--overwrite"]) == 0
     assert np.asarray(Image.open(expert)).shape == (256, 256) and len(list(out.glob("*_mask.png"))) == 3
-    # a second run into the same folder: every output, and predictions.csv, would be replaced
+    # a second run into the same folder: every output would be replaced; predictions.csv is appended to, not replaced
     assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(out)]) == 2
-    assert "7 output file(s) already exist" in _one_line_error(capsys, "already exist")
+    assert "6 output file(s) already exist" in _one_line_error(capsys, "already exist")
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == 3
+    more = _copy(XRAYS[3:5], tmp_path / "more")
+    assert main(["predict", "--weights", "lungs", str(more), "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [Path(r["file"]).name for r in rows] == [f.name for f in XRAYS[:5]]  # earlier rows kept
 
 
 def test_a_file_that_appears_during_the_run_is_not_replaced(tmp_path):
@@ -240,11 +246,14 @@ def test_area_in_mm2_from_the_pixel_spacing():
     assert record.row()["area_mm2"] == "0.6"
 
 
-def test_predictions_csv_is_never_replaced(tmp_path):
+def test_predictions_csv_is_never_replaced(tmp_path, capsys):
     path = tmp_path / "predictions.csv"
     path.write_text("keep")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(stream.OutputExistsError):
         PredictionsCSV(path)
+    assert path.read_text() == "keep"
+    assert main(["predict", "--weights", "lungs", str(XRAYS[0]), "--out", str(tmp_path)]) == 2
+    assert "predictions.csv" in _one_line_error(capsys, "1 output file(s) already exist")
     assert path.read_text() == "keep"
 
 

@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="masks (PNG or DICOM SEG, native resolution), overlays and predictions.csv for images",
         description="For each input image (files or folders; folders are not searched recursively and earlier "
         "outputs in them are left out), write OUT/NAME_mask.png (0/255, the input's own size; NAME_seg.dcm with "
-        "--format dicom-seg), OUT/NAME_overlay.png unless --no-overlay, and one row of OUT/predictions.csv. Every "
+        "--format dicom-seg), OUT/NAME_overlay.png unless --no-overlay, and one row of OUT/predictions.csv (appended "
+        "to when it exists). Every "
         "input is checked (header, size) and every output name is checked before anything is written; existing "
         "files are never replaced without --overwrite. Images stream through a bounded pipeline, so memory does not "
         "grow with the number of inputs. Exit status 1 when some files were skipped (listed in the summary).",
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     version = f"weights {args.weights}" if args.weights else f"{run_dir.resolve().name} ({args.checkpoint})"
     out.mkdir(parents=True, exist_ok=True)
     skipped, start = [], time.perf_counter()
-    with PredictionsCSV(out / CSV_NAME, overwrite=args.overwrite) as table, \
+    with PredictionsCSV(out / CSV_NAME) as table, \
             tqdm(total=len(jobs), unit="image", desc="predict", disable=None) as bar:  # fmt: skip
         records = stream_predict(predictor, jobs, batch_size=args.batch_size, workers=args.workers, fmt=args.fmt,
                                  overwrite=args.overwrite, model_version=version)  # fmt: skip

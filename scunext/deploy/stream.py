@@ -285,7 +285,7 @@ def plan_predictions(
             raise ValueError(f"--format dicom-seg needs DICOM inputs; {len(not_dicom)} of {len(jobs)} are not: "
                              f"{_examples(not_dicom)}")  # fmt: skip
     existing = [p for j in jobs for p in j.outputs if p.exists()]
-    if (out / CSV_NAME).exists():
+    if (out / CSV_NAME).exists() and not PredictionsCSV.appendable(out / CSV_NAME):
         existing.append(out / CSV_NAME)
     if existing and not overwrite:
         raise OutputExistsError(f"{len(existing)} output file(s) already exist and would be replaced: "
@@ -346,14 +346,28 @@ def _measure(record: PredictionRecord, mask: np.ndarray, logits: torch.Tensor, i
 class PredictionsCSV:
     """``predictions.csv``, written row by row (flushed, so a crash keeps the rows done); a context manager.
 
-    Created exclusively (an existing file is an error) unless ``overwrite``.
+    An existing file with the same header is appended to, never replaced: the table then keeps every run into the
+    folder, and the last row of a file is its latest result. Any other existing file is an error.
     """
 
-    def __init__(self, path: str | os.PathLike[str], overwrite: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._fh = self.path.open("w" if overwrite else "x", newline="", encoding="utf-8")
+        append = self.path.exists()
+        if append and not self.appendable(self.path):
+            raise OutputExistsError(f"{self.path}: exists and is not a predictions table of this version; not replaced")
+        self._fh = self.path.open("a" if append else "x", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._fh, fieldnames=PredictionRecord.columns())
-        self._writer.writeheader()
+        if not append:
+            self._writer.writeheader()
+
+    @staticmethod
+    def appendable(path: Path) -> bool:
+        """Whether ``path`` is a predictions table with today's columns (rows can be appended to it)."""
+        try:
+            with path.open(newline="", encoding="utf-8") as fh:
+                return next(csv.reader(fh), None) == PredictionRecord.columns()
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return False
 
     def write(self, record: PredictionRecord) -> None:
         self._writer.writerow(record.row())

@@ -42,8 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e2e.add_argument("--engine", default="torch", choices=ENGINES, help="predict's --engine (default torch)")
     e2e.add_argument("--batch-size", type=int, default=8)
     e2e.add_argument("--workers", type=int, default=2)
-    e2e.add_argument("--baseline-max-n", type=int, default=40,
-                     help="files for the pre-streaming baseline, whose memory grows with N (default 40)")
+    e2e.add_argument("--baseline-max-n", type=int, default=20,
+                     help="files for the pre-streaming baseline, whose memory grows with N (default 20)")
     e2e.add_argument("--no-baseline", action="store_true", help="measure the streaming pipeline only")
     p.set_defaults(func=run)
 

@@ -504,6 +504,10 @@ def dicom_seg_writer() -> Any:
     return write_dicom_seg
 
 
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
 def stream_predict(
     predictor: Predictor,
     jobs: Sequence[PredictJob],
@@ -540,7 +544,9 @@ def stream_predict(
                       dicom_seg_writer() if fmt == "dicom-seg" else None)  # fmt: skip
     lookahead = max(batch_size, workers)  # decodes queued or running
     max_slots = 2 * batch_size + 2 * workers  # images between decode and the end of their write
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scunext-predict")
+    # one PyTorch thread per worker (PyTorch's thread count is per calling thread): the workers are the parallelism,
+    # and the model keeps the calling thread's setting
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scunext-predict", initializer=_one_thread)
     decoding: deque[tuple[_Slot, Future[_Decoded]]] = deque()
     slots: deque[_Slot] = deque()
     batch: list[tuple[_Slot, _Decoded]] = []

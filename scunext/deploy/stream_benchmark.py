@@ -71,7 +71,7 @@ class EndToEndConfig:
     workers: int = 2
     threads: int = 2
     baseline: bool = True
-    baseline_max_n: int = 40
+    baseline_max_n: int = 20
     distinct: int = 8
     workdir: str | None = None
 

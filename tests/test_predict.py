@@ -295,6 +295,33 @@ def test_images_in_flight_are_bounded_whatever_the_number_of_files(lungs, tmp_pa
     assert 4 <= peaks[20] <= 2 * 4 + 2 * 2 and peaks[60] <= 2 * 4 + 2 * 2, peaks
 
 
+def test_overlay_pixels_in_flight_stay_within_the_budget(lungs, tmp_path, monkeypatch):
+    """Full-size images kept for overlays are bounded in bytes too: with a budget of two 256x256 overlays, at most two
+    are held, and every file is still written, in order."""
+    monkeypatch.setattr(stream, "MAX_KEPT_BYTES", 2 * 3 * 256 * 256)
+    held, peak = [0], [0]
+    decode, write = stream._decode, stream._safe_write
+
+    def counted_decode(*a, **k):
+        held[0] += 1
+        peak[0] = max(peak[0], held[0])
+        return decode(*a, **k)
+
+    def counted_write(*a, **k):
+        try:
+            return write(*a, **k)
+        finally:
+            held[0] -= 1
+
+    monkeypatch.setattr(stream, "_decode", counted_decode)
+    monkeypatch.setattr(stream, "_safe_write", counted_write)
+    jobs = plan_predictions(XRAYS[:10], tmp_path / "out", overlay=True)
+    (tmp_path / "out").mkdir()
+    records = list(stream_predict(lungs, jobs, batch_size=4, workers=2))
+    assert [r.file for r in records] == [str(f) for f in XRAYS[:10]] and all(r.ok for r in records)
+    assert peak[0] <= 2 and len(list((tmp_path / "out").glob("*_overlay.png"))) == 10
+
+
 def test_stream_predict_argument_errors(lungs, tmp_path):
     jobs = plan_predictions(XRAYS[:1], tmp_path / "out")
     for kw in ({"batch_size": 0}, {"workers": 0}, {"fmt": "tiff"}):

@@ -13,7 +13,8 @@ Two steps:
    thread runs the model on batches (:meth:`Predictor.logits <scunext.deploy.predictor.Predictor.logits>`). The
    same worker threads then upsample each image's logits to its own size, threshold them and write the mask (PNG
    or DICOM SEG) and the overlay. At most ``2 * batch_size + 2 * workers`` images are in flight at any time,
-   whatever the number of files. A file that fails mid-way (corrupt pixel data, a write error) gives a ``status``
+   whatever the number of files, and the full-size images kept for overlays hold at most
+   :data:`MAX_KEPT_BYTES`. A file that fails mid-way (corrupt pixel data, a write error) gives a ``status``
    other than ``ok`` in its :class:`PredictionRecord` and the others go on.
 
 Pillow's decoders, its resampling and PNG encoding, zlib and PyTorch's kernels release the GIL, so threads
@@ -71,6 +72,9 @@ CSV_NAME = "predictions.csv"
 #: zlib level of the PNG outputs: 1 encodes a binary mask about 2.5x faster than Pillow's default 6 for files about
 #: 1.5x larger (2048x2048 mask, docs/deployment.md)
 PNG_COMPRESS_LEVEL = 1
+#: bytes of full-size pixels that the pipeline may hold for overlays (counted as the RGB overlay's size): about 4
+#: images of 4000x3000, 13 of 2048x2048; the count bound (2 x batch + 2 x workers) applies on top
+MAX_KEPT_BYTES = 160 * 2**20
 #: without overlays, JPEGs are decoded at the smallest DCT scale with both sides >= DRAFT_FACTOR x the model's input
 #: size, then area-resized as usual. 2 rather than 1: half the mask differences against a full decode, for 1.5x the
 #: decode time of the smallest scale (still about 5x faster than a full decode of a 4000x3000 JPEG; docs/deployment.md)
@@ -398,6 +402,7 @@ class _Slot:
 
     job: PredictJob
     result: PredictionRecord | Future[PredictionRecord] | None = None
+    kept_bytes: int = 0  # full-size pixels held for the overlay, counted against MAX_KEPT_BYTES
 
 
 def _reason(exc: BaseException) -> str:
@@ -544,6 +549,7 @@ def stream_predict(
                       dicom_seg_writer() if fmt == "dicom-seg" else None)  # fmt: skip
     lookahead = max(batch_size, workers)  # decodes queued or running
     max_slots = 2 * batch_size + 2 * workers  # images between decode and the end of their write
+    kept = 0  # bytes of full-size images held for overlays (and of the overlays), at most MAX_KEPT_BYTES
     # one PyTorch thread per worker (PyTorch's thread count is per calling thread): the workers are the parallelism,
     # and the model keeps the calling thread's setting
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scunext-predict", initializer=_one_thread)
@@ -553,16 +559,26 @@ def stream_predict(
     pending = iter(jobs)
     exhausted = False
 
+    upcoming: list[PredictJob] = []
+
     def top_up() -> None:
-        nonlocal exhausted
+        nonlocal exhausted, kept
         while not exhausted and len(decoding) < lookahead and len(slots) + len(decoding) < max_slots:
-            job = next(pending, None)
-            if job is None:
-                exhausted = True
-                return
+            if not upcoming:
+                job = next(pending, None)
+                if job is None:
+                    exhausted = True
+                    return
+                upcoming.append(job)
+            job = upcoming[0]
             keep = job.overlay is not None
+            cost = 3 * int(job.info.size[0]) * int(job.info.size[1]) if keep else 0  # the RGB overlay's size
+            if cost and kept + cost > MAX_KEPT_BYTES and (slots or decoding):
+                return  # wait until earlier images are written (one image alone may exceed the budget)
+            upcoming.pop()
+            kept += cost
             draft = None if keep else DRAFT_FACTOR * predictor.size
-            decoding.append((_Slot(job), pool.submit(_decode, predictor, job, draft, keep)))
+            decoding.append((_Slot(job, kept_bytes=cost), pool.submit(_decode, predictor, job, draft, keep)))
 
     def flush() -> None:
         if not batch:
@@ -573,12 +589,14 @@ def stream_predict(
         batch.clear()
 
     def ready(block: bool) -> Iterator[PredictionRecord]:
+        nonlocal kept
         while slots:
             res = slots[0].result
             if res is None or (isinstance(res, Future) and not block and not res.done()):
                 return
-            slots.popleft()
-            yield res.result() if isinstance(res, Future) else res
+            record = res.result() if isinstance(res, Future) else res
+            kept -= slots.popleft().kept_bytes
+            yield record
             block = False
 
     try:
@@ -596,9 +614,14 @@ def stream_predict(
             if len(batch) >= batch_size or not decoding:
                 flush()
             yield from ready(block=False)
-            while len(slots) >= max_slots - batch_size and slots[0].result is not None:
+            # wait for the oldest write when the pipeline is full (by count, or by the overlay budget)
+            while slots and slots[0].result is not None and (len(slots) >= max_slots - batch_size
+                                                             or (not decoding and not exhausted)):  # fmt: skip
                 yield from ready(block=True)
+                top_up()
             top_up()
+        if not exhausted or upcoming:  # pragma: no cover - a bug, never a silent loss of files
+            raise RuntimeError("predict pipeline stopped with files left to do")
         flush()
         while slots:
             yield from ready(block=True)

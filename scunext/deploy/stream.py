@@ -223,10 +223,11 @@ def plan_predictions(
 
     Args:
         inputs: image files and folders of images (folders are not searched recursively).
-        out: the output folder (created later, by :func:`stream_predict`'s caller or on the first write).
+        out: the output folder (created by :func:`stream_predict`; nothing is created here).
         fmt: one of :data:`FORMATS`; ``dicom-seg`` needs every input to be DICOM.
         overlay: plan ``NAME_overlay.png`` files too.
-        overwrite: allow outputs (and ``predictions.csv``) to replace existing files.
+        overwrite: allow outputs to replace existing files (``predictions.csv`` is appended to either way, when it
+            has today's columns).
         max_pixels: refuse larger images (header size).
 
     Returns:
@@ -545,6 +546,8 @@ def stream_predict(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
+    for folder in {p.parent for j in jobs for p in j.outputs}:
+        folder.mkdir(parents=True, exist_ok=True)
     spec = _WriteSpec(fmt, overwrite, predictor.name, model_version,
                       dicom_seg_writer() if fmt == "dicom-seg" else None)  # fmt: skip
     lookahead = max(batch_size, workers)  # decodes queued or running

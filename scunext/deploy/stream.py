@@ -447,7 +447,7 @@ def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
 
 
 def _tmp_name(final: Path) -> Path:
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    return final.with_name(f".{final.stem}.{os.getpid()}.tmp{final.suffix}")  # hidden, with the output's suffix
 
 
 def _save_png(pixels: np.ndarray, final: Path, overwrite: bool) -> None:
@@ -478,11 +478,12 @@ def _write(predictor: Predictor, job: PredictJob, logits: torch.Tensor, image: n
     else:
         tmp = _tmp_name(job.mask)
         try:
-            spec.seg_writer(job.source, mask, tmp, model_name=spec.model_name, model_version=spec.model_version)
+            written = spec.seg_writer(job.source, mask, tmp, model_name=spec.model_name,
+                                      model_version=spec.model_version)  # fmt: skip
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _publish(tmp, job.mask, spec.overwrite)
+        _publish(Path(written) if written else tmp, job.mask, spec.overwrite)
     if job.overlay is not None and image is not None:
         _save_png(make_overlay(image, mask), job.overlay, spec.overwrite)
     record = PredictionRecord(str(job.source), str(job.mask), h, w)

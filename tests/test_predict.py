@@ -334,6 +334,40 @@ def test_stream_predict_argument_errors(lungs, tmp_path):
 # ------------------------------------------------------------------------------------------------ DICOM SEG
 
 
+def test_dicom_seg_path_of_the_pipeline_with_a_stand_in_writer(lungs, tmp_path, monkeypatch):
+    """--format dicom-seg hands write_dicom_seg the source, the native-size bool mask, a hidden .dcm temporary name
+    and the model's name and version, and publishes what it wrote."""
+    calls = []
+
+    def writer(source, mask, out, *, model_name, model_version):
+        calls.append((source, mask.dtype, mask.shape, out.name, model_name, model_version))
+        out.write_bytes(np.packbits(mask).tobytes())
+        return out
+
+    monkeypatch.setattr(stream, "dicom_seg_writer", lambda: writer)
+    jobs = plan_predictions(XRAYS[:2], tmp_path / "out", overlay=False)
+    for job in jobs:
+        job.mask = job.mask.with_name(f"{job.source.stem}_seg.dcm")
+    records = list(stream_predict(lungs, jobs, fmt="dicom-seg", model_version="v1"))
+    assert all(r.ok for r in records) and [c[0] for c in calls] == XRAYS[:2]
+    for (_, dtype, shape, name, model, version), record in zip(calls, records):
+        assert dtype == np.bool_ and shape == (256, 256) and name.startswith(".") and name.endswith(".tmp.dcm")
+        assert (model, version) == (lungs.name, "v1")
+        written = np.unpackbits(np.frombuffer(Path(record.mask).read_bytes(), np.uint8))
+        assert int(written.sum()) == record.area_px > 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{f.stem}_seg.dcm" for f in XRAYS[:2]]
+
+
+def test_dicom_seg_without_the_writer_module_is_a_one_line_error():
+    try:
+        import scunext.deploy.dicom_seg  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(ValueError, match="no DICOM SEG writer"):
+            stream.dicom_seg_writer()
+    else:
+        pytest.skip("scunext.deploy.dicom_seg is installed")
+
+
 def test_dicom_seg_output_equals_the_png_mask(tmp_path, capsys):
     """Needs the DICOM reader and scunext.deploy.dicom_seg (DICOM branch); skipped where they are absent."""
     pytest.importorskip("scunext.deploy.dicom_seg")

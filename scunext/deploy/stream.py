@@ -289,6 +289,7 @@ def plan_predictions(
         if not_dicom:
             raise ValueError(f"--format dicom-seg needs DICOM inputs; {len(not_dicom)} of {len(jobs)} are not: "
                              f"{_examples(not_dicom)}")  # fmt: skip
+        dicom_seg_writer()  # the writer and its packages are there, before anything is written
     existing = [p for j in jobs for p in j.outputs if p.exists()]
     if (out / CSV_NAME).exists() and not PredictionsCSV.appendable(out / CSV_NAME):
         existing.append(out / CSV_NAME)

@@ -7,6 +7,7 @@ import sys
 
 from scunext.benchmark import BenchmarkConfig, dumps, format_report, run_benchmark
 from scunext.deploy.runtimes import ENGINES
+from scunext.deploy.stream_benchmark import KINDS, EndToEndConfig, format_end_to_end, run_end_to_end
 from scunext.models import list_models
 
 
@@ -28,10 +29,47 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    e2e = p.add_argument_group(
+        "end to end (--end-to-end)",
+        "scunext predict on generated full-size files (2048x2048 PNG and DICOM, 4000x3000 JPEG): images/s and peak "
+        "RSS of the streaming pipeline and of the pre-streaming predict, measured in the same run "
+        "(docs/deployment.md)",
+    )
+    e2e.add_argument("--end-to-end", action="store_true", help="run this benchmark instead of the model one")
+    e2e.add_argument("--n", default="100", help="comma-separated numbers of files (default 100)")
+    e2e.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated input kinds, from {', '.join(KINDS)}")
+    e2e.add_argument("--overlay", choices=["no", "yes", "both"], default="both", help="overlays written (default both)")
+    e2e.add_argument("--engine", default="torch", choices=ENGINES, help="predict's --engine (default torch)")
+    e2e.add_argument("--batch-size", type=int, default=8)
+    e2e.add_argument("--workers", type=int, default=2)
+    e2e.add_argument("--baseline-max-n", type=int, default=20,
+                     help="files for the pre-streaming baseline, whose memory grows with N (default 20)")
+    e2e.add_argument("--no-baseline", action="store_true", help="measure the streaming pipeline only")
     p.set_defaults(func=run)
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--n takes comma-separated integers, got {text!r}") from None
+
+
+def run_end_to_end_cli(args: argparse.Namespace) -> int:
+    cfg = EndToEndConfig(
+        n=_ints(args.n), kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
+        overlays={"no": [False], "yes": [True], "both": [False, True]}[args.overlay], engine=args.engine,
+        batch_size=args.batch_size, workers=args.workers, threads=args.threads, baseline=not args.no_baseline,
+        baseline_max_n=args.baseline_max_n,
+    )  # fmt: skip
+    report = run_end_to_end(cfg, progress=lambda msg: print(msg, file=sys.stderr))
+    print(dumps(report) if args.json else format_end_to_end(report))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.end_to_end:
+        return run_end_to_end_cli(args)
     cfg = BenchmarkConfig(
         model=args.model, baseline=args.baseline, engines=[e.strip() for e in args.engines.split(",") if e.strip()],
         size=args.size, in_channels=args.in_channels, threads=args.threads, latency_runs=args.runs,

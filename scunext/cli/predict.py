@@ -1,32 +1,40 @@
-"""``scunext predict``: segment image files or folders with a trained run."""
+"""``scunext predict``: segment image files or folders with a trained run (streaming, see scunext.deploy.stream)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from tqdm import tqdm
 
 from scunext.cli.weights import add_weights_option
-from scunext.data import IMAGE_EXTENSIONS, read_image
 from scunext.deploy.predictor import Predictor
 from scunext.deploy.runtimes import ENGINES
-from scunext.visualize import overlay
+from scunext.deploy.stream import CSV_NAME, FORMATS, PredictionsCSV, plan_predictions, stream_predict
 from scunext.weights import list_weights, weights_dir
+
+DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
-        help="masks (PNG, native resolution) and overlays for images",
-        description="For each input image (files or folders), write OUT/NAME_mask.png (0/255, the input's own "
-        "size) and OUT/NAME_overlay.png. All inputs are read and checked before anything is written.",
+        help="masks (PNG or DICOM SEG, native resolution), overlays and predictions.csv for images",
+        description="For each input image (files or folders; folders are not searched recursively and earlier "
+        "outputs in them are left out), write OUT/NAME_mask.png (0/255, the input's own size; NAME_seg.dcm with "
+        "--format dicom-seg), OUT/NAME_overlay.png unless --no-overlay, and one row of OUT/predictions.csv (appended "
+        "to when it exists). Every "
+        "input is checked (header, size) and every output name is checked before anything is written; existing "
+        "files are never replaced without --overwrite. Images stream through a bounded pipeline, so memory does not "
+        "grow with the number of inputs. Exit status 1 when some files were skipped (listed in the summary).",
     )
     p.add_argument("paths", nargs="+", metavar="[RUN_DIR] INPUT",
                    help="a training run folder (unless --weights is given), then image files or folders of images")
     add_weights_option(p, "released weights instead of a RUN_DIR")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (not an input folder)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
@@ -34,6 +42,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--engine", default="torch", choices=ENGINES,
         help="CPU inference engine (default torch; onnxruntime is the fastest, see docs/deployment.md)",
     )  # fmt: skip
+    p.add_argument("--format", default="png", choices=FORMATS, dest="fmt",
+                   help="mask format: png (default) or dicom-seg (a DICOM Segmentation per DICOM input)")
+    p.add_argument("--no-overlay", action="store_true", help="write masks only (faster: JPEGs are then decoded at "
+                   "reduced size)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help=f"decode/write threads (default {DEFAULT_WORKERS}: this machine's cores, at most 4)")
     p.set_defaults(func=run)
 
 
@@ -48,42 +64,45 @@ def model_source(weights: str | None, paths: list[str]) -> tuple[Path, list[str]
     return run_dir, list(paths[1:])
 
 
-def collect_inputs(inputs: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-            if not found:
-                raise FileNotFoundError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
-    stems = [f.stem for f in files]
-    dups = sorted({s for s in stems if stems.count(s) > 1})
-    if dups:
-        raise ValueError(f"several inputs share the name {dups[0]!r}; their outputs would overwrite each other")
-    return files
+def _names(records: list, limit: int = 3) -> str:
+    names = [Path(r.file).name for r in records[:limit]]
+    return ", ".join(names) + (", ..." if len(records) > limit else "")
 
 
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.threshold < 1:
         raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
+    for name in ("batch_size", "workers"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     run_dir, inputs = model_source(args.weights, args.paths)
     if not inputs:
         raise ValueError("give at least one INPUT image or folder after RUN_DIR")
-    files = collect_inputs(inputs)
+    out = Path(args.out)
+    jobs = plan_predictions(inputs, out, fmt=args.fmt, overlay=not args.no_overlay, overwrite=args.overwrite)
     predictor = Predictor.from_run(run_dir, args.checkpoint, device=args.device, engine=args.engine)
     predictor.threshold = args.threshold
-    images = [read_image(f) for f in files]  # every input checked before anything is written
-    masks = predictor.predict(images)
-    out = Path(args.out)
+    version = f"weights {args.weights}" if args.weights else f"{run_dir.resolve().name} ({args.checkpoint})"
     out.mkdir(parents=True, exist_ok=True)
-    for f, im, m in zip(files, images, masks):
-        Image.fromarray((m * 255).astype(np.uint8)).save(out / f"{f.stem}_mask.png")
-        Image.fromarray(overlay(im, m)).save(out / f"{f.stem}_overlay.png")
-        area = int(m.sum())
-        print(f"{f}: {area} px ({100 * area / m.size:.2f}% of image) -> {out / (f.stem + '_mask.png')}")
-    return 0
+    skipped, start = [], time.perf_counter()
+    with PredictionsCSV(out / CSV_NAME) as table, \
+            tqdm(total=len(jobs), unit="image", desc="predict", disable=None) as bar:  # fmt: skip
+        records = stream_predict(predictor, jobs, batch_size=args.batch_size, workers=args.workers, fmt=args.fmt,
+                                 overwrite=args.overwrite, model_version=version)  # fmt: skip
+        for rec in records:
+            table.write(rec)
+            bar.update()
+            if rec.ok:
+                mm2 = f", {rec.area_mm2:.1f} mm2" if rec.area_mm2 is not None else ""
+                tqdm.write(f"{rec.file}: {rec.area_px} px ({100 * rec.area_px / (rec.height * rec.width):.2f}% of "
+                           f"image{mm2}) -> {rec.mask}")  # fmt: skip
+            else:
+                skipped.append(rec)
+                tqdm.write(f"scunext predict: {rec.file}: {rec.status}", file=sys.stderr)
+    secs = time.perf_counter() - start
+    done = len(jobs) - len(skipped)
+    summary = f"{done} of {len(jobs)} images segmented in {secs:.1f} s ({len(jobs) / max(secs, 1e-9):.1f} images/s)"
+    if skipped:
+        summary += f"; {len(skipped)} skipped ({_names(skipped)})"
+    print(f"{summary}; table: {out / CSV_NAME}")
+    return 1 if skipped else 0

@@ -37,6 +37,7 @@ __all__ = [
     "select_pairs",
     "convert_channels",
     "resize_pair",
+    "resize_image",
     "SegmentationDataset",
 ]
 
@@ -257,11 +258,21 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> t
     out_h, out_w = size
     if (h, w) == (out_h, out_w):
         return image, mask
-    method = Image.Resampling.BOX if out_h <= h and out_w <= w else Image.Resampling.BILINEAR
-    planes = [np.asarray(Image.fromarray(image[..., c]).resize((out_w, out_h), method)) for c in range(image.shape[2])]
     mask_u8 = mask.astype(np.uint8)
     mask_out = np.asarray(Image.fromarray(mask_u8).resize((out_w, out_h), Image.Resampling.NEAREST))
-    return np.stack(planes, axis=2), mask_out.astype(mask.dtype)
+    return resize_image(image, size), mask_out.astype(mask.dtype)
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The image half of :func:`resize_pair` (uint8 ``(H, W, C)`` -> ``(height, width, C)``, area averaging when
+    both sides shrink, bilinear otherwise), for inference, where there is no mask to carry along."""
+    h, w = image.shape[:2]
+    out_h, out_w = size
+    if (h, w) == (out_h, out_w):
+        return image
+    method = Image.Resampling.BOX if out_h <= h and out_w <= w else Image.Resampling.BILINEAR
+    planes = [np.asarray(Image.fromarray(image[..., c]).resize((out_w, out_h), method)) for c in range(image.shape[2])]
+    return np.stack(planes, axis=2)
 
 
 def normalise(image: np.ndarray, mean: float | np.ndarray = 0.5, std: float | np.ndarray = 0.5) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from scunext.data.dataset import convert_channels, normalise, resize_pair
+from scunext.data.dataset import convert_channels, normalise, resize_image
 
 __all__ = ["preprocess"]
 
@@ -13,5 +13,4 @@ __all__ = ["preprocess"]
 def preprocess(image: np.ndarray, in_channels: int, size: int) -> torch.Tensor:
     """uint8 image (any channels) -> normalised float32 ``(in_channels, size, size)`` tensor, exactly as in training."""
     img = convert_channels(image, in_channels)
-    img, _ = resize_pair(img, np.zeros(img.shape[:2], np.uint8), (size, size))
-    return normalise(img)
+    return normalise(resize_image(img, (size, size)))

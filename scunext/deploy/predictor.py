@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,20 +86,51 @@ class Predictor:
         """uint8 image (any channels) -> normalised ``(C, size, size)`` tensor, exactly as in training."""
         return preprocess(image, self.in_channels, self.size)
 
+    @property
+    def threshold_logit(self) -> float:
+        """The logit of :attr:`threshold`: ``sigmoid(z) > threshold`` exactly when ``z > threshold_logit``, so masks
+        are thresholded on the logits and no sigmoid is computed at full size."""
+        t = float(self.threshold)
+        if not 0 < t < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {t}")
+        return math.log(t / (1 - t))
+
+    @torch.inference_mode()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Foreground logits ``(B, 1, size, size)`` (float32, CPU) of a batch of prepared images
+        ``(B, C, size, size)`` (:meth:`prepare`)."""
+        x = x.to(self.device)
+        out = (self._runner(x) if self._runner is not None else self.model(x)).float()
+        return out[:, :1].cpu()
+
+    @torch.inference_mode()
+    def upsample(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """One image's logits ``(1, h, w)`` (from :meth:`logits`) bilinearly resized to ``size = (H, W)``:
+        ``(H, W)`` float32."""
+        return F.interpolate(logits[None, :1].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+
+    def mask_from_logits(self, logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        """Boolean mask at ``size = (H, W)`` of one image's low-resolution logits ``(1, h, w)``: bilinear
+        upsampling of the logits, then ``> threshold_logit`` (the same mask as thresholding the probabilities)."""
+        with torch.inference_mode():
+            return (self.upsample(logits, size) > self.threshold_logit).numpy()
+
     @torch.inference_mode()
     def probabilities(self, images: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
         """Foreground probability maps, each at its image's native ``(H, W)``."""
         out: list[np.ndarray] = []
         for i in range(0, len(images), batch_size):
             chunk = images[i : i + batch_size]
-            x = torch.stack([self.prepare(im) for im in chunk]).to(self.device)
-            logits = (self._runner(x) if self._runner is not None else self.model(x)).float()
+            logits = self.logits(torch.stack([self.prepare(im) for im in chunk]))
             for im, lg in zip(chunk, logits):
-                h, w = im.shape[:2]
-                up = F.interpolate(lg[None, :1], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-                out.append(torch.sigmoid(up).cpu().numpy())
+                out.append(torch.sigmoid(self.upsample(lg, im.shape[:2])).numpy())
         return out
 
     def predict(self, images: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
         """Boolean masks (probability > threshold), each at its image's native ``(H, W)``."""
-        return [p > self.threshold for p in self.probabilities(images, batch_size)]
+        out: list[np.ndarray] = []
+        for i in range(0, len(images), batch_size):
+            chunk = images[i : i + batch_size]
+            logits = self.logits(torch.stack([self.prepare(im) for im in chunk]))
+            out.extend(self.mask_from_logits(lg, im.shape[:2]) for im, lg in zip(chunk, logits))
+        return out

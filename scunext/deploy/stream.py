@@ -1,0 +1,634 @@
+"""Streaming prediction: image files -> mask files, with memory that does not depend on the number of files.
+
+Two steps:
+
+1. :func:`plan_predictions` checks every input cheaply before anything is written: it exists, it is an image (a
+   header read, :func:`image_info`, no pixel decode), it is within the pixel cap, and no output would replace an
+   existing file (unless ``overwrite``). Earlier outputs of this tool in an input folder (``*_mask.png``,
+   ``*_overlay.png``, ``*_seg.dcm``) are never taken as inputs, and the output folder may not be an input folder
+   (or inside one).
+2. :func:`stream_predict` runs a bounded pipeline. ``workers`` threads decode files and prepare them
+   (:meth:`Predictor.prepare <scunext.deploy.predictor.Predictor.prepare>`; when no overlay needs the full-size
+   pixels, JPEGs are decoded at reduced size, about twice the model's, with Pillow's draft mode). The calling
+   thread runs the model on batches (:meth:`Predictor.logits <scunext.deploy.predictor.Predictor.logits>`). The
+   same worker threads then upsample each image's logits to its own size, threshold them and write the mask (PNG
+   or DICOM SEG) and the overlay. At most ``2 * batch_size + 2 * workers`` images are in flight at any time,
+   whatever the number of files, and the full-size images kept for overlays hold at most
+   :data:`MAX_KEPT_BYTES`. A file that fails mid-way (corrupt pixel data, a write error) gives a ``status``
+   other than ``ok`` in its :class:`PredictionRecord` and the others go on.
+
+Pillow's decoders, its resampling and PNG encoding, zlib and PyTorch's kernels release the GIL, so threads
+use both cores without copying images between processes.
+
+Files are written under a hidden temporary name and then linked to their final name, which fails if the name
+exists: an output is never half-written under its final name and, without ``overwrite``, never replaces a file that
+appeared after the plan was made.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import warnings
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from scunext.data.dataset import IMAGE_EXTENSIONS
+from scunext.data.errors import DataError
+from scunext.data.io import MAX_IMAGE_PIXELS, read_image
+from scunext.deploy.predictor import Predictor
+from scunext.visualize import overlay as make_overlay
+
+__all__ = [
+    "FORMATS",
+    "OUTPUT_SUFFIXES",
+    "CSV_NAME",
+    "OutputExistsError",
+    "PredictJob",
+    "PredictionRecord",
+    "PredictionsCSV",
+    "image_info",
+    "plan_predictions",
+    "stream_predict",
+]
+
+log = logging.getLogger(__name__)
+
+#: ``--format`` values: PNG masks (0/255, 8-bit gray) or DICOM Segmentation objects (DICOM inputs only)
+FORMATS = ("png", "dicom-seg")
+#: file-name endings of this tool's outputs, by kind; files ending so in an input folder are not taken as inputs
+OUTPUT_SUFFIXES = {"png": "_mask.png", "dicom-seg": "_seg.dcm", "overlay": "_overlay.png"}
+#: the per-image table written next to the masks
+CSV_NAME = "predictions.csv"
+#: zlib level of the PNG outputs: 1 encodes a binary mask about 2.5x faster than Pillow's default 6 for files about
+#: 1.5x larger (2048x2048 mask, docs/deployment.md)
+PNG_COMPRESS_LEVEL = 1
+#: bytes of full-size pixels that the pipeline may hold for overlays (counted as the RGB overlay's size): about 4
+#: images of 4000x3000, 13 of 2048x2048; the count bound (2 x batch + 2 x workers) applies on top
+MAX_KEPT_BYTES = 160 * 2**20
+#: without overlays, JPEGs are decoded at the smallest DCT scale with both sides >= DRAFT_FACTOR x the model's input
+#: size, then area-resized as usual. 2 rather than 1: half the mask differences against a full decode, for 1.5x the
+#: decode time of the smallest scale (still about 5x faster than a full decode of a 4000x3000 JPEG; docs/deployment.md)
+DRAFT_FACTOR = 2
+_DICOM_EXTENSIONS = (".dcm",)
+
+try:  # the DICOM-aware header reader, where installed
+    from scunext.data.io import read_image_info as _read_image_info
+except ImportError:  # pragma: no cover - depends on the installation
+    _read_image_info = None
+_SHOW = 5
+
+
+class OutputExistsError(ValueError):
+    """Outputs would replace existing files (and ``overwrite`` was not given)."""
+
+
+# ----------------------------------------------------------------------------------------------- image headers
+
+
+@dataclass(frozen=True)
+class _HeaderInfo:
+    """What :func:`image_info` reports when the DICOM-aware ``scunext.data.io.read_image_info`` is not installed."""
+
+    size: tuple[int, int]
+    channels: int
+    format: str
+    pixel_spacing_mm: tuple[float, float] | None = None
+    is_dicom: bool = False
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    if path.suffix.lower() in _DICOM_EXTENSIONS:
+        return True
+    try:
+        with path.open("rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _pillow_header(path: Path) -> _HeaderInfo:
+    if _looks_like_dicom(path):
+        raise DataError(f"{path}: a DICOM file, and this installation has no DICOM reader (scunext.data.io)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+                mode, fmt = im.mode, im.format or "?"
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DataError(f"{path}: refused as a possible decompression bomb ({exc})") from exc
+        except UnidentifiedImageError as exc:
+            raise DataError(f"{path}: not a readable image (unknown format or corrupt header)") from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise DataError(f"{path}: cannot open image ({str(exc).strip() or type(exc).__name__})") from exc
+    if mode == "F":
+        raise DataError(f"{path}: floating-point images are not supported (unknown intensity range); save as 8/16-bit")
+    channels = 1 if mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;16") else 3
+    return _HeaderInfo(size=(height, width), channels=channels, format=fmt)
+
+
+def image_info(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
+    """Header-only facts about an image file (no pixel decode): ``size`` (H, W), ``channels``, ``format``,
+    ``pixel_spacing_mm`` ((row, col) in mm, or None) and ``is_dicom``.
+
+    Uses ``scunext.data.io.read_image_info`` (DICOM-aware) where present, else a Pillow header read that gives no
+    pixel spacing. Raises :class:`DataError` for a missing, unreadable or oversized file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes)")
+    info = _pillow_header(path) if _read_image_info is None else _read_image_info(path)
+    height, width = info.size
+    if height < 1 or width < 1:
+        raise DataError(f"{path}: image has an empty size {width}x{height}")
+    if height * width > max_pixels:
+        raise DataError(f"{path}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit "
+                        f"of {max_pixels / 1e6:g} megapixels (possible decompression bomb)")  # fmt: skip
+    return info
+
+
+# --------------------------------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class PredictJob:
+    """One input file and the files it will produce.
+
+    Attributes:
+        source: the input image.
+        info: its header facts (:func:`image_info`).
+        mask: the mask file (``NAME_mask.png`` or ``NAME_seg.dcm``).
+        overlay: the overlay PNG, or None without overlays.
+    """
+
+    source: Path
+    info: Any
+    mask: Path
+    overlay: Path | None = None
+
+    @property
+    def outputs(self) -> list[Path]:
+        return [p for p in (self.mask, self.overlay) if p is not None]
+
+
+def _is_output_name(name: str) -> bool:
+    return any(name.endswith(s) for s in OUTPUT_SUFFIXES.values())
+
+
+def _scan_folder(folder: Path) -> tuple[list[Path], int]:
+    """Image files in ``folder`` (not recursive, hidden files skipped) and how many earlier outputs were left out."""
+    found, outputs = [], 0
+    for f in sorted(folder.iterdir()):
+        if not f.is_file() or f.name.startswith("."):
+            continue
+        suffix = f.suffix.lower()
+        if suffix in IMAGE_EXTENSIONS or suffix in _DICOM_EXTENSIONS or (not suffix and _looks_like_dicom(f)):
+            if _is_output_name(f.name):
+                outputs += 1
+            else:
+                found.append(f)
+    return found, outputs
+
+
+def _examples(items: Sequence[Any]) -> str:
+    return ", ".join(str(i) for i in items[:_SHOW]) + (", ..." if len(items) > _SHOW else "")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def plan_predictions(
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    fmt: str = "png",
+    overlay: bool = True,
+    overwrite: bool = False,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> list[PredictJob]:
+    """Check every input and name every output, before anything is decoded or written.
+
+    Args:
+        inputs: image files and folders of images (folders are not searched recursively).
+        out: the output folder (created by :func:`stream_predict`; nothing is created here).
+        fmt: one of :data:`FORMATS`; ``dicom-seg`` needs every input to be DICOM.
+        overlay: plan ``NAME_overlay.png`` files too.
+        overwrite: allow outputs to replace existing files (``predictions.csv`` is appended to either way, when it
+            has today's columns).
+        max_pixels: refuse larger images (header size).
+
+    Returns:
+        One :class:`PredictJob` per input file, in input order (folders sorted by name).
+
+    Raises:
+        ValueError: ``out`` is a file or an input folder (or inside one), an input folder holds no images,
+            two inputs share a name, ``fmt`` is unknown or an input is not DICOM for ``dicom-seg``.
+        DataError: a missing, unreadable or oversized input (the message counts them and names the first few).
+        OutputExistsError: outputs would replace existing files (the message counts them and names the first few).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} is an existing file, not a folder")
+    out_resolved = out.resolve()
+    files: list[Path] = []
+    skipped_outputs = 0
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            if _inside(out_resolved, path.resolve()):
+                raise ValueError(f"output folder {out} is the input folder {path} or inside it; give another --out")
+            found, n_out = _scan_folder(path)
+            skipped_outputs += n_out
+            if not found:
+                raise DataError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTENSIONS + _DICOM_EXTENSIONS)})"
+                                + (f"; {n_out} earlier scunext outputs left out" if n_out else ""))  # fmt: skip
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    if skipped_outputs:
+        log.info("left out %d file(s) named like scunext outputs (%s)", skipped_outputs,
+                 ", ".join("*" + s for s in OUTPUT_SUFFIXES.values()))  # fmt: skip
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems:
+            raise ValueError(f"several inputs share the name {f.stem!r} ({stems[f.stem]}, {f}); their outputs would "
+                             "overwrite each other")  # fmt: skip
+        stems[f.stem] = f
+
+    jobs, bad = [], []
+    for f in files:
+        try:
+            info = image_info(f, max_pixels)
+        except DataError as exc:
+            bad.append(str(exc))
+            continue
+        mask = out / f"{f.stem}{OUTPUT_SUFFIXES[fmt]}"
+        jobs.append(PredictJob(f, info, mask, out / f"{f.stem}{OUTPUT_SUFFIXES['overlay']}" if overlay else None))
+    if bad:
+        head = f"{len(bad)} of {len(files)} inputs cannot be read" if len(bad) > 1 else bad[0]
+        raise DataError(head if len(bad) == 1 else f"{head}: {'; '.join(bad[:3])}" + ("; ..." if len(bad) > 3 else ""))
+    if fmt == "dicom-seg":
+        not_dicom = [j.source for j in jobs if not getattr(j.info, "is_dicom", False)]
+        if not_dicom:
+            raise ValueError(f"--format dicom-seg needs DICOM inputs; {len(not_dicom)} of {len(jobs)} are not: "
+                             f"{_examples(not_dicom)}")  # fmt: skip
+        dicom_seg_writer()  # the writer and its packages are there, before anything is written
+    existing = [p for j in jobs for p in j.outputs if p.exists()]
+    if (out / CSV_NAME).exists() and not PredictionsCSV.appendable(out / CSV_NAME):
+        existing.append(out / CSV_NAME)
+    if existing and not overwrite:
+        raise OutputExistsError(f"{len(existing)} output file(s) already exist and would be replaced: "
+                                f"{_examples([p.name for p in existing])} in {out}; pass --overwrite to replace "
+                                "them, or choose another --out")  # fmt: skip
+    return jobs
+
+
+# ------------------------------------------------------------------------------------------------ the results
+
+
+@dataclass
+class PredictionRecord:
+    """One image's result: one row of ``predictions.csv``.
+
+    The CSV columns are these fields, in this order. To add a column (e.g. a quality score), add a field with a
+    default here and fill it in :func:`_measure`, which sees the mask, the low-resolution logits and the header.
+    """
+
+    file: str
+    mask: str = ""
+    height: int | None = None
+    width: int | None = None
+    area_px: int | None = None
+    area_mm2: float | None = None
+    status: str = "ok"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def row(self) -> dict[str, str]:
+        """The CSV row: ``None`` as an empty cell, floats with 6 significant digits."""
+        out = {}
+        for name in self.columns():
+            value = getattr(self, name)
+            out[name] = "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+        return out
+
+
+def _measure(record: PredictionRecord, mask: np.ndarray, logits: torch.Tensor, info: Any) -> None:
+    """Fill the measured columns of ``record``: the one place where per-image numbers are computed.
+
+    Args:
+        mask: bool ``(H, W)`` at the input's size.
+        logits: the model's ``(1, size, size)`` foreground logits.
+        info: the input's header facts (:func:`image_info`).
+    """
+    record.area_px = int(np.count_nonzero(mask))
+    spacing = getattr(info, "pixel_spacing_mm", None)
+    record.area_mm2 = None if spacing is None else record.area_px * float(spacing[0]) * float(spacing[1])
+
+
+class PredictionsCSV:
+    """``predictions.csv``, written row by row (flushed, so a crash keeps the rows done); a context manager.
+
+    An existing file with the same header is appended to, never replaced: the table then keeps every run into the
+    folder, and the last row of a file is its latest result. Any other existing file is an error.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        append = self.path.exists()
+        if append and not self.appendable(self.path):
+            raise OutputExistsError(f"{self.path}: exists and is not a predictions table of this version; not replaced")
+        self._fh = self.path.open("a" if append else "x", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._fh, fieldnames=PredictionRecord.columns())
+        if not append:
+            self._writer.writeheader()
+
+    @staticmethod
+    def appendable(path: Path) -> bool:
+        """Whether ``path`` is a predictions table with today's columns (rows can be appended to it)."""
+        try:
+            with path.open(newline="", encoding="utf-8") as fh:
+                return next(csv.reader(fh), None) == PredictionRecord.columns()
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return False
+
+    def write(self, record: PredictionRecord) -> None:
+        self._writer.writerow(record.row())
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> PredictionsCSV:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class _Decoded:
+    x: torch.Tensor  # prepared (C, size, size)
+    image: np.ndarray | None  # full-size pixels, kept only for the overlay
+
+
+@dataclass
+class _Slot:
+    """An input's place in the output order: a record, a pending write, or None while its batch is being filled."""
+
+    job: PredictJob
+    result: PredictionRecord | Future[PredictionRecord] | None = None
+    kept_bytes: int = 0  # full-size pixels held for the overlay, counted against MAX_KEPT_BYTES
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _failed(job: PredictJob, stage: str, exc: BaseException) -> PredictionRecord:
+    log.debug("%s: %s failed", job.source, stage, exc_info=exc)
+    h, w = job.info.size
+    reason = _reason(exc)
+    prefix = f"{job.source}: "
+    reason = reason[len(prefix) :] if reason.startswith(prefix) else reason
+    return PredictionRecord(str(job.source), height=h, width=w, status=f"skipped: {stage}: {reason}")
+
+
+def _decode(predictor: Predictor, job: PredictJob, draft_size: int | None, keep: bool) -> _Decoded:
+    image = read_image(job.source, draft_size=draft_size)
+    if draft_size is None and image.shape[:2] != tuple(job.info.size):
+        raise DataError(f"{job.source}: image is {image.shape[1]}x{image.shape[0]}, its header said "
+                        f"{job.info.size[1]}x{job.info.size[0]}")  # fmt: skip
+    return _Decoded(predictor.prepare(image), image if keep else None)
+
+
+def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Give ``tmp`` its final name: atomically, and without ``overwrite`` never replacing an existing file."""
+    try:
+        if overwrite:
+            os.replace(tmp, final)
+            return
+        try:
+            os.link(tmp, final)  # fails with FileExistsError if ``final`` appeared meanwhile
+        except FileExistsError:
+            raise OutputExistsError(f"{final}: appeared during the run; not replaced") from None
+        except OSError:  # a file system without hard links
+            if final.exists():
+                raise OutputExistsError(f"{final}: appeared during the run; not replaced") from None
+            os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _tmp_name(final: Path) -> Path:
+    return final.with_name(f".{final.stem}.{os.getpid()}.tmp{final.suffix}")  # hidden, with the output's suffix
+
+
+def _save_png(pixels: np.ndarray, final: Path, overwrite: bool) -> None:
+    tmp = _tmp_name(final)
+    try:
+        Image.fromarray(pixels).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _publish(tmp, final, overwrite)
+
+
+@dataclass
+class _WriteSpec:
+    fmt: str
+    overwrite: bool
+    model_name: str
+    model_version: str
+    seg_writer: Any = field(default=None, repr=False)
+
+
+def _write(predictor: Predictor, job: PredictJob, logits: torch.Tensor, image: np.ndarray | None,
+           spec: _WriteSpec) -> PredictionRecord:  # fmt: skip
+    h, w = job.info.size
+    mask = predictor.mask_from_logits(logits, (h, w))
+    if spec.fmt == "png":
+        _save_png(mask.view(np.uint8) * np.uint8(255), job.mask, spec.overwrite)
+    else:
+        tmp = _tmp_name(job.mask)
+        try:
+            written = spec.seg_writer(job.source, mask, tmp, model_name=spec.model_name,
+                                      model_version=spec.model_version)  # fmt: skip
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _publish(Path(written) if written else tmp, job.mask, spec.overwrite)
+    if job.overlay is not None and image is not None:
+        _save_png(make_overlay(image, mask), job.overlay, spec.overwrite)
+    record = PredictionRecord(str(job.source), str(job.mask), h, w)
+    _measure(record, mask, logits, job.info)
+    return record
+
+
+def _safe_write(predictor: Predictor, job: PredictJob, logits: torch.Tensor, image: np.ndarray | None,
+                spec: _WriteSpec) -> PredictionRecord:  # fmt: skip
+    try:
+        return _write(predictor, job, logits, image, spec)
+    except Exception as exc:  # reported in the record; the other files go on
+        return _failed(job, "write", exc)
+
+
+def dicom_seg_writer() -> Any:
+    """``scunext.deploy.dicom_seg.write_dicom_seg``, imported on first use (it needs the DICOM extra)."""
+    try:
+        from scunext.deploy.dicom_seg import write_dicom_seg
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("scunext"):
+            raise ValueError("--format dicom-seg: this installation has no DICOM SEG writer "
+                             "(scunext.deploy.dicom_seg)") from exc  # fmt: skip
+        raise
+    return write_dicom_seg
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def stream_predict(
+    predictor: Predictor,
+    jobs: Sequence[PredictJob],
+    *,
+    batch_size: int = 8,
+    workers: int = 2,
+    fmt: str = "png",
+    overwrite: bool = False,
+    model_version: str = "",
+) -> Iterator[PredictionRecord]:
+    """Segment ``jobs`` (from :func:`plan_predictions`) and write their outputs; yields one record per job, in order.
+
+    Memory is bounded by the number of images in flight (at most ``2 * batch_size + 2 * workers``), not by the
+    number of jobs. A file whose pixels cannot be decoded, or whose outputs cannot be written, gives a record with a
+    ``status`` starting ``skipped:`` and is not fatal; an error of the model itself propagates.
+
+    Args:
+        predictor: the model and its preprocessing.
+        jobs: the planned inputs and outputs; overlays are written for jobs that have an ``overlay`` path (their
+            pixels are then decoded at full size; otherwise JPEGs are decoded at reduced size, see
+            :func:`~scunext.data.io.read_image`'s ``draft_size``).
+        batch_size: images per model call.
+        workers: decode/write threads.
+        fmt: ``png`` or ``dicom-seg`` (:func:`scunext.deploy.dicom_seg.write_dicom_seg`).
+        overwrite: let outputs replace existing files (the plan has already refused them otherwise).
+        model_version: recorded in DICOM SEG outputs.
+    """
+    for name, value in (("batch_size", batch_size), ("workers", workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
+    for folder in {p.parent for j in jobs for p in j.outputs}:
+        folder.mkdir(parents=True, exist_ok=True)
+    spec = _WriteSpec(fmt, overwrite, predictor.name, model_version,
+                      dicom_seg_writer() if fmt == "dicom-seg" else None)  # fmt: skip
+    lookahead = max(batch_size, workers)  # decodes queued or running
+    max_slots = 2 * batch_size + 2 * workers  # images between decode and the end of their write
+    kept = 0  # bytes of full-size images held for overlays (and of the overlays), at most MAX_KEPT_BYTES
+    # one PyTorch thread per worker (PyTorch's thread count is per calling thread): the workers are the parallelism,
+    # and the model keeps the calling thread's setting
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scunext-predict", initializer=_one_thread)
+    decoding: deque[tuple[_Slot, Future[_Decoded]]] = deque()
+    slots: deque[_Slot] = deque()
+    batch: list[tuple[_Slot, _Decoded]] = []
+    pending = iter(jobs)
+    exhausted = False
+
+    upcoming: list[PredictJob] = []
+
+    def top_up() -> None:
+        nonlocal exhausted, kept
+        while not exhausted and len(decoding) < lookahead and len(slots) + len(decoding) < max_slots:
+            if not upcoming:
+                job = next(pending, None)
+                if job is None:
+                    exhausted = True
+                    return
+                upcoming.append(job)
+            job = upcoming[0]
+            keep = job.overlay is not None
+            cost = 3 * int(job.info.size[0]) * int(job.info.size[1]) if keep else 0  # the RGB overlay's size
+            if cost and kept + cost > MAX_KEPT_BYTES and (slots or decoding):
+                return  # wait until earlier images are written (one image alone may exceed the budget)
+            upcoming.pop()
+            kept += cost
+            draft = None if keep else DRAFT_FACTOR * predictor.size
+            decoding.append((_Slot(job, kept_bytes=cost), pool.submit(_decode, predictor, job, draft, keep)))
+
+    def flush() -> None:
+        if not batch:
+            return
+        logits = predictor.logits(torch.stack([d.x for _, d in batch]))
+        for (slot, d), lg in zip(batch, logits):
+            slot.result = pool.submit(_safe_write, predictor, slot.job, lg.clone(), d.image, spec)
+        batch.clear()
+
+    def ready(block: bool) -> Iterator[PredictionRecord]:
+        nonlocal kept
+        while slots:
+            res = slots[0].result
+            if res is None or (isinstance(res, Future) and not block and not res.done()):
+                return
+            record = res.result() if isinstance(res, Future) else res
+            kept -= slots.popleft().kept_bytes
+            yield record
+            block = False
+
+    try:
+        top_up()
+        while decoding:
+            slot, fut = decoding.popleft()
+            slots.append(slot)
+            try:
+                decoded = fut.result()
+            except Exception as exc:  # a file that turned out corrupt: reported, the others go on
+                slot.result = _failed(slot.job, "decode", exc)
+            else:
+                batch.append((slot, decoded))
+            top_up()
+            if len(batch) >= batch_size or not decoding:
+                flush()
+            yield from ready(block=False)
+            # wait for the oldest write when the pipeline is full (by count, or by the overlay budget)
+            while slots and slots[0].result is not None and (len(slots) >= max_slots - batch_size
+                                                             or (not decoding and not exhausted)):  # fmt: skip
+                yield from ready(block=True)
+                top_up()
+            top_up()
+        if not exhausted or upcoming:  # pragma: no cover - a bug, never a silent loss of files
+            raise RuntimeError("predict pipeline stopped with files left to do")
+        flush()
+        while slots:
+            yield from ready(block=True)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

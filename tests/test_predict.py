@@ -1,0 +1,405 @@
+"""``scunext predict``: the streaming pipeline (scunext.deploy.stream), never-overwrite, predictions.csv, reduced-size
+JPEG decoding, and the end-to-end benchmark's report (no speed assertions)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scunext.cli.main import main
+from scunext.data import DataError, read_image, sample_dir
+from scunext.deploy import stream
+from scunext.deploy.predictor import Predictor
+from scunext.deploy.stream import PredictionRecord, PredictionsCSV, plan_predictions, stream_predict
+from scunext.deploy.stream_benchmark import baseline_predict
+from scunext.visualize import boundary
+from scunext.weights import weights_dir
+
+XRAYS = sorted((sample_dir("chest-xray-lungs") / "images").iterdir())
+ISIC = sorted((sample_dir("isic2017") / "images").iterdir())
+
+
+@pytest.fixture(scope="module")
+def lungs() -> Predictor:
+    return Predictor.from_run(weights_dir("lungs"))
+
+
+def _one_line_error(capsys, needle: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scunext predict: error: ") and needle in err[0], err
+    return err[0]
+
+
+def _copy(files, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copy(f, folder / f.name)
+    return folder
+
+
+def _masks(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.asarray(Image.open(p)) > 0 for p in sorted(folder.glob("*_mask.png"))}
+
+
+# ------------------------------------------------------------------------------ same masks as before streaming
+
+
+@pytest.mark.parametrize("name, files", [("lungs", XRAYS[:6]), ("isic2017", ISIC[:6])])
+def test_masks_equal_the_pre_streaming_predict_on_the_samples(name, files, tmp_path, capsys):
+    predictor = Predictor.from_run(weights_dir(name))
+    baseline_predict(predictor, files, tmp_path / "before")
+    assert main(["predict", "--weights", name, *map(str, files), "--out", str(tmp_path / "now"),
+                 "--batch-size", "4"]) == 0  # fmt: skip
+    before, now = _masks(tmp_path / "before"), _masks(tmp_path / "now")
+    assert before.keys() == now.keys() and len(now) == 6
+    for key in before:
+        assert 0.02 < before[key].mean() < 0.9  # real segmentations, so the comparison means something
+        np.testing.assert_array_equal(now[key], before[key], err_msg=key)
+        overlay_before = np.asarray(Image.open(tmp_path / "before" / key.replace("_mask", "_overlay")))
+        overlay_now = np.asarray(Image.open(tmp_path / "now" / key.replace("_mask", "_overlay")))
+        np.testing.assert_array_equal(overlay_now, overlay_before)
+
+
+def test_large_jpeg_decoded_at_reduced_size_gives_nearly_the_same_mask(tmp_path, capsys):
+    """--no-overlay decodes a 2000x1500 JPEG at 1/2 scale (draft mode, both sides >= 2 x 256); the mask differs from
+    the full-decode one only along the boundary: fewer changed pixels than boundary pixels, none farther from the
+    boundary than one model pixel (2000 / 256 ~ 8 px), Dice >= 0.995 (measured on 4 ISIC samples: 0.3-0.8 boundary
+    pixels, within 6.3 px, Dice >= 0.998)."""
+    from scipy import ndimage
+
+    big = np.asarray(Image.fromarray(read_image(ISIC[0])).resize((2000, 1500), Image.Resampling.BILINEAR))
+    src = tmp_path / "in" / "big.jpg"
+    src.parent.mkdir()
+    Image.fromarray(big).save(src, quality=92)
+    predictor = Predictor.from_run(weights_dir("isic2017"))
+    baseline_predict(predictor, [src], tmp_path / "full", overlay=False)
+    assert main(["predict", "--weights", "isic2017", str(src), "--out", str(tmp_path / "draft"), "--no-overlay"]) == 0
+    full, draft = _masks(tmp_path / "full")["big_mask.png"], _masks(tmp_path / "draft")["big_mask.png"]
+    assert draft.shape == (1500, 2000) and 0.02 < full.mean() < 0.9
+    edge = boundary(full)
+    changed = full != draft
+    assert 0 < changed.sum() <= edge.sum(), (changed.sum(), edge.sum())  # 0 would mean no reduced-size decode
+    assert ndimage.distance_transform_edt(~edge)[changed].max() <= 2000 / 256
+    assert 2 * (full & draft).sum() / (full.sum() + draft.sum()) >= 0.995
+    assert not (tmp_path / "draft" / "big_overlay.png").exists()
+
+
+def test_read_image_draft_size(tmp_path):
+    rgb = np.asarray(Image.fromarray(read_image(ISIC[0])).resize((2048, 1536)))
+    Image.fromarray(rgb).save(tmp_path / "a.jpg")
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    assert read_image(tmp_path / "a.jpg").shape == (1536, 2048, 3)
+    assert read_image(tmp_path / "a.jpg", draft_size=256).shape == (384, 512, 3)  # 1/4; 1/8 would give 192 rows
+    assert read_image(tmp_path / "a.jpg", draft_size=1000).shape == (1536, 2048, 3)  # 1/2 would give 768 rows
+    assert read_image(tmp_path / "a.png", draft_size=256).shape == (1536, 2048, 3)  # not a JPEG: unchanged
+    with pytest.raises(ValueError, match="draft_size"):
+        read_image(tmp_path / "a.jpg", draft_size=0)
+
+
+# ------------------------------------------------------------------------------------------- never overwrite
+
+
+def test_refuses_to_replace_an_existing_file(tmp_path, capsys):
+    inputs = _copy(XRAYS[:3], tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    expert = out / f"{XRAYS[1].stem}_mask.png"
+    expert.write_bytes(b"the expert's mask")
+    assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(out)]) == 2
+    line = _one_line_error(capsys, "1 output file(s) already exist")
+    assert expert.name in line and "--overwrite" in line
+    assert expert.read_bytes() == b"the expert's mask" and sorted(out.iterdir()) == [expert]  # nothing written
+    assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(out), "--overwrite"]) == 0
+    assert np.asarray(Image.open(expert)).shape == (256, 256) and len(list(out.glob("*_mask.png"))) == 3
+    # a second run into the same folder: every output would be replaced; predictions.csv is appended to, not replaced
+    assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(out)]) == 2
+    assert "6 output file(s) already exist" in _one_line_error(capsys, "already exist")
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == 3
+    more = _copy(XRAYS[3:5], tmp_path / "more")
+    assert main(["predict", "--weights", "lungs", str(more), "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [Path(r["file"]).name for r in rows] == [f.name for f in XRAYS[:5]]  # earlier rows kept
+
+
+def test_a_file_that_appears_during_the_run_is_not_replaced(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    final = out / "x_mask.png"
+    tmp = out / ".x_mask.png.tmp"
+    tmp.write_bytes(b"new")
+    final.write_bytes(b"old")
+    with pytest.raises(stream.OutputExistsError):
+        stream._publish(tmp, final, overwrite=False)
+    assert final.read_bytes() == b"old" and not tmp.exists()
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("out_is_input", "is the input folder"),
+    ("out_inside_input", "is the input folder"),
+    ("out_is_a_file", "is an existing file"),
+    ("only_outputs", "earlier scunext outputs left out"),
+    ("missing", "no such file or folder"),
+    ("not_an_image", "not a readable image"),
+    ("two_bad", "2 of 3 inputs cannot be read"),
+    ("same_name", "share the name"),
+    ("batch_size", "--batch-size must be >= 1"),
+    ("dicom_seg_png", "needs DICOM inputs"),
+])  # fmt: skip
+def test_bad_invocations_are_one_line_errors_and_write_nothing(case, needle, tmp_path, capsys):
+    inputs = _copy(XRAYS[:3], tmp_path / "in")
+    out, extra = tmp_path / "out", []
+    if case == "out_is_input":
+        out = inputs
+    elif case == "out_inside_input":
+        out = inputs / "masks"
+    elif case == "out_is_a_file":
+        out = tmp_path / "file.txt"
+        out.write_text("keep me")
+    elif case == "only_outputs":
+        inputs = tmp_path / "earlier"
+        inputs.mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(inputs / "a_mask.png")
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(inputs / "a_overlay.png")
+    elif case == "missing":
+        extra = [str(tmp_path / "nope.png")]
+    elif case == "not_an_image":
+        (inputs / "notes.png").write_text("not an image")
+    elif case == "two_bad":
+        inputs = tmp_path / "bad"
+        _copy(XRAYS[:1], inputs)
+        (inputs / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20))
+        (inputs / "b.jpg").write_bytes(b"")
+    elif case == "same_name":
+        shutil.copy(XRAYS[0], tmp_path / f"{XRAYS[0].stem}.png")
+        extra = [str(tmp_path / f"{XRAYS[0].stem}.png")]
+    elif case == "batch_size":
+        extra = ["--batch-size", "0"]
+    elif case == "dicom_seg_png":
+        extra = ["--format", "dicom-seg"]
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    assert main(["predict", "--weights", "lungs", str(inputs), *extra, "--out", str(out)]) == 2
+    _one_line_error(capsys, needle)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before  # nothing written, nothing touched
+
+
+def test_earlier_outputs_and_expert_masks_in_an_input_folder_are_not_inputs(tmp_path, capsys):
+    inputs = _copy(XRAYS[:2], tmp_path / "in")
+    assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(tmp_path / "first")]) == 0
+    for f in (tmp_path / "first").glob("*.png"):  # a folder holding images and earlier outputs / expert masks
+        shutil.copy(f, inputs / f.name)
+    capsys.readouterr()
+    assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(tmp_path / "second")]) == 0
+    assert sorted(p.name for p in (tmp_path / "second").iterdir()) == sorted(
+        p.name for p in (tmp_path / "first").iterdir()
+    )  # no NAME_mask_mask.png
+    assert "2 of 2 images segmented" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------- corrupt files, predictions.csv
+
+
+def test_a_file_corrupt_past_its_header_is_skipped_and_reported(tmp_path, capsys):
+    inputs = _copy(XRAYS[:4], tmp_path / "in")
+    data = XRAYS[4].read_bytes()
+    (inputs / "truncated.png").write_bytes(data[: len(data) // 2])  # the header reads, the pixels do not
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(out), "--batch-size", "2"]) == 1
+    captured = capsys.readouterr()
+    assert "4 of 5 images segmented" in captured.out and "1 skipped (truncated.png)" in captured.out
+    assert "truncated.png: skipped: decode:" in captured.err
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [Path(r["file"]).name for r in rows] == sorted(p.name for p in inputs.iterdir())  # input order
+    bad = next(r for r in rows if r["file"].endswith("truncated.png"))
+    assert bad["status"].startswith("skipped: decode:") and bad["mask"] == "" and bad["area_px"] == ""
+    assert len(list(out.glob("*_mask.png"))) == 4 and not list(out.glob("truncated*"))
+    assert not list(out.glob(".*"))  # no temporary files left
+
+
+def test_predictions_csv_columns_and_values(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", "lungs", *map(str, XRAYS[:3]), "--out", str(out), "--no-overlay"]) == 0
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert list(rows[0]) == ["file", "mask", "height", "width", "area_px", "area_mm2", "status"]
+    for row, src in zip(rows, XRAYS[:3]):
+        mask = np.asarray(Image.open(row["mask"])) > 0
+        assert row["file"] == str(src) and row["status"] == "ok"
+        assert (int(row["height"]), int(row["width"])) == mask.shape
+        assert int(row["area_px"]) == int(mask.sum()) > 0
+        assert row["area_mm2"] == ""  # PNG: no pixel spacing
+    assert not list(out.glob("*_overlay.png"))
+
+
+def test_area_in_mm2_from_the_pixel_spacing():
+    info = stream._HeaderInfo(size=(4, 5), channels=1, format="DICOM", pixel_spacing_mm=(0.5, 0.2), is_dicom=True)
+    record = PredictionRecord("a.dcm", "a_seg.dcm", 4, 5)
+    mask = np.zeros((4, 5), bool)
+    mask[:2, :3] = True
+    stream._measure(record, mask, None, info)
+    assert record.area_px == 6 and record.area_mm2 == pytest.approx(0.6)
+    assert record.row()["area_mm2"] == "0.6"
+
+
+def test_predictions_csv_is_never_replaced(tmp_path, capsys):
+    path = tmp_path / "predictions.csv"
+    path.write_text("keep")
+    with pytest.raises(stream.OutputExistsError):
+        PredictionsCSV(path)
+    assert path.read_text() == "keep"
+    assert main(["predict", "--weights", "lungs", str(XRAYS[0]), "--out", str(tmp_path)]) == 2
+    assert "predictions.csv" in _one_line_error(capsys, "1 output file(s) already exist")
+    assert path.read_text() == "keep"
+
+
+# ------------------------------------------------------------------------------------------ bounded memory
+
+
+def test_images_in_flight_are_bounded_whatever_the_number_of_files(lungs, tmp_path, monkeypatch):
+    """The pipeline holds at most 2 * batch_size + 2 * workers images between decode and write, for 20 or 60 files."""
+    small = np.asarray(Image.fromarray(read_image(XRAYS[0])).resize((64, 64)))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(60):
+        Image.fromarray(small).save(inputs / f"img{i:03d}.png")
+    alive, peak = [0], [0]
+    decode, write = stream._decode, stream._safe_write
+
+    def counted_decode(*a, **k):
+        alive[0] += 1
+        peak[0] = max(peak[0], alive[0])
+        return decode(*a, **k)
+
+    def counted_write(*a, **k):
+        try:
+            return write(*a, **k)
+        finally:
+            alive[0] -= 1
+
+    monkeypatch.setattr(stream, "_decode", counted_decode)
+    monkeypatch.setattr(stream, "_safe_write", counted_write)
+    peaks = {}
+    for n in (20, 60):
+        alive[0] = peak[0] = 0
+        files = sorted(inputs.iterdir())[:n]
+        jobs = plan_predictions(files, tmp_path / f"out{n}", overlay=True)
+        (tmp_path / f"out{n}").mkdir()
+        records = list(stream_predict(lungs, jobs, batch_size=4, workers=2))
+        assert [r.file for r in records] == [str(f) for f in files] and all(r.ok for r in records)
+        peaks[n] = peak[0]
+    assert 4 <= peaks[20] <= 2 * 4 + 2 * 2 and peaks[60] <= 2 * 4 + 2 * 2, peaks
+
+
+def test_overlay_pixels_in_flight_stay_within_the_budget(lungs, tmp_path, monkeypatch):
+    """Full-size images kept for overlays are bounded in bytes too: with a budget of two 256x256 overlays, at most two
+    are held, and every file is still written, in order."""
+    monkeypatch.setattr(stream, "MAX_KEPT_BYTES", 2 * 3 * 256 * 256)
+    held, peak = [0], [0]
+    decode, write = stream._decode, stream._safe_write
+
+    def counted_decode(*a, **k):
+        held[0] += 1
+        peak[0] = max(peak[0], held[0])
+        return decode(*a, **k)
+
+    def counted_write(*a, **k):
+        try:
+            return write(*a, **k)
+        finally:
+            held[0] -= 1
+
+    monkeypatch.setattr(stream, "_decode", counted_decode)
+    monkeypatch.setattr(stream, "_safe_write", counted_write)
+    jobs = plan_predictions(XRAYS[:10], tmp_path / "out", overlay=True)
+    (tmp_path / "out").mkdir()
+    records = list(stream_predict(lungs, jobs, batch_size=4, workers=2))
+    assert [r.file for r in records] == [str(f) for f in XRAYS[:10]] and all(r.ok for r in records)
+    assert peak[0] <= 2 and len(list((tmp_path / "out").glob("*_overlay.png"))) == 10
+
+
+def test_stream_predict_argument_errors(lungs, tmp_path):
+    jobs = plan_predictions(XRAYS[:1], tmp_path / "out")
+    for kw in ({"batch_size": 0}, {"workers": 0}, {"fmt": "tiff"}):
+        with pytest.raises(ValueError):
+            list(stream_predict(lungs, jobs, **kw))
+    with pytest.raises(DataError, match="no such file"):
+        plan_predictions([tmp_path / "missing.png"], tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------------------------ DICOM SEG
+
+
+def test_dicom_seg_path_of_the_pipeline_with_a_stand_in_writer(lungs, tmp_path, monkeypatch):
+    """--format dicom-seg hands write_dicom_seg the source, the native-size bool mask, a hidden .dcm temporary name
+    and the model's name and version, and publishes what it wrote."""
+    calls = []
+
+    def writer(source, mask, out, *, model_name, model_version):
+        calls.append((source, mask.dtype, mask.shape, out.name, model_name, model_version))
+        out.write_bytes(np.packbits(mask).tobytes())
+        return out
+
+    monkeypatch.setattr(stream, "dicom_seg_writer", lambda: writer)
+    jobs = plan_predictions(XRAYS[:2], tmp_path / "out", overlay=False)
+    for job in jobs:
+        job.mask = job.mask.with_name(f"{job.source.stem}_seg.dcm")
+    records = list(stream_predict(lungs, jobs, fmt="dicom-seg", model_version="v1"))
+    assert all(r.ok for r in records) and sorted(c[0] for c in calls) == XRAYS[:2]  # written by 2 threads: any order
+    for (_, dtype, shape, name, model, version), record in zip(sorted(calls, key=lambda c: c[0]), records):
+        assert dtype == np.bool_ and shape == (256, 256) and name.startswith(".") and name.endswith(".tmp.dcm")
+        assert (model, version) == (lungs.name, "v1")
+        written = np.unpackbits(np.frombuffer(Path(record.mask).read_bytes(), np.uint8))
+        assert int(written.sum()) == record.area_px > 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{f.stem}_seg.dcm" for f in XRAYS[:2]]
+
+
+def test_dicom_seg_without_the_writer_module_is_a_one_line_error():
+    try:
+        import scunext.deploy.dicom_seg  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(ValueError, match="no DICOM SEG writer"):
+            stream.dicom_seg_writer()
+    else:
+        pytest.skip("scunext.deploy.dicom_seg is installed")
+
+
+def test_dicom_seg_output_equals_the_png_mask(tmp_path, capsys):
+    """Needs the DICOM reader and scunext.deploy.dicom_seg (DICOM branch); skipped where they are absent."""
+    pytest.importorskip("scunext.deploy.dicom_seg")
+    pydicom = pytest.importorskip("pydicom")
+    from scunext.deploy.stream_benchmark import _write_dicom
+
+    src = tmp_path / "in" / "xray.dcm"
+    src.parent.mkdir()
+    _write_dicom(read_image(XRAYS[0]), src, 0)
+    assert main(["predict", "--weights", "lungs", str(src), "--out", str(tmp_path / "png")]) == 0
+    assert main(["predict", "--weights", "lungs", str(src), "--out", str(tmp_path / "seg"),
+                 "--format", "dicom-seg", "--no-overlay"]) == 0  # fmt: skip
+    png = np.asarray(Image.open(tmp_path / "png" / "xray_mask.png")) > 0
+    seg = pydicom.dcmread(tmp_path / "seg" / "xray_seg.dcm")
+    np.testing.assert_array_equal(np.asarray(seg.pixel_array).reshape(png.shape) > 0, png)
+    row = next(csv.DictReader((tmp_path / "seg" / "predictions.csv").open()))
+    assert float(row["area_mm2"]) == pytest.approx(int(png.sum()) * 0.2 * 0.2)
+
+
+# --------------------------------------------------------------------------------------------- the benchmark
+
+
+def test_end_to_end_benchmark_report(tmp_path, capsys):
+    argv = ["benchmark", "--end-to-end", "--n", "3", "--kinds", "png,dicom", "--overlay", "no",
+            "--baseline-max-n", "2", "--workers", "1", "--batch-size", "2", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    png = next(r for r in report["rows"] if r["kind"] == "png")
+    assert png["n"] == 3 and png["ok"] == 3 and png["baseline_n"] == 2 and png["size"] == "2048x2048"
+    for key in ("images_per_s", "peak_rss_mb", "cpu_ms_per_image", "baseline_images_per_s", "speed_ratio"):
+        assert png[key] > 0, key
+    dicom = next(r for r in report["rows"] if r["kind"] == "dicom")
+    assert dicom["status"] in ("ok", "skipped: DICOM reader not available")
+    assert main(["benchmark", "--end-to-end", "--kinds", "tiff"]) == 2
+    assert "unknown input kind" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from PIL import Image
 
 from scunext.cli.main import main
 from scunext.data import DataError, read_image, sample_dir
+from scunext.data.io import ImageInfo
 from scunext.deploy import stream
 from scunext.deploy.predictor import Predictor
 from scunext.deploy.stream import PredictionRecord, PredictionsCSV, plan_predictions, stream_predict
@@ -237,7 +238,7 @@ def test_predictions_csv_columns_and_values(tmp_path, capsys):
 
 
 def test_area_in_mm2_from_the_pixel_spacing():
-    info = stream._HeaderInfo(size=(4, 5), channels=1, format="DICOM", pixel_spacing_mm=(0.5, 0.2), is_dicom=True)
+    info = ImageInfo(size=(4, 5), channels=1, format="dicom", pixel_spacing_mm=(0.5, 0.2), is_dicom=True)
     record = PredictionRecord("a.dcm", "a_seg.dcm", 4, 5)
     mask = np.zeros((4, 5), bool)
     mask[:2, :3] = True
@@ -356,16 +357,6 @@ def test_dicom_seg_path_of_the_pipeline_with_a_stand_in_writer(lungs, tmp_path, 
         written = np.unpackbits(np.frombuffer(Path(record.mask).read_bytes(), np.uint8))
         assert int(written.sum()) == record.area_px > 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{f.stem}_seg.dcm" for f in XRAYS[:2]]
-
-
-def test_dicom_seg_without_the_writer_module_is_a_one_line_error():
-    try:
-        import scunext.deploy.dicom_seg  # noqa: F401
-    except ModuleNotFoundError:
-        with pytest.raises(ValueError, match="no DICOM SEG writer"):
-            stream.dicom_seg_writer()
-    else:
-        pytest.skip("scunext.deploy.dicom_seg is installed")
 
 
 def test_dicom_seg_output_equals_the_png_mask(tmp_path, capsys):

@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,11 +39,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from scunext.data.dataset import IMAGE_EXTENSIONS
+from scunext.data.dataset import IMAGE_EXTENSIONS, image_id, is_image_file
 from scunext.data.errors import DataError
-from scunext.data.io import MAX_IMAGE_PIXELS, read_image
+from scunext.data.io import MAX_IMAGE_PIXELS, read_image, read_image_info
 from scunext.deploy.predictor import Predictor
 from scunext.visualize import overlay as make_overlay
 
@@ -79,12 +78,6 @@ MAX_KEPT_BYTES = 160 * 2**20
 #: size, then area-resized as usual. 2 rather than 1: half the mask differences against a full decode, for 1.5x the
 #: decode time of the smallest scale (still about 5x faster than a full decode of a 4000x3000 JPEG; docs/deployment.md)
 DRAFT_FACTOR = 2
-_DICOM_EXTENSIONS = (".dcm",)
-
-try:  # the DICOM-aware header reader, where installed
-    from scunext.data.io import read_image_info as _read_image_info
-except ImportError:  # pragma: no cover - depends on the installation
-    _read_image_info = None
 _SHOW = 5
 
 
@@ -95,61 +88,19 @@ class OutputExistsError(ValueError):
 # ----------------------------------------------------------------------------------------------- image headers
 
 
-@dataclass(frozen=True)
-class _HeaderInfo:
-    """What :func:`image_info` reports when the DICOM-aware ``scunext.data.io.read_image_info`` is not installed."""
-
-    size: tuple[int, int]
-    channels: int
-    format: str
-    pixel_spacing_mm: tuple[float, float] | None = None
-    is_dicom: bool = False
-
-
-def _looks_like_dicom(path: Path) -> bool:
-    if path.suffix.lower() in _DICOM_EXTENSIONS:
-        return True
-    try:
-        with path.open("rb") as fh:
-            return fh.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
-def _pillow_header(path: Path) -> _HeaderInfo:
-    if _looks_like_dicom(path):
-        raise DataError(f"{path}: a DICOM file, and this installation has no DICOM reader (scunext.data.io)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as im:
-                width, height = im.size
-                mode, fmt = im.mode, im.format or "?"
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise DataError(f"{path}: refused as a possible decompression bomb ({exc})") from exc
-        except UnidentifiedImageError as exc:
-            raise DataError(f"{path}: not a readable image (unknown format or corrupt header)") from exc
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise DataError(f"{path}: cannot open image ({str(exc).strip() or type(exc).__name__})") from exc
-    if mode == "F":
-        raise DataError(f"{path}: floating-point images are not supported (unknown intensity range); save as 8/16-bit")
-    channels = 1 if mode in ("1", "L", "LA", "La", "I", "F") or mode.startswith("I;16") else 3
-    return _HeaderInfo(size=(height, width), channels=channels, format=fmt)
-
-
 def image_info(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Any:
     """Header-only facts about an image file (no pixel decode): ``size`` (H, W), ``channels``, ``format``,
     ``pixel_spacing_mm`` ((row, col) in mm, or None) and ``is_dicom``.
 
-    Uses ``scunext.data.io.read_image_info`` (DICOM-aware) where present, else a Pillow header read that gives no
-    pixel spacing. Raises :class:`DataError` for a missing, unreadable or oversized file.
+    :func:`scunext.data.io.read_image_info` plus the pixel cap. Raises :class:`DataError` for a missing, unreadable
+    or oversized file.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes)")
-    info = _pillow_header(path) if _read_image_info is None else _read_image_info(path)
+    info = read_image_info(path)
     height, width = info.size
     if height < 1 or width < 1:
         raise DataError(f"{path}: image has an empty size {width}x{height}")
@@ -193,8 +144,7 @@ def _scan_folder(folder: Path) -> tuple[list[Path], int]:
     for f in sorted(folder.iterdir()):
         if not f.is_file() or f.name.startswith("."):
             continue
-        suffix = f.suffix.lower()
-        if suffix in IMAGE_EXTENSIONS or suffix in _DICOM_EXTENSIONS or (not suffix and _looks_like_dicom(f)):
+        if is_image_file(f):  # an image extension, or any file with the DICOM preamble (PACS exports)
             if _is_output_name(f.name):
                 outputs += 1
             else:
@@ -255,7 +205,7 @@ def plan_predictions(
             found, n_out = _scan_folder(path)
             skipped_outputs += n_out
             if not found:
-                raise DataError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTENSIONS + _DICOM_EXTENSIONS)})"
+                raise DataError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})"
                                 + (f"; {n_out} earlier scunext outputs left out" if n_out else ""))  # fmt: skip
             files.extend(found)
         elif path.is_file():
@@ -267,10 +217,11 @@ def plan_predictions(
                  ", ".join("*" + s for s in OUTPUT_SUFFIXES.values()))  # fmt: skip
     stems: dict[str, Path] = {}
     for f in files:
-        if f.stem in stems:
-            raise ValueError(f"several inputs share the name {f.stem!r} ({stems[f.stem]}, {f}); their outputs would "
+        name = image_id(f)
+        if name in stems:
+            raise ValueError(f"several inputs share the name {name!r} ({stems[name]}, {f}); their outputs would "
                              "overwrite each other")  # fmt: skip
-        stems[f.stem] = f
+        stems[name] = f
 
     jobs, bad = [], []
     for f in files:
@@ -279,8 +230,8 @@ def plan_predictions(
         except DataError as exc:
             bad.append(str(exc))
             continue
-        mask = out / f"{f.stem}{OUTPUT_SUFFIXES[fmt]}"
-        jobs.append(PredictJob(f, info, mask, out / f"{f.stem}{OUTPUT_SUFFIXES['overlay']}" if overlay else None))
+        mask = out / f"{image_id(f)}{OUTPUT_SUFFIXES[fmt]}"
+        jobs.append(PredictJob(f, info, mask, out / f"{image_id(f)}{OUTPUT_SUFFIXES['overlay']}" if overlay else None))
     if bad:
         head = f"{len(bad)} of {len(files)} inputs cannot be read" if len(bad) > 1 else bad[0]
         raise DataError(head if len(bad) == 1 else f"{head}: {'; '.join(bad[:3])}" + ("; ..." if len(bad) > 3 else ""))
@@ -501,14 +452,10 @@ def _safe_write(predictor: Predictor, job: PredictJob, logits: torch.Tensor, ima
 
 
 def dicom_seg_writer() -> Any:
-    """``scunext.deploy.dicom_seg.write_dicom_seg``, imported on first use (it needs the DICOM extra)."""
-    try:
-        from scunext.deploy.dicom_seg import write_dicom_seg
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("scunext"):
-            raise ValueError("--format dicom-seg: this installation has no DICOM SEG writer "
-                             "(scunext.deploy.dicom_seg)") from exc  # fmt: skip
-        raise
+    """``scunext.deploy.dicom_seg.write_dicom_seg``, imported on first use (it raises ``MissingDependencyError``
+    naming the ``dicom-seg`` extra when highdicom is not installed)."""
+    from scunext.deploy.dicom_seg import write_dicom_seg
+
     return write_dicom_seg
 
 

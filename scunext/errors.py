@@ -40,8 +40,7 @@ OPTIONAL_PACKAGES = {
     "albumentations": "train",
     "cv2": "train",
     "matplotlib": "train",
-    "pydicom": "dicom",
-    "highdicom": "dicom",
+    "highdicom": "dicom-seg",
 }
 
 

@@ -27,7 +27,6 @@ from scunext.cli.main import main
 from scunext.data import sample_dir
 
 RUNDIR = pytest.mark.xfail(strict=True, reason="fixed on branch rundir")
-PREDICT = pytest.mark.xfail(strict=True, reason="fixed on branch predict")
 
 TINY = ["--model", "unext_s", "--size", "64", "--epochs", "1", "--batch-size", "4", "--no-progress"]
 
@@ -201,7 +200,7 @@ CASES = [
     case("predict", "run", "img.jpg", "--out", "o", "--engine", "warp", needle="invalid choice: 'warp'"),
     case("predict", "run", "img.jpg", needle="the following arguments are required: --out"),
     case("predict", "run", "img.jpg", "--out", "file.txt", needle="file.txt"),
-    case("predict", "run", "img.jpg", "--out", "preds", needle="img_mask.png", marks=PREDICT),
+    case("predict", "run", "img.jpg", "--out", "preds", needle="img_mask.png"),
     # ---------------------------------------------------------------- export
     case("export", needle="either a RUN_DIR or --weights"),
     case("export", "run", "--weights", "isic2017", needle="either a RUN_DIR or --weights"),

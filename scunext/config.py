@@ -48,6 +48,8 @@ class TrainConfig:
         channels_last: train with weights and batches in channels_last memory format (same function; faster on CPU
             for these small-width networks, see docs/performance.md).
         hd95_in_val: also compute HD95 during validation (slower).
+        intensity: per-image intensity step before normalisation, ``none`` (default, as before), ``percentile`` or
+            ``clahe`` (docs/data.md); used by training, evaluation, predict, export and serve alike.
     """
 
     model: str = "sc_unext"
@@ -83,6 +85,7 @@ class TrainConfig:
     eval_every: int = 1
     channels_last: bool = False
     hd95_in_val: bool = False
+    intensity: str = "none"
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` for an invalid value; return self."""
@@ -105,6 +108,7 @@ class TrainConfig:
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (isinstance(self.model_args, dict) and isinstance(self.loss_args, dict), "model_args/loss_args: mappings"),
             (isinstance(self.augment, dict), "augment must be a mapping"),
+            (self.intensity in ("none", "percentile", "clahe"), "intensity must be none, percentile or clahe"),
         ]
         for ok, msg in checks:
             if not ok:

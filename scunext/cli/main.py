@@ -8,14 +8,14 @@ import sys
 from collections.abc import Sequence
 
 from scunext import __version__
-from scunext.cli import benchmark, evaluate, experiment, export, predict, profile, serve, train, weights
+from scunext.cli import benchmark, evaluate, experiment, export, predict, profile, robustness, serve, train, weights
 
 __all__ = ["main", "build_parser", "CLIError"]
 
 log = logging.getLogger("scunext")
 
 #: sub-command modules; each has ``add_parser(subparsers)`` which sets ``func`` to a ``run(args) -> int``.
-COMMANDS = [train, evaluate, predict, experiment, profile, benchmark, serve, export, weights]
+COMMANDS = [train, evaluate, predict, experiment, profile, benchmark, serve, export, weights, robustness]
 
 
 class CLIError(Exception):

@@ -4,7 +4,8 @@
 
 Prints, per shift and severity, Dice % (per-image mean) and in brackets the paired drop against clean, one column
 per report; then the quality-score lines (AUROC for Dice < 0.90, recall of Dice < 0.50 at the run's threshold,
-flagged share of good predictions) for the clean and the stressed predictions.
+flagged share of good predictions) for the clean and the stressed predictions, per group of the report's
+``--group-pattern`` (from per_image.csv) when it has groups.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import argparse
 import csv
 import json
 from pathlib import Path
+
+import numpy as np
+
+from scunext.deploy.quality import auroc
 
 
 def _rows(folder: Path) -> list[dict[str, str]]:
@@ -55,14 +60,28 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, d in reports:
         rep = json.loads((d / "robustness.json").read_text())
-        for part, q in (rep.get("quality") or {}).items():
-            if part == "all":
-                continue
-            auc = q["auroc_dice_below_0.90"]
-            print(f"| `{name}` (threshold {rep['quality_threshold']:.3f}) | {part} | {q['n']} | "
-                  f"{q['n_dice_below_0.90']} | {q['n_dice_below_0.50']} | {'-' if auc is None else f'{auc:.3f}'} | "
-                  f"{_pct(q['recall_dice_below_0.50'])} | {_pct(q['recall_dice_below_0.90'])} | "
-                  f"{_pct(q['flagged_share_dice_ge_0.90'])} |")
+        if not rep.get("quality"):
+            continue
+        with (d / "per_image.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        groups = sorted({r["group"] for r in rows})
+        for g in (["all"] + groups) if len(groups) > 1 else ["all"]:
+            for part in ("clean", "stressed"):
+                sel = [r for r in rows
+                       if (g == "all" or r["group"] == g) and (r["shift"] == "clean") == (part == "clean")]
+                if not sel:
+                    continue
+                dice = np.array([float(r["dice"]) for r in sel])
+                score = np.array([float(r["score"]) for r in sel])
+                flag = np.array([r["review"] == "True" for r in sel])
+                auc = auroc(score, dice < 0.9)
+                rec50 = flag[dice < 0.5].mean() if (dice < 0.5).any() else None
+                rec90 = flag[dice < 0.9].mean() if (dice < 0.9).any() else None
+                good = flag[dice >= 0.9].mean() if (dice >= 0.9).any() else None
+                label = f"`{name}`" + (f" {g}" if g != "all" else "")
+                print(f"| {label} (threshold {rep['quality_threshold']:.3f}) | {part} | {len(sel)} | "
+                      f"{int((dice < 0.9).sum())} | {int((dice < 0.5).sum())} | "
+                      f"{'-' if np.isnan(auc) else f'{auc:.3f}'} | {_pct(rec50)} | {_pct(rec90)} | {_pct(good)} |")
 
 
 if __name__ == "__main__":

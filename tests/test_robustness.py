@@ -219,3 +219,16 @@ def test_calibrate_writes_quality_json_used_by_the_predictor(lung_run, tmp_path,
     assert q_white.review
     assert main(["calibrate", str(run), "--shifts", "washout", "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["lungs", "lungs-unext_s", "isic2017", "isic2017-unext_s"])
+def test_released_weights_carry_a_calibrated_flag_that_catches_blank_images(name):
+    from scunext.weights import weights_dir
+
+    pred = Predictor.from_run(weights_dir(name))
+    cal = pred.quality
+    assert cal.source == "calibrated" and cal.stats["part"] == "val" and 0 < cal.threshold < 1
+    assert cal.stats["recall_dice_below_0.50"] in (None, 1.0)  # every validation failure flagged
+    shape = (256, 256) if pred.in_channels == 1 else (256, 256, 3)
+    blank = [np.full(shape, v, np.uint8) for v in (0, 255)]  # no anatomy at all: must not pass unflagged
+    assert all(q.review for q in pred.assess(blank))

@@ -151,8 +151,8 @@ def _quality_report(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _markdown(meta: dict[str, Any], summary: list[dict[str, Any]], quality: bool) -> str:
     lines = [f"# Stress test: {meta['model']} ({meta['run']})", "",
              f"{meta['subset']} part of {meta['data']}, {meta['n_images']} images, native resolution, Dice % per-image "
-             f"mean; drop = clean minus shifted, paired per image. Quality threshold {meta['quality_threshold']} "
-             f"({meta['quality_source']}).", ""]  # fmt: skip
+             f"mean; drop = clean minus shifted, paired per image. Quality threshold "
+             f"{_fmt(meta['quality_threshold'])} ({meta['quality_source']}).", ""]  # fmt: skip
     head = "| group | shift | severity | parameter | n | Dice % | sd | drop | < 90 | < 50 |"
     rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     if quality:
@@ -169,7 +169,7 @@ def _markdown(meta: dict[str, Any], summary: list[dict[str, Any]], quality: bool
                       "-" if math.isnan(au) else f"{au:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")  # fmt: skip
     if quality:
-        lines += ["", "Quality score (all groups): " + json.dumps(meta["quality"])]
+        lines += ["", "Quality score (all groups): " + json.dumps(_jsonable(meta["quality"]))]
     return "\n".join(lines) + "\n"
 
 

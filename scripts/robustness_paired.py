@@ -5,6 +5,7 @@
 Per image, the mean Dice over the stressed conditions (all shifts and severities, then each shift alone) of report
 A minus that of report B; prints a Markdown row per shift: images, mean difference in Dice points, images where A
 is better, and the two-sided Wilcoxon signed-rank p-value over images (the image is the unit, not the prediction).
+A folder written by ``scunext evaluate`` (``RUN/eval/test``, a per_image.csv without shifts) counts as clean only.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def _load(folder: Path) -> dict[str, dict[tuple[str, str], float]]:
     per: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
     with (folder / "per_image.csv").open() as f:
         for r in csv.DictReader(f):
-            per[r["id"]][(r["shift"], r["severity"])] = float(r["dice"])
+            per[r["id"]][(r.get("shift", "clean"), r.get("severity", "0"))] = float(r["dice"])
     return per
 
 
@@ -38,7 +39,7 @@ def main() -> None:
     print(f"A = {args.a.name}, B = {args.b.name}\n")
     print("| shifts | images | mean difference A - B (Dice points) | A better | Wilcoxon p |")
     print("|---|---:|---:|---:|---:|")
-    for sh in ["clean", "all stressed", *shifts]:
+    for sh in ["clean", *(["all stressed", *shifts] if shifts else [])]:
         diffs = []
         for i in sorted(a):
             keys = [k for k in a[i] if (k[0] == "clean") == (sh == "clean") and sh in ("clean", "all stressed", k[0])]

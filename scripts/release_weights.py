@@ -57,7 +57,7 @@ def main() -> None:
         "params": count_params(model),
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "data": {"dataset": args.dataset, "licence": LICENCES.get(args.dataset, ""), "size": cfg.size,
-                 "in_channels": cfg.in_channels},  # fmt: skip
+                 "in_channels": cfg.in_channels, "intensity": cfg.intensity},  # fmt: skip
         "split": {"kind": cfg.split, "seed": cfg.seed, "column": cfg.split_column if cfg.split == "csv" else None,
                   **{k: len(split.get(k, [])) for k in ("train", "val", "test")}},  # fmt: skip
         "training": {"epochs": cfg.epochs, "best_epoch": meta.get("epoch"), "selected_on": "validation Dice",

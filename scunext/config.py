@@ -94,6 +94,9 @@ class TrainConfig:
     channels_last: bool = _f(True, "weights and batches in channels_last memory format: the same function, and "
                              "the fastest CPU training path (docs/performance.md); --no-channels-last: NCHW")
     hd95_in_val: bool = _f(False, "also compute HD95 during validation (slower)")
+    intensity: str = _f("none", "per-image intensity step before normalisation: none (as before), percentile or "
+                        "clahe (docs/data.md); the same step in training, evaluation, predict, export and serve",
+                        choices=("none", "percentile", "clahe"))  # fmt: skip
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` for an invalid value; return self."""

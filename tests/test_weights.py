@@ -12,6 +12,7 @@ from PIL import Image
 
 from scunext.cli.main import main
 from scunext.data import sample_dir
+from scunext.deploy.predictor import Predictor
 from scunext.engine.checkpoint import load_model
 from scunext.profiling import count_params
 from scunext.weights import UnknownWeightsError, list_weights, weights_card, weights_dir
@@ -34,6 +35,7 @@ def test_every_release_is_shipped_with_a_true_card():
         assert not set(split["train"]) & set(split["test"])
         assert 0.5 < card["test_metrics"]["dice"]["per_image_mean"] <= 1
         assert card["command"] and "non-commercial" in card["data"]["licence"]
+        assert card["data"]["intensity"] == Predictor.from_run(folder).intensity  # the card says what predict does
     with pytest.raises(UnknownWeightsError, match="available: "):
         weights_dir("nope")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from scunext import __version__
-from scunext.cli import benchmark, evaluate, experiment, export, predict, profile, serve, train, weights
+from scunext.cli import benchmark, evaluate, experiment, export, predict, profile, robustness, serve, train, weights
 from scunext.errors import UsageError, missing_dependency
 
 __all__ = ["main", "build_parser", "CLIError", "user_error_exit_code"]
@@ -36,7 +36,7 @@ __all__ = ["main", "build_parser", "CLIError", "user_error_exit_code"]
 log = logging.getLogger("scunext")
 
 #: sub-command modules; each has ``add_parser(subparsers)`` which sets ``func`` to a ``run(args) -> int``.
-COMMANDS = [train, evaluate, predict, experiment, profile, benchmark, serve, export, weights]
+COMMANDS = [train, evaluate, predict, experiment, profile, benchmark, serve, export, weights, robustness]
 
 CLIError = UsageError  # the name sub-commands used before scunext.errors existed
 

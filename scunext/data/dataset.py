@@ -25,6 +25,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from scunext.data.dicom import has_dicom_preamble
 from scunext.data.errors import DataError
+from scunext.data.intensity import check_intensity, standardise_intensity
 from scunext.data.io import MAX_IMAGE_PIXELS, read_image, read_mask
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "convert_channels",
     "resize_pair",
     "resize_image",
+    "model_input",
     "SegmentationDataset",
 ]
 
@@ -284,6 +286,16 @@ def normalise(image: np.ndarray, mean: float | np.ndarray = 0.5, std: float | np
     return (img - mean_t) / std_t
 
 
+def model_input(
+    image: np.ndarray, intensity: str = "none", mean: float | np.ndarray = 0.5, std: float | np.ndarray = 0.5
+) -> torch.Tensor:
+    """The last step of every path into a model: uint8 ``(H, W, C)`` at the model's size -> the intensity step
+    (:func:`~scunext.data.intensity.standardise_intensity`) -> :func:`normalise`. Training
+    (:class:`SegmentationDataset`, after augmentation) and inference (:func:`scunext.data.preprocess.preprocess`)
+    both end here, so the two cannot drift apart."""
+    return normalise(standardise_intensity(image, intensity), mean, std)
+
+
 def _per_channel(name: str, value: float | Sequence[float], channels: int) -> np.ndarray:
     vals = np.atleast_1d(np.asarray(value, dtype=np.float32))
     if vals.ndim != 1 or vals.size not in (1, channels):
@@ -325,6 +337,8 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         std: normalisation standard deviation, one number or one per channel, > 0.
         threshold_masks: binarise non-binary masks (``>= 128``) instead of raising :class:`DataError`.
         max_pixels: pixel cap passed to the readers.
+        intensity: per-image intensity step, ``none`` (default), ``percentile`` or ``clahe``
+            (:mod:`scunext.data.intensity`); applied after augmentation, before normalisation.
 
     Example:
         >>> from scunext.data import SegmentationDataset, discover_pairs, sample_dir
@@ -343,6 +357,7 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         std: float | Sequence[float] = 0.5,
         threshold_masks: bool = False,
         max_pixels: int = MAX_IMAGE_PIXELS,
+        intensity: str = "none",
     ) -> None:
         self.pairs = list(pairs)
         for p in self.pairs:
@@ -365,6 +380,7 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
             raise ValueError(f"std must be > 0, got {std!r}")
         self.threshold_masks = bool(threshold_masks)
         self.max_pixels = max_pixels
+        self.intensity = check_intensity(intensity)
         self._worker_key: tuple[int, int] | None = None
 
     @staticmethod
@@ -451,7 +467,7 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
                     f"transform returned image {image.shape} and mask {mask_u8.shape} for {pair.id}; expected "
                     f"(H, W, {self.in_channels}) and (H, W)"
                 )
-        img = normalise(image, self.mean, self.std)
+        img = model_input(image, self.intensity, self.mean, self.std)
         msk = torch.from_numpy((np.asarray(mask_u8) > 0).astype(np.float32))[None]
         return {"image": img, "mask": msk, "id": pair.id, "orig_size": orig_size}
 

@@ -5,7 +5,11 @@ The pipeline, in order, each step skipped when its probability is 0:
 1. horizontal flip (``hflip_p``), 2. vertical flip (``vflip_p``), 3. random 90-degree rotation (``rotate90_p``),
 4. small affine transform (``affine_p``): shift up to ``shift_limit`` of the side, scale by ``1 +- scale_limit``,
    rotate up to ``rotate_limit`` degrees; bilinear for the image, nearest for the mask, constant 0 outside,
-5. brightness/contrast (``brightness_contrast_p``, ``brightness_limit``, ``contrast_limit``), image only.
+5. brightness/contrast (``brightness_contrast_p``, ``brightness_limit``, ``contrast_limit``), image only,
+6. photometric steps for acquisition robustness, image only, off by default (probability 0): gamma
+   (``gamma_p``, gamma drawn from ``[1 - gamma_limit, 1 + gamma_limit]``), Gaussian noise (``noise_p``, sd up to
+   ``noise_limit`` of the intensity range) and Gaussian blur (``blur_p``, sd up to ``blur_limit`` pixels).
+   ``AugmentConfig.photometric()`` switches them on with the values used in docs/robustness.md.
 
 Geometric steps move image and mask together and the mask always uses nearest-neighbour interpolation, so it stays
 binary and aligned. Evaluation uses no augmentation (:func:`build_eval_transform` returns ``None``).
@@ -43,6 +47,9 @@ class AugmentConfig:
         brightness_contrast_p: probability of the brightness/contrast step.
         brightness_limit: brightness change drawn from ``[-limit, limit]`` (fraction of the maximum value).
         contrast_limit: contrast factor drawn from ``[1 - limit, 1 + limit]``.
+        gamma_p: probability of a random gamma curve; gamma_limit: gamma drawn from ``[1 - l, 1 + l]``, l < 1.
+        noise_p: probability of additive Gaussian noise; noise_limit: its sd drawn up to this fraction of 255.
+        blur_p: probability of a Gaussian blur; blur_limit: its sd drawn from ``[0.1, blur_limit]`` pixels.
     """
 
     enabled: bool = True
@@ -56,6 +63,12 @@ class AugmentConfig:
     brightness_contrast_p: float = 0.5
     brightness_limit: float = 0.2
     contrast_limit: float = 0.2
+    gamma_p: float = 0.0
+    gamma_limit: float = 0.4
+    noise_p: float = 0.0
+    noise_limit: float = 0.06
+    blur_p: float = 0.0
+    blur_limit: float = 1.5
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -70,11 +83,15 @@ class AugmentConfig:
                 raise ValueError(f"{f.name} is a probability and must be in [0, 1], got {value!r}")
             if value < 0:
                 raise ValueError(f"{f.name} must be >= 0, got {value!r}")
-        for name in ("shift_limit", "scale_limit", "contrast_limit"):
+        for name in ("shift_limit", "scale_limit", "contrast_limit", "gamma_limit"):
             if getattr(self, name) >= 1:
                 raise ValueError(f"{name} must be < 1, got {getattr(self, name)!r}")
         if self.brightness_limit > 1:
             raise ValueError(f"brightness_limit must be <= 1, got {self.brightness_limit!r}")
+        if self.noise_limit > 1:
+            raise ValueError(f"noise_limit must be <= 1, got {self.noise_limit!r}")
+        if self.blur_limit < 0.1 and self.blur_p > 0:
+            raise ValueError(f"blur_limit must be >= 0.1 pixels, got {self.blur_limit!r}")
         if self.rotate_limit > 180:
             raise ValueError(f"rotate_limit must be <= 180 degrees, got {self.rotate_limit!r}")
 
@@ -90,6 +107,13 @@ class AugmentConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of all settings (for saving with a run)."""
         return asdict(self)
+
+    @classmethod
+    def photometric(cls, **overrides: Any) -> AugmentConfig:
+        """The defaults plus the photometric steps on (gamma, noise, blur at probability 0.3; brightness/contrast
+        limits 0.3), the "stronger photometric augmentation" option of docs/robustness.md."""
+        base = dict(gamma_p=0.3, noise_p=0.3, blur_p=0.3, brightness_limit=0.3, contrast_limit=0.3)
+        return cls(**{**base, **overrides})
 
     @classmethod
     def disabled(cls) -> AugmentConfig:
@@ -163,6 +187,13 @@ def build_train_transform(cfg: AugmentConfig | Mapping[str, Any] | None = None, 
                 brightness_limit=cfg.brightness_limit, contrast_limit=cfg.contrast_limit, p=cfg.brightness_contrast_p
             )
         )
+    if cfg.gamma_p > 0:
+        lo, hi = 100 * (1 - cfg.gamma_limit), 100 * (1 + cfg.gamma_limit)
+        steps.append(A.RandomGamma(gamma_limit=(lo, hi), p=cfg.gamma_p))
+    if cfg.noise_p > 0:
+        steps.append(A.GaussNoise(std_range=(0.0, cfg.noise_limit), p=cfg.noise_p))
+    if cfg.blur_p > 0:
+        steps.append(A.GaussianBlur(blur_limit=0, sigma_limit=(0.1, cfg.blur_limit), p=cfg.blur_p))
     if not steps:
         return None
     return A.Compose(steps, mask_interpolation=cv2.INTER_NEAREST, seed=seed)

@@ -96,7 +96,7 @@ def export_run(
     side = pred.size if dynamic else size  # what the graph will be fed: images at the training size if it can be
 
     def prepare(image: np.ndarray) -> torch.Tensor:
-        return preprocess(image, pred.in_channels, side)
+        return preprocess(image, pred.in_channels, side, pred.intensity)
 
     train = _run_pairs(run_dir, cfg.data, "train")
     if train:

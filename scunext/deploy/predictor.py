@@ -14,6 +14,7 @@ from torch import nn
 
 from scunext.config import load_config
 from scunext.data.preprocess import preprocess
+from scunext.deploy.quality import Quality, QualityCalibration, assess, load_calibration
 from scunext.deploy.runtimes import make_runner
 from scunext.engine.checkpoint import CheckpointError, load_model
 
@@ -45,6 +46,9 @@ class Predictor:
         size: side the model was trained at (images are resized to ``size x size``, logits resized back).
         threshold: probability threshold for the foreground.
         name: model name, for reports.
+        intensity: the run's intensity step (``none``, ``percentile``, ``clahe``; :mod:`scunext.data.intensity`).
+        quality: the run's quality calibration (``quality.json``, else the documented default;
+            :mod:`scunext.deploy.quality`), used by :meth:`assess`.
     """
 
     model: nn.Module
@@ -54,6 +58,8 @@ class Predictor:
     name: str = ""
     device: torch.device = torch.device("cpu")
     engine: str = "torch"
+    intensity: str = "none"
+    quality: QualityCalibration | None = None
 
     def __post_init__(self) -> None:
         self.model = self.model.eval()
@@ -70,7 +76,8 @@ class Predictor:
         dev = torch.device(device)
         if engine != "torch" and dev.type != "cpu":
             raise ValueError(f"engine {engine!r} runs on the CPU; use --device cpu or --engine torch")
-        return cls(model.to(dev), in_ch, size, name=meta["model"], device=dev, engine=engine)
+        return cls(model.to(dev), in_ch, size, name=meta["model"], device=dev, engine=engine,
+                   intensity=str(cfg.get("intensity", "none")))  # fmt: skip
 
     @classmethod
     def from_run(
@@ -80,11 +87,13 @@ class Predictor:
         pred = cls.from_checkpoint(stem, device, engine)
         cfg = load_config(Path(run_dir) / "config.yaml")
         pred.size = cfg.size
+        pred.intensity = cfg.intensity
+        pred.quality = load_calibration(run_dir)
         return pred
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:
         """uint8 image (any channels) -> normalised ``(C, size, size)`` tensor, exactly as in training."""
-        return preprocess(image, self.in_channels, self.size)
+        return preprocess(image, self.in_channels, self.size, self.intensity)
 
     @property
     def threshold_logit(self) -> float:
@@ -134,3 +143,9 @@ class Predictor:
             logits = self.logits(torch.stack([self.prepare(im) for im in chunk]))
             out.extend(self.mask_from_logits(lg, im.shape[:2]) for im, lg in zip(chunk, logits))
         return out
+
+    def assess(self, images: list[np.ndarray], probs: list[np.ndarray] | None = None,
+               batch_size: int = 8) -> list[Quality]:  # fmt: skip
+        """Quality score and ``review`` flag of each image's mask (:func:`scunext.deploy.quality.assess`); pass the
+        ``probs`` from :meth:`probabilities` to avoid computing them twice (one extra flipped pass per image)."""
+        return assess(self, images, self.quality, probs, batch_size)

@@ -349,7 +349,8 @@ def _train(
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
     transform = build_train_transform(cfg.augment, seed=cfg.seed)
-    common = dict(in_channels=cfg.in_channels, size=cfg.size, threshold_masks=cfg.threshold_masks)
+    common = dict(in_channels=cfg.in_channels, size=cfg.size, threshold_masks=cfg.threshold_masks,
+                  intensity=cfg.intensity)
     train_ds = SegmentationDataset(select_pairs(pairs, split.train), transform=transform, **common)
     val_ds = SegmentationDataset(select_pairs(pairs, split.val), **common)
     gen = torch.Generator()

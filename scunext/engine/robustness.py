@@ -1,0 +1,387 @@
+"""Acquisition-shift stress test of a trained run, and the calibration of its quality score.
+
+:func:`stress_test` re-scores a part of the run's split under every shift and severity of
+:mod:`scunext.data.shifts`, with the same per-image confusion counts as ``scunext evaluate`` (prediction at the
+training size, logits resized to each image's native size, scored against the native mask), and records each
+prediction's quality score (:mod:`scunext.deploy.quality`). :func:`calibrate_quality` chooses the review threshold
+on the run's validation part, clean and stressed, and writes ``quality.json`` beside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from scunext.config import load_config
+from scunext.data import DataError, SegmentationDataset, Split, discover_pairs, read_mask, select_pairs
+from scunext.data.shifts import SHIFTS, apply_shift, image_seed, modality_of, parse_shifts, shift_conditions
+from scunext.deploy.predictor import Predictor
+from scunext.deploy.quality import (
+    QUALITY_FILE,
+    QualityCalibration,
+    area_prior,
+    auroc,
+    choose_threshold,
+    count_components,
+    flipped_probabilities,
+    quality_from_probabilities,
+)
+from scunext.engine.checkpoint import atomic_write_text
+from scunext.engine.evaluate import _subset_pairs
+from scunext.engine.trainer import resolve_data_root
+from scunext.metrics import confusion_counts, dice_score, iou_score
+
+__all__ = ["stress_test", "calibrate_quality", "RESULT_FILES", "ReportExistsError"]
+
+log = logging.getLogger(__name__)
+
+class ReportExistsError(FileExistsError, ValueError):
+    """The output would overwrite an earlier report (a user's file); pass ``overwrite=True`` to allow it."""
+
+
+RESULT_FILES = ("per_image.csv", "summary.csv", "summary.md", "robustness.json", "robustness.png")
+PER_IMAGE_FIELDS = ("id", "group", "shift", "severity", "parameter", "dice", "iou", "area_px", "score", "review",
+                    "agreement", "margin", "components")  # fmt: skip
+
+
+def _group_of(pattern: re.Pattern[str] | None, image_id: str) -> str:
+    if pattern is None:
+        return "all"
+    m = pattern.search(image_id)
+    if not m:
+        return "other"
+    return m.group(1) if m.groups() else m.group(0)
+
+
+def _score_conditions(
+    predictor: Predictor,
+    image: np.ndarray,
+    mask: np.ndarray,
+    image_id: str,
+    conditions: list[tuple[str, int]],
+    calibration: QualityCalibration | None,
+    batch_size: int,
+) -> list[dict[str, Any]]:
+    """One image under every condition: Dice/IoU against the native mask, and the quality of each prediction."""
+    shifted = [image if s == "clean" else apply_shift(image, s, sev, image_seed(image_id, s, sev))
+               for s, sev in conditions]  # fmt: skip
+    probs = predictor.probabilities(shifted, batch_size)
+    flipped = flipped_probabilities(predictor, shifted, batch_size) if calibration is not None else None
+    preds = np.stack([p > predictor.threshold for p in probs])
+    target = np.broadcast_to(mask, preds.shape)
+    counts = confusion_counts(torch.from_numpy(preds), torch.from_numpy(np.ascontiguousarray(target)))
+    dice = dice_score(counts, reduction="none")[:, 0].tolist()
+    iou = iou_score(counts, reduction="none")[:, 0].tolist()
+    rows = []
+    for k, (s, sev) in enumerate(conditions):
+        row: dict[str, Any] = {"id": image_id, "shift": s, "severity": sev,
+                               "parameter": "" if s == "clean" else SHIFTS[s].levels[sev - 1],
+                               "dice": dice[k], "iou": iou[k], "area_px": int(preds[k].sum())}  # fmt: skip
+        if flipped is not None:
+            q = quality_from_probabilities(probs[k], flipped[k], calibration, predictor.threshold)
+            row.update(score=q.score, review=q.review, agreement=q.agreement, margin=q.margin, components=q.components,
+                       forced=q.area_fraction < calibration.min_area_fraction)  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return v
+
+
+def _summarise(rows_by_cond: dict[tuple[str, str, int], list[dict[str, Any]]], quality: bool) -> list[dict[str, Any]]:
+    """One row per (group, shift, severity): mean/sd Dice, paired drop against clean, failures, flags."""
+    out = []
+    for (group, s, sev), rows in rows_by_cond.items():
+        d = np.array([r["dice"] for r in rows], float)
+        clean = {r["id"]: r["dice"] for r in rows_by_cond.get((group, "clean", 0), [])}
+        diffs = np.array([r["dice"] - clean[r["id"]] for r in rows if r["id"] in clean], float)
+        row: dict[str, Any] = {
+            "group": group, "shift": s, "severity": sev,
+            "parameter": "" if s == "clean" else SHIFTS[s].levels[sev - 1], "n": int(d.size),
+            "dice_mean": float(np.nanmean(d)), "dice_sd": float(np.nanstd(d, ddof=1)) if d.size > 1 else float("nan"),
+            "drop_vs_clean": float(-np.nanmean(diffs)) + 0.0 if diffs.size else float("nan"),
+            "n_dice_below_0.90": int((d < 0.9).sum()), "n_dice_below_0.50": int((d < 0.5).sum()),
+        }  # fmt: skip
+        if quality:
+            flags = np.array([r["review"] for r in rows], bool)
+            scores = np.array([r["score"] for r in rows], float)
+            row.update({
+                "flagged": int(flags.sum()), "mean_score": float(scores.mean()),
+                "recall_dice_below_0.50": float(flags[d < 0.5].mean()) if (d < 0.5).any() else float("nan"),
+                "auroc_dice_below_0.90": auroc(scores, d < 0.9),
+            })  # fmt: skip
+        out.append(row)
+    return out
+
+
+def _quality_report(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """AUROC for Dice < 0.90 and recall of Dice < 0.50 at the run's threshold, for clean and stressed predictions."""
+    rep = {}
+    for name, sel in (("clean", [r for r in rows if r["shift"] == "clean"]),
+                      ("stressed", [r for r in rows if r["shift"] != "clean"]), ("all", rows)):  # fmt: skip
+        if not sel:
+            continue
+        d = np.array([r["dice"] for r in sel], float)
+        s = np.array([r["score"] for r in sel], float)
+        f = np.array([r["review"] for r in sel], bool)
+        rep[name] = {
+            "n": len(sel), "n_dice_below_0.90": int((d < 0.9).sum()), "n_dice_below_0.50": int((d < 0.5).sum()),
+            "auroc_dice_below_0.90": auroc(s, d < 0.9),
+            "recall_dice_below_0.90": float(f[d < 0.9].mean()) if (d < 0.9).any() else None,
+            "recall_dice_below_0.50": float(f[d < 0.5].mean()) if (d < 0.5).any() else None,
+            "flagged_share_dice_ge_0.90": float(f[d >= 0.9].mean()) if (d >= 0.9).any() else None,
+            "flagged": int(f.sum()),
+        }  # fmt: skip
+    return rep
+
+
+def _markdown(meta: dict[str, Any], summary: list[dict[str, Any]], quality: bool) -> str:
+    lines = [f"# Stress test: {meta['model']} ({meta['run']})", "",
+             f"{meta['subset']} part of {meta['data']}, {meta['n_images']} images, native resolution, Dice % per-image "
+             f"mean; drop = clean minus shifted, paired per image. Quality threshold "
+             f"{_fmt(meta['quality_threshold'])} ({meta['quality_source']}).", ""]  # fmt: skip
+    head = "| group | shift | severity | parameter | n | Dice % | sd | drop | < 90 | < 50 |"
+    rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if quality:
+        head += " flagged | recall < 50 | AUROC < 90 |"
+        rule += "---:|---:|---:|"
+    lines += [head, rule]
+    for r in summary:
+        cells = [r["group"], r["shift"], str(r["severity"]), str(r["parameter"]), str(r["n"]),
+                 f"{100 * r['dice_mean']:.2f}", f"{100 * r['dice_sd']:.2f}" if not math.isnan(r["dice_sd"]) else "-",
+                 f"{100 * r['drop_vs_clean']:.2f}", str(r["n_dice_below_0.90"]), str(r["n_dice_below_0.50"])]
+        if quality:
+            rec, au = r["recall_dice_below_0.50"], r["auroc_dice_below_0.90"]
+            cells += [str(r["flagged"]), "-" if math.isnan(rec) else f"{rec:.2f}",
+                      "-" if math.isnan(au) else f"{au:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")  # fmt: skip
+    if quality:
+        lines += ["", "Quality score (all groups): " + json.dumps(_jsonable(meta["quality"]))]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(summary: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({r["group"] for r in summary})
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.2), squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        rows = [r for r in summary if r["group"] == g]
+        clean = next((r["dice_mean"] for r in rows if r["shift"] == "clean"), None)
+        for s in dict.fromkeys(r["shift"] for r in rows if r["shift"] != "clean"):
+            pts = sorted((r["severity"], r["dice_mean"]) for r in rows if r["shift"] == s)
+            xs = [0] + [p[0] for p in pts]
+            ys = [clean if clean is not None else np.nan] + [p[1] for p in pts]
+            ax.plot(xs, [100 * y for y in ys], marker="o", label=s)
+        ax.set_xlabel("severity (0 = clean)")
+        ax.set_ylabel("Dice % (per-image mean)")
+        ax.set_title(f"{title} [{g}]" if len(groups) > 1 else title, fontsize=9)
+        ax.set_xticks([0, 1, 2, 3])
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _prepare(run_dir: Path, data: str | Path | None, subset: str, max_images: int, predictor: Predictor):
+    cfg = load_config(run_dir / "config.yaml")
+    data_root = Path(data) if data else resolve_data_root(cfg)
+    pairs = _subset_pairs(run_dir, data_root, subset)
+    if max_images and max_images < len(pairs):  # an even, deterministic pick over the sorted part
+        idx = np.linspace(0, len(pairs) - 1, max_images).round().astype(int)
+        pairs = [pairs[i] for i in sorted(set(idx.tolist()))]
+    reader = SegmentationDataset(pairs, in_channels=predictor.in_channels, size=None,
+                                 threshold_masks=cfg.threshold_masks)  # fmt: skip
+    return cfg, data_root, pairs, reader
+
+
+def stress_test(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    data: str | Path | None = None,
+    subset: str = "test",
+    shifts: str | list[str] = "all",
+    group_pattern: str | None = None,
+    quality: bool = True,
+    max_images: int = 0,
+    checkpoint: str = "best",
+    batch_size: int = 16,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Re-score ``subset`` of the run's data under each shift and severity and write the report to ``out_dir``.
+
+    Args:
+        run_dir: a run folder or released weights' folder.
+        out_dir: report folder: ``per_image.csv`` (one row per image, shift and severity), ``summary.csv`` and
+            ``summary.md`` (Dice per shift and severity, paired drop against clean, failures, review flags),
+            ``robustness.json`` (the same plus the quality-score report) and ``robustness.png``.
+        data: dataset folder (default: the run's).
+        subset: part of the run's split (``test``, ``val``, ``train``, ``all``).
+        shifts: ``"all"`` (those of the run's modality) or names, see :data:`scunext.data.shifts.SHIFTS`.
+        group_pattern: regular expression on the image id; its first group (or the match) names the group the
+            summary is split by, e.g. ``^(MCUCXR|CHNCXR)`` for the lung sites. Unmatched ids go to ``other``.
+        quality: also compute the quality score and review flag of every prediction (one extra flipped pass).
+        max_images: score an even pick of this many images of the part (0 = all).
+        overwrite: replace an earlier report in ``out_dir``; otherwise existing report files are an error.
+
+    Returns:
+        The content of ``robustness.json``.
+    """
+    run_dir, out = Path(run_dir), Path(out_dir)
+    existing = [f for f in RESULT_FILES if (out / f).exists()]
+    if existing and not overwrite:
+        raise ReportExistsError(f"{out} already holds a report ({', '.join(existing)}); choose another --out or "
+                              "pass --overwrite")  # fmt: skip
+    predictor = Predictor.from_run(run_dir, checkpoint)
+    names = parse_shifts(shifts, modality_of(predictor.in_channels))
+    cfg, data_root, pairs, reader = _prepare(run_dir, data, subset, max_images, predictor)
+    conditions = shift_conditions(names)
+    pattern = re.compile(group_pattern) if group_pattern else None
+    calibration = predictor.quality if quality else None
+    out.mkdir(parents=True, exist_ok=True)
+
+    by_cond: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    qrows: list[dict[str, Any]] = []
+    partial = out / "per_image.csv.partial"
+    fields = PER_IMAGE_FIELDS if quality else PER_IMAGE_FIELDS[:8]
+    bar = tqdm(total=len(pairs) * len(conditions), desc=f"stress {subset}", unit="pred", disable=not show_progress)
+    with partial.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fields, extrasaction="ignore")
+        writer.writeheader()
+        for i, pair in enumerate(pairs):
+            image, mask = reader.load(i)
+            if image.shape[2] == 1:
+                image = image[..., 0]
+            group = _group_of(pattern, pair.id)
+            rows = _score_conditions(predictor, image, mask, pair.id, conditions, calibration, batch_size)
+            for r in rows:
+                r["group"] = group
+                writer.writerow({k: _fmt(v) for k, v in r.items()})
+                keep = {k: r[k] for k in ("id", "dice", "score", "review") if k in r}
+                by_cond[(group, r["shift"], r["severity"])].append(keep)
+                if pattern is not None:
+                    by_cond[("all", r["shift"], r["severity"])].append(keep)
+                if quality:
+                    qrows.append({**keep, "shift": r["shift"]})
+            bar.update(len(conditions))
+    bar.close()
+    partial.replace(out / "per_image.csv")
+
+    order = {c: k for k, c in enumerate(conditions)}
+    keys = sorted(by_cond, key=lambda k: (k[0] != "all", k[0], order[(k[1], k[2])]))
+    summary = _summarise({k: by_cond[k] for k in keys}, quality)
+    meta: dict[str, Any] = {
+        "run": str(run_dir), "model": predictor.name, "intensity": predictor.intensity, "data": str(data_root),
+        "subset": subset, "n_images": len(pairs), "shifts": {n: {"description": SHIFTS[n].description,
+        "parameter": SHIFTS[n].parameter, "levels": list(SHIFTS[n].levels)} for n in names},
+        "group_pattern": group_pattern, "resolution": "native (logits resized to each mask's size)",
+        "reduction": "per-image mean Dice; drop = mean over images of (clean - shifted)",
+        "quality_threshold": calibration.threshold if calibration else None,
+        "quality_source": calibration.source if calibration else "off",
+        "quality": _quality_report(qrows) if quality else None,
+    }  # fmt: skip
+    with (out / "summary.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, list(summary[0]))
+        w.writeheader()
+        w.writerows({k: _fmt(v) for k, v in r.items()} for r in summary)
+    atomic_write_text(out / "summary.md", _markdown(meta, summary, quality))
+    report = _jsonable({**meta, "summary": summary})
+    atomic_write_text(out / "robustness.json", json.dumps(report, indent=2))
+    try:
+        _plot(summary, out / "robustness.png", f"{predictor.name} {Path(run_dir).name}: {subset}")
+    except ImportError:  # matplotlib is in the train extra
+        log.warning("matplotlib not installed: no robustness.png (pip install 'scunext[train]')")
+    return report
+
+
+def calibrate_quality(
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    shifts: str | list[str] = "all",
+    out: str | Path | None = None,
+    max_images: int = 0,
+    checkpoint: str = "best",
+    batch_size: int = 16,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> QualityCalibration:
+    """Calibrate the quality score of a run and write ``quality.json`` (default ``RUN_DIR/quality.json``).
+
+    The area and component prior comes from the run's *training* masks; the threshold from its *validation* part,
+    scored clean and under every shift and severity (so that failures exist), with
+    :func:`~scunext.deploy.quality.choose_threshold`. The test part is not touched.
+    """
+    run_dir = Path(run_dir)
+    target = Path(out) if out else run_dir / QUALITY_FILE
+    if target.exists() and not overwrite:
+        raise ReportExistsError(f"{target} exists; pass --overwrite to recalibrate")
+    predictor = Predictor.from_run(run_dir, checkpoint)
+    names = parse_shifts(shifts, modality_of(predictor.in_channels))
+    cfg = load_config(run_dir / "config.yaml")
+    data_root = Path(data) if data else resolve_data_root(cfg)
+    split = Split.from_json(run_dir / "split.json")
+    if not split.train or not split.val:
+        raise DataError("calibration needs the run's train part (area prior) and val part (threshold)")
+    all_pairs = discover_pairs(data_root)
+    train_pairs = select_pairs(all_pairs, split.train)
+    fracs, comps = [], []
+    for p in tqdm(train_pairs, desc="area prior", unit="mask", disable=not show_progress):
+        m = read_mask(p.mask, threshold=cfg.threshold_masks)
+        fracs.append(float(m.mean()))
+        comps.append(count_components(m))
+    prior = area_prior(np.array(fracs), comps)
+    provisional = QualityCalibration(threshold=0.0, source="calibrated", **prior)
+
+    _, _, pairs, reader = _prepare(run_dir, data_root, "val", max_images, predictor)
+    conditions = shift_conditions(names)
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(pairs) * len(conditions), desc="calibrate val", unit="pred", disable=not show_progress)
+    for i, pair in enumerate(pairs):
+        image, mask = reader.load(i)
+        image = image[..., 0] if image.shape[2] == 1 else image
+        rows += _score_conditions(predictor, image, mask, pair.id, conditions, provisional, batch_size)
+        bar.update(len(conditions))
+    bar.close()
+    scores = [r["score"] for r in rows]
+    dices = [r["dice"] for r in rows]
+    threshold, stats = choose_threshold(scores, dices, [r["forced"] for r in rows])
+    stats.update({"data": str(data_root), "part": "val", "n_images": len(pairs), "shifts": names,
+                  "conditions": len(conditions), "n_train_masks": len(train_pairs),
+                  "train_area_fraction_median": float(np.median(fracs))})  # fmt: skip
+    cal = QualityCalibration(threshold=threshold, source="calibrated", stats=_jsonable(stats), **prior)
+    cal.to_json(target)
+    log.info("%s: review threshold %.4f (%s)", target, threshold, stats["rule"])
+    return cal
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        return None if math.isnan(v) else v
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x

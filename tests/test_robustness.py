@@ -1,0 +1,234 @@
+"""Stress test, quality score, review flag and calibration: behaviour on hand-made maps and on the shipped sample."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scunext.cli.main import main
+from scunext.data import read_image, sample_dir
+from scunext.deploy.predictor import Predictor
+from scunext.deploy.quality import (
+    QualityCalibration,
+    area_prior,
+    auroc,
+    choose_threshold,
+    count_components,
+    load_calibration,
+    quality_from_probabilities,
+)
+
+LUNG_CAL = QualityCalibration(threshold=0.8, area_lo=0.15, area_hi=0.45, min_area_fraction=0.075, max_components=3)
+
+
+def _lungs(h: int = 64, w: int = 64, p: float = 0.99) -> np.ndarray:
+    prob = np.full((h, w), 1 - p)
+    prob[10:50, 8:28] = p
+    prob[10:50, 36:56] = p
+    return prob
+
+
+def test_confident_plausible_mask_passes_and_its_parts_are_right():
+    prob = _lungs()
+    q = quality_from_probabilities(prob, prob.copy(), LUNG_CAL)
+    assert q.agreement == 1 and q.margin == pytest.approx(0.98) and q.components == 2
+    assert q.area_px == 1600 and q.area_fraction == pytest.approx(1600 / 4096)
+    assert q.score == pytest.approx(0.98) and not q.review and q.reason == ""
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 0.8])
+def test_empty_or_near_empty_mask_is_always_flagged(threshold):
+    cal = QualityCalibration(**{**LUNG_CAL.__dict__, "threshold": threshold})
+    empty = np.full((64, 64), 0.01)
+    tiny = empty.copy()
+    tiny[30:34, 30:34] = 0.99  # 0.4 % of the image, confidently predicted and flip-stable
+    for prob in (empty, tiny):
+        q = quality_from_probabilities(prob, prob, cal)
+        assert q.review and q.score == 0 and "near-empty" in q.reason
+    assert quality_from_probabilities(empty, empty, QualityCalibration.default()).review  # also without calibration
+
+
+def test_each_part_lowers_the_score():
+    good = quality_from_probabilities(_lungs(), _lungs(), LUNG_CAL).score
+    shifted = np.roll(_lungs(), 6, axis=1)  # the flipped pass disagrees
+    assert quality_from_probabilities(_lungs(), shifted, LUNG_CAL).agreement < 0.9
+    assert quality_from_probabilities(_lungs(), shifted, LUNG_CAL).score < good
+    soft = _lungs(p=0.6)  # same mask, probabilities near 0.5
+    assert quality_from_probabilities(soft, soft, LUNG_CAL).margin == pytest.approx(0.2)
+    big = np.full((64, 64), 0.99)  # area 100 %, above twice area_hi -> area term 0
+    assert quality_from_probabilities(big, big, LUNG_CAL).score == 0
+    specks = np.full((64, 64), 0.01)
+    for k in range(6):
+        specks[4 + 10 * k : 8 + 10 * k, 4:60] = 0.99  # 6 bars, 33 % area, above max_components 3
+    q = quality_from_probabilities(specks, specks, LUNG_CAL)
+    assert q.components == 6 and q.score == pytest.approx(0.98 * 3 / 6) and q.review and "6 components" in q.reason
+
+
+def test_area_prior_and_components():
+    masks = [np.zeros((10, 10), bool) for _ in range(100)]
+    for k, m in enumerate(masks):
+        m.flat[: k + 1] = True  # areas 1 %..100 %
+    prior = area_prior(masks)
+    assert prior["area_lo"] == pytest.approx(np.percentile(np.arange(1, 101) / 100, 1))
+    assert prior["area_hi"] == pytest.approx(np.percentile(np.arange(1, 101) / 100, 99))
+    assert prior["min_area_fraction"] == pytest.approx(prior["area_lo"] / 2) and prior["max_components"] == 1
+    two = np.zeros((40, 40), bool)
+    two[2:10, 2:10] = two[20:30, 20:30] = True
+    two[39, 39] = True  # one pixel: below 0.1 % of 1600 px is 1.6 px -> not counted
+    assert count_components(two) == 2
+    with pytest.raises(ValueError, match="no training masks"):
+        area_prior([])
+
+
+def test_auroc_and_threshold_choice():
+    assert auroc([0.1, 0.2, 0.8, 0.9], [True, True, False, False]) == 1
+    assert auroc([0.9, 0.8, 0.2, 0.1], [True, True, False, False]) == 0
+    assert auroc([0.5, 0.5], [True, False]) == 0.5
+    assert np.isnan(auroc([0.5, 0.6], [False, False]))
+    scores = [0.95, 0.94, 0.93, 0.92, 0.70, 0.60, 0.91, 0.30]
+    dices = [0.97, 0.96, 0.95, 0.96, 0.85, 0.40, 0.45, 0.20]  # one failure (0.45) scores high: 0.91
+    t, st = choose_threshold(scores, dices)
+    flagged = np.array(scores) < t
+    assert flagged[np.array(dices) < 0.5].all()  # every Dice < 0.5 is flagged
+    assert st["recall_dice_below_0.50"] == 1 and st["n_dice_below_0.50"] == 3
+    assert 0.91 < t <= 0.92 and not flagged[:4].any()  # and no good case is flagged
+    # a failure with a high score drags the threshold up unless the hard area rule already flags it
+    scores, dices = [0.95, 0.94, 0.93, 0.92, 0.50, 0.40, 0.96], [0.97, 0.96, 0.95, 0.96, 0.85, 0.30, 0.20]
+    t1, _ = choose_threshold(scores, dices)
+    t2, st2 = choose_threshold(scores, dices, forced=[False] * 6 + [True])
+    assert t1 > 0.96 and t2 <= 0.92 and st2["recall_dice_below_0.50"] == 1 and st2["flagged_share_dice_ge_0.90"] == 0
+
+
+def test_calibration_file_round_trip_and_default(tmp_path):
+    assert load_calibration(tmp_path).source == "default"
+    LUNG_CAL.to_json(tmp_path / "quality.json")
+    back = load_calibration(tmp_path)
+    assert back == LUNG_CAL
+    (tmp_path / "quality.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable quality file"):
+        load_calibration(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def lung_run(tmp_path_factory) -> Path:
+    """A 1-epoch UNeXt-S run on the lung sample at 64 px with the percentile intensity step."""
+    from scunext.config import load_config
+    from scunext.engine.trainer import train
+
+    out = tmp_path_factory.mktemp("lungrun") / "run"
+    cfg = {"data": str(sample_dir("chest-xray-lungs")), "model": "unext_s", "size": 64, "epochs": 1,
+           "batch_size": 4, "intensity": "percentile", "val_fraction": 0.2}  # fmt: skip
+    train(load_config(None, cfg), out, show_progress=False)
+    return out
+
+
+def test_run_records_and_uses_its_intensity_step(lung_run):
+    from scunext.data.preprocess import preprocess
+
+    pred = Predictor.from_run(lung_run)
+    assert pred.intensity == "percentile" and "intensity: percentile" in (lung_run / "config.yaml").read_text()
+    img = read_image(sorted((sample_dir("chest-xray-lungs") / "images").iterdir())[0])
+    assert np.array_equal(pred.prepare(img).numpy(), preprocess(img, 1, 64, "percentile").numpy())
+    assert not np.array_equal(pred.prepare(img).numpy(), preprocess(img, 1, 64, "none").numpy())
+    assert Predictor.from_run(Path(__file__).parents[1] / "scunext/assets/weights/lungs").intensity == "none"
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_stress_test_command_on_a_one_epoch_run(lung_run, tmp_path, capsys):
+    from scunext.engine.evaluate import evaluate_run
+
+    out = tmp_path / "stress"
+    args = ["robustness", str(lung_run), "--shifts", "washout,invert", "--out", str(out), "--no-progress",
+            "--group-pattern", "^(MCUCXR|CHNCXR)"]  # fmt: skip
+    assert main(args) == 0
+    assert "| all | washout | 3 | 215 |" in capsys.readouterr().out
+    rows = _rows(out / "per_image.csv")
+    n_test = len(json.loads((lung_run / "split.json").read_text())["test"])
+    assert len(rows) == n_test * 5  # clean + 3 wash-out severities + invert
+    # the clean rows are exactly what evaluate scores (same predictions, same per-image Dice at native size)
+    ev = evaluate_run(lung_run, out_dir=tmp_path / "ev", hd95=False, show_progress=False)
+    ev_rows = {r["id"]: float(r["dice"]) for r in _rows(tmp_path / "ev" / "per_image.csv")}
+    clean = {r["id"]: float(r["dice"]) for r in rows if r["shift"] == "clean"}
+    assert clean.keys() == ev_rows.keys()
+    assert all(abs(clean[k] - ev_rows[k]) < 1e-5 for k in clean)
+    summary = _rows(out / "summary.csv")
+    by = {(r["group"], r["shift"], r["severity"]): r for r in summary}
+    d_clean = np.mean(list(clean.values()))
+    assert float(by[("all", "clean", "0")]["dice_mean"]) == pytest.approx(d_clean, abs=1e-5)
+    assert float(by[("all", "clean", "0")]["dice_mean"]) == pytest.approx(ev["dice"]["per_image_mean"], abs=1e-5)
+    inv = [float(r["dice"]) for r in rows if r["shift"] == "invert"]
+    assert float(by[("all", "invert", "1")]["drop_vs_clean"]) == pytest.approx(d_clean - np.mean(inv), abs=1e-5)
+    groups = {r["group"] for r in summary}
+    assert "all" in groups and groups <= {"all", "MCUCXR", "CHNCXR"} and len(groups) > 1
+    assert {"score", "review"} <= set(rows[0]) and all(0 <= float(r["score"]) <= 1 for r in rows)
+    rep = json.loads((out / "robustness.json").read_text())
+    assert rep["quality"]["stressed"]["n"] == n_test * 4 and (out / "robustness.png").stat().st_size > 1000
+    # a second run into the same folder is refused (one line, exit 2) and leaves the report untouched
+    before = (out / "summary.csv").read_bytes()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("scunext robustness: error: ") and "--overwrite" in err and err.count("\n") == 1
+    assert (out / "summary.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["robustness", "--weights", "lungs", "--shifts", "colorcast", "--out", "{o}"], "do not apply to gray"),
+    (["robustness", "--weights", "lungs", "--shifts", "fog", "--out", "{o}"], "unknown shift(s) fog"),
+    (["robustness", "--out", "{o}"], "either a RUN_DIR or --weights"),
+    (["robustness", "{o}", "--out", "{o}"], "not a training run folder"),
+    (["robustness", "--weights", "nope", "--out", "{o}"], "no released weights named 'nope'"),
+    (["robustness", "--weights", "lungs", "--data", "{o}/none", "--out", "{o}"], "dataset folder not found"),
+    (["calibrate", "--weights", "lungs", "--max-images", "-1"], "--max-images must be >= 0"),
+])  # fmt: skip
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, msg, tmp_path, capsys):
+    argv = [a.replace("{o}", str(tmp_path / "o")) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_calibrate_writes_quality_json_used_by_the_predictor(lung_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(lung_run, run)
+    assert main(["calibrate", str(run), "--shifts", "washout", "--no-progress"]) == 0
+    assert "review threshold" in capsys.readouterr().out
+    cal = load_calibration(run)
+    assert cal.source == "calibrated" and 0 <= cal.threshold <= 1 + 1e-6
+    assert 0 < cal.min_area_fraction < cal.area_lo < cal.area_hi < 1 and cal.max_components >= 2  # two lungs
+    st = cal.stats
+    assert st["part"] == "val" and st["conditions"] == 4 and st["n"] == st["n_images"] * 4
+    assert st["recall_dice_below_0.50"] in (None, 1.0)
+    pred = Predictor.from_run(run)
+    assert pred.quality == cal
+    img = read_image(sorted((sample_dir("chest-xray-lungs") / "images").iterdir())[0])
+    white = np.full_like(img, 255)
+    q_img, q_white = pred.assess([img, white])
+    assert q_img.area_px == int(pred.predict([img])[0].sum()) and 0 <= q_img.score <= 1
+    # a flat white image gives no plausible lungs: flagged whatever the model does with it
+    assert q_white.review
+    assert main(["calibrate", str(run), "--shifts", "washout", "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["lungs", "lungs-unext_s", "isic2017", "isic2017-unext_s"])
+def test_released_weights_carry_a_calibrated_flag_that_catches_blank_images(name):
+    from scunext.weights import weights_dir
+
+    pred = Predictor.from_run(weights_dir(name))
+    cal = pred.quality
+    assert cal.source == "calibrated" and cal.stats["part"] == "val" and 0 < cal.threshold < 1
+    assert cal.stats["recall_dice_below_0.50"] in (None, 1.0)  # every validation failure flagged
+    shape = (256, 256) if pred.in_channels == 1 else (256, 256, 3)
+    blank = [np.full(shape, v, np.uint8) for v in (0, 255)]  # no anatomy at all: must not pass unflagged
+    assert all(q.review for q in pred.assess(blank))

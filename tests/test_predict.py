@@ -227,14 +227,39 @@ def test_predictions_csv_columns_and_values(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["predict", "--weights", "lungs", *map(str, XRAYS[:3]), "--out", str(out), "--no-overlay"]) == 0
     rows = list(csv.DictReader((out / "predictions.csv").open()))
-    assert list(rows[0]) == ["file", "mask", "height", "width", "area_px", "area_mm2", "status"]
+    assert list(rows[0]) == ["file", "mask", "height", "width", "area_px", "area_mm2", "score", "review",
+                             "review_reason", "status"]
     for row, src in zip(rows, XRAYS[:3]):
         mask = np.asarray(Image.open(row["mask"])) > 0
         assert row["file"] == str(src) and row["status"] == "ok"
         assert (int(row["height"]), int(row["width"])) == mask.shape
         assert int(row["area_px"]) == int(mask.sum()) > 0
         assert row["area_mm2"] == ""  # PNG: no pixel spacing
+        assert 0 <= float(row["score"]) <= 1 and row["review"] in ("True", "False")
     assert not list(out.glob("*_overlay.png"))
+
+
+def test_quality_columns_equal_the_predictors_assessment_and_flag_a_blank_film(tmp_path, capsys):
+    """predictions.csv's score/review are the Predictor's own quality assessment (scunext.deploy.quality) of the same
+    images, and a nearly white film (the failure seen on other hospitals' scans) is flagged for review."""
+    blank = tmp_path / "in" / "white.png"
+    blank.parent.mkdir()
+    Image.fromarray(np.full((256, 256), 250, np.uint8)).save(blank)
+    inputs = [*XRAYS[:2], blank]
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", "lungs", *map(str, inputs), "--out", str(out), "--no-overlay"]) == 0
+    assert "flagged for review" in capsys.readouterr().out
+    rows = {Path(r["file"]).name: r for r in csv.DictReader((out / "predictions.csv").open())}
+    predictor = Predictor.from_run(weights_dir("lungs"))
+    images = [read_image(f) for f in inputs]
+    for f, q in zip(inputs, predictor.assess(images)):
+        row = rows[f.name]
+        assert float(row["score"]) == pytest.approx(q.score, abs=1e-3), f.name
+        assert row["review"] == str(q.review)
+    assert rows["white.png"]["review"] == "True" and rows["white.png"]["review_reason"]
+    assert main(["predict", "--weights", "lungs", str(XRAYS[0]), "--out", str(tmp_path / "o2"), "--no-quality"]) == 0
+    row = next(csv.DictReader((tmp_path / "o2" / "predictions.csv").open()))
+    assert row["score"] == "" and row["review"] == ""
 
 
 def test_area_in_mm2_from_the_pixel_spacing():

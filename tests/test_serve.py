@@ -276,7 +276,7 @@ def test_large_jpeg_is_segmented_reduced_and_answered_at_native_size(client, run
     assert max(shown.shape[:2]) == DISPLAY_MAX_SIDE and shown.shape[2] == 3
     # no pixel spacing in a JPEG; the quality fields are reserved (null)
     assert body["pixel_spacing_mm"] is None and body["area_mm2"] is None
-    assert body["quality_score"] is None and body["review"] is None
+    assert 0 <= body["quality_score"] <= 1 and isinstance(body["review"], bool)
     # the same lesion as the full-resolution Predictor finds, up to the boundary
     expected = Predictor.from_run(run_dir).predict([np.asarray(Image.open(io.BytesIO(data)))])[0]
     assert expected.sum() > 0.01 * expected.size  # a real mask, so that the comparison means something
@@ -297,15 +297,15 @@ def test_full_server_answers_503_with_retry_after(models, monkeypatch, queue):
     app = create_app(models, workers=1, queue=queue)
     pool = app.extensions["scunext.pool"]
     predictor = models[0].predictor
-    original = predictor.predict
+    original = predictor.logits
     started, release = threading.Event(), threading.Event()
 
-    def slow_predict(images, *args, **kwargs):
+    def slow_logits(x, *args, **kwargs):
         started.set()
         assert release.wait(60)
-        return original(images, *args, **kwargs)
+        return original(x, *args, **kwargs)
 
-    monkeypatch.setattr(predictor, "predict", slow_predict)
+    monkeypatch.setattr(predictor, "logits", slow_logits)
     data = XRAY_IMAGE.read_bytes()
     answers: list = []
     threads = [
@@ -553,3 +553,20 @@ def test_dicom_upload_is_segmented_with_its_area_in_mm2(client, tmp_path):
     png = _post(client, buf.getvalue()).json
     assert png["area_px"] == body["area_px"] and png["area_mm2"] is None
     assert np.array_equal(_decode_png(png["mask_png"]), _decode_png(body["mask_png"]))
+
+
+def test_quality_score_and_review_flag_in_the_answer(client, run_dir):
+    """The answer carries the model's quality score and review flag, the same as scunext predict computes (one
+    flipped pass at the model's input size); a blank image gets a near-empty mask, which is always flagged."""
+    from scunext.deploy.quality import quality_from_logits
+
+    body = _post(client, ISIC_IMAGE.read_bytes(), filename="lesion.jpg").json
+    predictor = Predictor.from_run(run_dir)
+    x = predictor.prepare(np.asarray(Image.open(ISIC_IMAGE).convert("RGB")))[None]
+    q = quality_from_logits(predictor.logits(x)[0], predictor.logits(x.flip(-1)).flip(-1)[0], predictor.quality)
+    assert body["quality_score"] == pytest.approx(q.score, abs=1e-4) and body["review"] == q.review
+    buf = io.BytesIO()
+    Image.new("RGB", (256, 256), (0, 0, 0)).save(buf, format="PNG")
+    blank = _post(client, buf.getvalue()).json
+    if blank["area_px"] < 0.001 * 256 * 256:
+        assert blank["review"] is True and "near-empty" in blank["review_reason"]

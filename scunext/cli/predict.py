@@ -47,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-overlay", action="store_true", help="write masks only (faster: JPEGs are then decoded at "
                    "reduced size)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--no-quality", action="store_true", help="no quality score / review flag (saves one flipped "
+                   "forward pass per image)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                    help=f"decode/write threads (default {DEFAULT_WORKERS}: this machine's cores, at most 4)")
@@ -84,24 +86,31 @@ def run(args: argparse.Namespace) -> int:
     predictor.threshold = args.threshold
     version = f"weights {args.weights}" if args.weights else f"{run_dir.resolve().name} ({args.checkpoint})"
     out.mkdir(parents=True, exist_ok=True)
-    skipped, start = [], time.perf_counter()
+    skipped, flagged, start = [], [], time.perf_counter()
     with PredictionsCSV(out / CSV_NAME) as table, \
             tqdm(total=len(jobs), unit="image", desc="predict", disable=None) as bar:  # fmt: skip
         records = stream_predict(predictor, jobs, batch_size=args.batch_size, workers=args.workers, fmt=args.fmt,
-                                 overwrite=args.overwrite, model_version=version)  # fmt: skip
+                                 overwrite=args.overwrite, model_version=version,
+                                 quality=not args.no_quality)  # fmt: skip
         for rec in records:
             table.write(rec)
             bar.update()
             if rec.ok:
                 mm2 = f", {rec.area_mm2:.1f} mm2" if rec.area_mm2 is not None else ""
+                flag = "" if rec.score is None else f", quality {rec.score:.2f}" + (
+                    f", REVIEW ({rec.review_reason})" if rec.review else "")
+                if rec.review:
+                    flagged.append(rec)
                 tqdm.write(f"{rec.file}: {rec.area_px} px ({100 * rec.area_px / (rec.height * rec.width):.2f}% of "
-                           f"image{mm2}) -> {rec.mask}")  # fmt: skip
+                           f"image{mm2}{flag}) -> {rec.mask}")  # fmt: skip
             else:
                 skipped.append(rec)
                 tqdm.write(f"scunext predict: {rec.file}: {rec.status}", file=sys.stderr)
     secs = time.perf_counter() - start
     done = len(jobs) - len(skipped)
     summary = f"{done} of {len(jobs)} images segmented in {secs:.1f} s ({len(jobs) / max(secs, 1e-9):.1f} images/s)"
+    if not args.no_quality:
+        summary += f"; {len(flagged)} flagged for review" + (f" ({_names(flagged)})" if flagged else "")
     if skipped:
         summary += f"; {len(skipped)} skipped ({_names(skipped)})"
     print(f"{summary}; table: {out / CSV_NAME}")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -183,6 +184,17 @@ def quality_from_probabilities(
         reasons.append("low confidence")
     review = bool(score < calibration.threshold or frac < calibration.min_area_fraction)
     return Quality(score, review, area_px, frac, agreement, margin, comps, "; ".join(reasons) if review else "")
+
+
+def quality_from_logits(
+    logits: torch.Tensor, flipped_logits: torch.Tensor, calibration: QualityCalibration | None, threshold: float = 0.5
+) -> Quality:
+    """:func:`quality_from_probabilities` of one image's model-size logits ``(1, S, S)`` and the flipped-back logits
+    of its flipped input (what ``scunext predict`` and ``scunext serve`` compute: one extra forward pass, no work at
+    the image's full size). ``calibration`` None: :meth:`QualityCalibration.default`."""
+    return quality_from_probabilities(torch.sigmoid(logits[0].float()).numpy(),
+                                      torch.sigmoid(flipped_logits[0].float()).numpy(),
+                                      calibration or QualityCalibration.default(), threshold)  # fmt: skip
 
 
 def flipped_probabilities(predictor: Predictor, images: Sequence[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:

@@ -45,6 +45,7 @@ from scunext.data.dataset import IMAGE_EXTENSIONS, image_id, is_image_file
 from scunext.data.errors import DataError
 from scunext.data.io import MAX_IMAGE_PIXELS, read_image, read_image_info
 from scunext.deploy.predictor import Predictor
+from scunext.deploy.quality import quality_from_logits
 from scunext.visualize import overlay as make_overlay
 
 __all__ = [
@@ -268,6 +269,9 @@ class PredictionRecord:
     width: int | None = None
     area_px: int | None = None
     area_mm2: float | None = None
+    score: float | None = None
+    review: bool | None = None
+    review_reason: str = ""
     status: str = "ok"
 
     @property
@@ -287,17 +291,25 @@ class PredictionRecord:
         return out
 
 
-def _measure(record: PredictionRecord, mask: np.ndarray, logits: torch.Tensor, info: Any) -> None:
+def _measure(record: PredictionRecord, mask: np.ndarray, logits: torch.Tensor, info: Any,
+             flipped: torch.Tensor | None = None, predictor: Predictor | None = None) -> None:  # fmt: skip
     """Fill the measured columns of ``record``: the one place where per-image numbers are computed.
 
     Args:
         mask: bool ``(H, W)`` at the input's size.
         logits: the model's ``(1, size, size)`` foreground logits.
         info: the input's header facts (:func:`image_info`).
+        flipped: the logits of the horizontally flipped input, flipped back (``(1, size, size)``), for the quality
+            score; None: no score.
+        predictor: gives the quality calibration (``quality.json`` of the run) and the threshold.
     """
     record.area_px = int(np.count_nonzero(mask))
     spacing = getattr(info, "pixel_spacing_mm", None)
     record.area_mm2 = None if spacing is None else record.area_px * float(spacing[0]) * float(spacing[1])
+    if flipped is not None and predictor is not None:
+        # at the model's input size: the calibration data (256x256 images) was scored at that size too
+        q = quality_from_logits(logits, flipped, predictor.quality, predictor.threshold)
+        record.score, record.review, record.review_reason = round(q.score, 4), q.review, q.reason
 
 
 class PredictionsCSV:
@@ -422,7 +434,7 @@ class _WriteSpec:
 
 
 def _write(predictor: Predictor, job: PredictJob, logits: torch.Tensor, image: np.ndarray | None,
-           spec: _WriteSpec) -> PredictionRecord:  # fmt: skip
+           spec: _WriteSpec, flipped: torch.Tensor | None = None) -> PredictionRecord:  # fmt: skip
     h, w = job.info.size
     mask = predictor.mask_from_logits(logits, (h, w))
     if spec.fmt == "png":
@@ -439,14 +451,14 @@ def _write(predictor: Predictor, job: PredictJob, logits: torch.Tensor, image: n
     if job.overlay is not None and image is not None:
         _save_png(make_overlay(image, mask), job.overlay, spec.overwrite)
     record = PredictionRecord(str(job.source), str(job.mask), h, w)
-    _measure(record, mask, logits, job.info)
+    _measure(record, mask, logits, job.info, flipped, predictor)
     return record
 
 
 def _safe_write(predictor: Predictor, job: PredictJob, logits: torch.Tensor, image: np.ndarray | None,
-                spec: _WriteSpec) -> PredictionRecord:  # fmt: skip
+                spec: _WriteSpec, flipped: torch.Tensor | None = None) -> PredictionRecord:  # fmt: skip
     try:
-        return _write(predictor, job, logits, image, spec)
+        return _write(predictor, job, logits, image, spec, flipped)
     except Exception as exc:  # reported in the record; the other files go on
         return _failed(job, "write", exc)
 
@@ -472,6 +484,7 @@ def stream_predict(
     fmt: str = "png",
     overwrite: bool = False,
     model_version: str = "",
+    quality: bool = True,
 ) -> Iterator[PredictionRecord]:
     """Segment ``jobs`` (from :func:`plan_predictions`) and write their outputs; yields one record per job, in order.
 
@@ -489,6 +502,8 @@ def stream_predict(
         fmt: ``png`` or ``dicom-seg`` (:func:`scunext.deploy.dicom_seg.write_dicom_seg`).
         overwrite: let outputs replace existing files (the plan has already refused them otherwise).
         model_version: recorded in DICOM SEG outputs.
+        quality: also score each prediction (``score``, ``review``; :mod:`scunext.deploy.quality`): one more
+            forward pass per image, of the horizontally flipped input.
     """
     for name, value in (("batch_size", batch_size), ("workers", workers)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -535,9 +550,12 @@ def stream_predict(
     def flush() -> None:
         if not batch:
             return
-        logits = predictor.logits(torch.stack([d.x for _, d in batch]))
-        for (slot, d), lg in zip(batch, logits):
-            slot.result = pool.submit(_safe_write, predictor, slot.job, lg.clone(), d.image, spec)
+        x = torch.stack([d.x for _, d in batch])
+        logits = predictor.logits(x)
+        flipped = predictor.logits(x.flip(-1)).flip(-1) if quality else [None] * len(batch)
+        for (slot, d), lg, lgf in zip(batch, logits, flipped):
+            lgf = None if lgf is None else lgf.clone()
+            slot.result = pool.submit(_safe_write, predictor, slot.job, lg.clone(), d.image, spec, lgf)
         batch.clear()
 
     def ready(block: bool) -> Iterator[PredictionRecord]:

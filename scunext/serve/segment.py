@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from scunext.data import MAX_IMAGE_PIXELS
+from scunext.deploy.quality import quality_from_logits
 from scunext.serve.models import ServedModel
 from scunext.serve.upload import DecodedUpload, decode_upload, fit_size, needs_full_decode
 from scunext.visualize import overlay
@@ -76,10 +77,15 @@ def _answer(
 ) -> dict[str, Any]:
     """Segment ``work`` (the image at the computed size) and build the answer for an image of native ``size``."""
     height, width = size
+    predictor = model.predictor
     with model.lock:  # one inference per model at a time: keeps the timing honest
         start = time.perf_counter()
-        mask = model.predictor.predict([work])[0]
+        x = predictor.prepare(work)[None]
+        logits = predictor.logits(x)
+        mask = predictor.mask_from_logits(logits[0], work.shape[:2])  # exactly Predictor.predict's mask
         ms = (time.perf_counter() - start) * 1000.0
+        flipped = predictor.logits(x.flip(-1)).flip(-1)  # the quality score's extra pass, not in inference_ms
+    quality = quality_from_logits(logits[0], flipped[0], predictor.quality, predictor.threshold)
     mask_u8 = mask.astype(np.uint8) * 255
     if mask.shape == (height, width):
         area = int(np.count_nonzero(mask))
@@ -105,8 +111,9 @@ def _answer(
         "computed_width": int(mask.shape[1]),
         "computed_height": int(mask.shape[0]),
         "inference_ms": round(ms, 2),
-        "quality_score": None,
-        "review": None,
+        "quality_score": round(quality.score, 4),
+        "review": quality.review,
+        "review_reason": quality.reason,
         "overlay_png": _png_base64(shown),
         "mask_png": mask_png,
     }
@@ -121,9 +128,9 @@ def segment(
 ) -> dict[str, Any]:
     """Segment one decoded upload and build the ``POST /api/segment`` answer (see the module docstring for sizes).
 
-    ``inference_ms`` times the ``Predictor.predict`` call (preprocessing, network, resizing the probabilities to the
-    computed size). ``quality_score`` and ``review`` are reserved for the model's confidence score and review flag
-    (``null`` until the server computes them).
+    ``inference_ms`` times what ``Predictor.predict`` does (preprocessing, network, resizing the logits to the
+    computed size). ``quality_score``, ``review`` and ``review_reason`` are the model's quality score and review flag
+    (:func:`scunext.deploy.quality.quality_from_logits`, as in ``predictions.csv`` of ``scunext predict``).
     """
     return _answer(model, _shrink(upload.image, work_pixels), upload.size, upload.pixel_spacing_mm, display_side)
 

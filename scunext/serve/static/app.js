@@ -108,6 +108,10 @@
     const reduced = body.computed_width !== body.width || body.computed_height !== body.height;
     $("computed-size").textContent = body.computed_width + " × " + body.computed_height + " px";
     $("computed-box").hidden = !reduced;
+    // the model's own quality score and review flag (docs/robustness.md): a person should check a flagged mask
+    $("quality").textContent = typeof body.quality_score === "number" ? body.quality_score.toFixed(2) : "";
+    $("review").hidden = !body.review;
+    $("review-reason").textContent = body.review_reason || "";
     $("ms").textContent = body.inference_ms.toFixed(1);
     $("used-model").textContent = body.label;
     const link = $("download");

@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 
 from scunext.config import load_config
-from scunext.engine.checkpoint import load_model
 from scunext.profiling import count_params
+from scunext.runs import load_model
 from scunext.weights import WEIGHTS_DIR
 
 LICENCES = {

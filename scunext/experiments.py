@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scunext.config import TrainConfig, apply_overrides, load_config
+from scunext.config import TrainConfig, apply_overrides
 from scunext.engine.evaluate import evaluate_run
 from scunext.engine.trainer import train
 from scunext.models import create_model
 from scunext.profiling import count_macs, count_params
+from scunext.runs import RunDir
 
 __all__ = ["PlannedRun", "table1_plan", "table2_plan", "run_plan", "parse_shard", "summarize_table1",
            "summarize_table2", "TABLE1_MODELS", "TABLE2_CONFIGS", "PAPER_TABLE1", "PAPER_TABLE2"]  # fmt: skip
@@ -103,13 +104,6 @@ def table2_plan(base: TrainConfig, folds: int = 5) -> list[PlannedRun]:
     return plan
 
 
-def _status(run_dir: Path) -> str:
-    path = run_dir / "run.json"
-    if not path.is_file():
-        return "new"
-    return json.loads(path.read_text()).get("status", "new")
-
-
 def _fmt_s(seconds: float) -> str:
     h, rem = divmod(int(seconds), 3600)
     return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
@@ -154,22 +148,23 @@ def run_plan(
         if i - 1 not in mine:
             continue
         rd = runs_dir / pr.folder
-        status = _status(rd)
-        done = status == "finished" and (rd / "eval" / "test" / "metrics.json").is_file()
+        run = RunDir(rd)
+        status = run.status()
+        done = status == "finished" and (run.eval_dir("test") / "metrics.json").is_file()
         todo = sum(1 for j in mine if j >= i - 1)
         eta = f", ETA {_fmt_s(statistics.mean(durations) * todo)}" if durations else ""
         if done:
             say(f"[{i}/{len(plan)}] {pr.row} / {pr.column}: done, skipped")
             continue
         if status == "failed":
-            say(f"[{i}/{len(plan)}] {pr.row} / {pr.column}: failed earlier ({rd / 'run.json'}), skipped")
+            say(f"[{i}/{len(plan)}] {pr.row} / {pr.column}: failed earlier ({run.status_file}), skipped")
             continue
         if report_only:
             say(f"[{i}/{len(plan)}] {pr.row} / {pr.column}: not finished ({status}), left out of the tables")
             continue
         say(f"[{i}/{len(plan)}] {pr.row} / {pr.column}: {'resuming' if status == 'running' else 'training'}{eta}")
         t0 = time.perf_counter()
-        if status == "running" and (rd / "train_state.json").is_file():
+        if status == "running" and run.epochs_done() > 0:
             train(None, rd, resume=True, show_progress=show_bars)
         elif status != "finished":
             if rd.exists():  # started but no finished epoch: start again
@@ -186,10 +181,11 @@ def collect(pr: PlannedRun, rd: Path) -> dict[str, Any]:
     """The numbers of one run, read from its folder (``None`` where it is not finished)."""
     res: dict[str, Any] = {"row": pr.row, "column": pr.column, "run": str(rd), "dice": None, "iou": None,
                            "train_seconds": None, "epochs": pr.cfg.epochs}  # fmt: skip
-    metrics = rd / "eval" / "test" / "metrics.json"
-    if metrics.is_file() and _status(rd) == "finished":
+    run = RunDir(rd)
+    metrics = run.eval_dir("test") / "metrics.json"
+    if metrics.is_file() and run.status() == "finished":
         m = json.loads(metrics.read_text())
-        status = json.loads((rd / "run.json").read_text())
+        status = run.read_status()
         res.update(dice=m["dice"]["per_image_mean"], iou=m["iou"]["per_image_mean"], n_test=m["n_images"],
                    dice_pooled=m["dice"]["pooled"], train_seconds=status.get("train_seconds"))  # fmt: skip
     return res
@@ -198,9 +194,9 @@ def collect(pr: PlannedRun, rd: Path) -> dict[str, Any]:
 def _run_in_channels(results: list[dict[str, Any]]) -> int:
     """Input channels the runs used (decided from the data when the config said 0 = auto)."""
     for r in results:
-        cfg = Path(r["run"]) / "config.yaml"
-        if cfg.is_file():
-            return load_config(cfg).in_channels
+        run = RunDir(r["run"])
+        if run.config_file.is_file():
+            return run.load_config().in_channels
     return 3
 
 

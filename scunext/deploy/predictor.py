@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scunext.config import load_config
 from scunext.data.preprocess import preprocess
 from scunext.deploy.runtimes import make_runner
-from scunext.engine.checkpoint import CheckpointError, load_model
+from scunext.runs import CheckpointError, RunDir, load_model
 
 __all__ = ["Predictor", "checkpoint_stem"]
 
@@ -22,16 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def checkpoint_stem(run_dir: str | Path, checkpoint: str = "best") -> Path:
-    """Path stem of ``best`` / ``last`` in a run folder, with a clear error if the run has none."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run folder not found: {run_dir}")
-    if checkpoint not in ("best", "last"):
-        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    stem = run_dir / checkpoint
-    if not stem.with_suffix(".json").is_file():
-        raise CheckpointError(f"{run_dir} has no {checkpoint} checkpoint (has it finished an epoch?)")
-    return stem
+    """Path stem of ``best`` / ``last`` in a run folder (:meth:`RunDir.checkpoint_stem`)."""
+    return RunDir(run_dir).checkpoint_stem(checkpoint)
 
 
 @dataclass
@@ -63,8 +54,10 @@ class Predictor:
         cls, stem: str | Path, device: str | torch.device = "cpu", engine: str = "torch"
     ) -> Predictor:
         model, meta = load_model(stem)
-        cfg = meta.get("config") or {}
-        size = int(cfg.get("size", 256))
+        return cls._build(model, meta, int((meta.get("config") or {}).get("size", 256)), device, engine)
+
+    @classmethod
+    def _build(cls, model: nn.Module, meta: dict, size: int, device: str | torch.device, engine: str) -> Predictor:
         in_ch = int(meta["model_args"].get("in_channels", 3))
         dev = torch.device(device)
         if engine != "torch" and dev.type != "cpu":
@@ -75,11 +68,11 @@ class Predictor:
     def from_run(
         cls, run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu", engine: str = "torch"
     ) -> Predictor:
-        stem = checkpoint_stem(run_dir, checkpoint)
-        pred = cls.from_checkpoint(stem, device, engine)
-        cfg = load_config(Path(run_dir) / "config.yaml")
-        pred.size = cfg.size
-        return pred
+        """The run's checkpoint, refused when it is not the run's own model (:meth:`RunDir.load_model`)."""
+        run = RunDir(run_dir)
+        cfg = run.load_config()
+        model, meta = run.load_model(checkpoint, cfg)
+        return cls._build(model, meta, cfg.size, device, engine)
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:
         """uint8 image (any channels) -> normalised ``(C, size, size)`` tensor, exactly as in training."""
@@ -93,6 +86,9 @@ class Predictor:
             chunk = images[i : i + batch_size]
             x = torch.stack([self.prepare(im) for im in chunk]).to(self.device)
             logits = (self._runner(x) if self._runner is not None else self.model(x)).float()
+            if not bool(torch.isfinite(logits).all()):
+                raise CheckpointError(f"model {self.name or ''} gives NaN/inf logits; its checkpoint is unusable "
+                                      "(a diverged training run?); use another checkpoint or retrain")  # fmt: skip
             for im, lg in zip(chunk, logits):
                 h, w = im.shape[:2]
                 up = F.interpolate(lg[None, :1], size=(h, w), mode="bilinear", align_corners=False)[0, 0]

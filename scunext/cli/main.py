@@ -37,9 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'the user asked for something invalid', reported without a traceback."""
-    from scunext.engine.trainer import TrainingError
-
-    return (CLIError, ValueError, FileNotFoundError, NotADirectoryError, KeyError, TrainingError, ImportError)
+    return (CLIError, ValueError, FileNotFoundError, NotADirectoryError, KeyError, ImportError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,6 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
+    except RuntimeError as exc:  # a TrainingError (non-finite loss): the run failed on its own, exit 1
+        trainer = sys.modules.get("scunext.engine.trainer")  # loaded whenever one was raised; not imported here
+        if trainer is None or not isinstance(exc, trainer.TrainingError):
+            raise
+        print(f"scunext {args.command}: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
     except _user_errors() as exc:
         if args.verbose:
             log.exception("failed")

@@ -383,7 +383,7 @@ def _train(
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)  # bfloat16 needs no loss scaling
 
     start_epoch, best_dice, best_epoch, elapsed = 1, -math.inf, 0, 0.0
-    if resume:
+    if resume and run.epochs_done() > 0:  # (none done: the run starts again, the same as new)
         state_stem = run.path / RunDir.TRAIN_STATE
         state = load_train_state(state_stem, optimizer, scheduler, scaler)
         meta, weights = load_checkpoint(run.path / "last")
@@ -409,7 +409,7 @@ def _train(
         range(start_epoch, cfg.epochs + 1), initial=start_epoch - 1, total=cfg.epochs, desc=f"{cfg.model}",
         unit="epoch", disable=not (show_progress and dist_info.is_main), leave=True,
     )  # fmt: skip
-    last_plot = -math.inf
+    last_plot = time.perf_counter()  # curves.png: at the end and every 30 s (matplotlib costs ~0.3-1 s a call)
     for epoch in epochs_bar:
         t0 = time.perf_counter()
         # per-epoch seeds: data order, worker seeds and augmentation depend only on (seed, epoch) -> exact resume
@@ -471,7 +471,7 @@ def _train(
                                                                                  e, atomic=False)  # fmt: skip
             run.commit_epoch(epoch, writers, row, best_epoch=best_epoch, best_val_dice=best_dice,
                              train_seconds=round(elapsed, 2))  # fmt: skip
-            if epoch == cfg.epochs or time.perf_counter() - last_plot > 30:  # matplotlib costs ~0.3 s a call
+            if epoch == cfg.epochs or time.perf_counter() - last_plot > 30:
                 _plot_curves(run)
                 last_plot = time.perf_counter()
             post = {"loss": f"{row['train_loss']:.4f}"}

@@ -70,6 +70,7 @@ class Predictor:
     ) -> Predictor:
         """The run's checkpoint, refused when it is not the run's own model (:meth:`RunDir.load_model`)."""
         run = RunDir(run_dir)
+        run.checkpoint_stem(checkpoint)  # "no best checkpoint" before "no config.yaml": the likelier mistake
         cfg = run.load_config()
         model, meta = run.load_model(checkpoint, cfg)
         return cls._build(model, meta, cfg.size, device, engine)

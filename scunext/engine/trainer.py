@@ -384,10 +384,10 @@ def _train(
 
     start_epoch, best_dice, best_epoch, elapsed = 1, -math.inf, 0, 0.0
     if resume and run.epochs_done() > 0:  # (none done: the run starts again, the same as new)
-        state_stem = run.path / RunDir.TRAIN_STATE
+        state_stem, last_stem = run.train_state_stem, run.checkpoint_stem("last")
         state = load_train_state(state_stem, optimizer, scheduler, scaler)
-        meta, weights = load_checkpoint(run.path / "last")
-        RunDir.check_checkpoint_matches(meta, cfg, run.path / "last")
+        meta, weights = load_checkpoint(last_stem)
+        RunDir.check_checkpoint_matches(meta, cfg, last_stem)
         load_weights_into(model, weights, f"{cfg.model} {cfg.model_args or ''}".strip())
         try:
             start_epoch = int(state["epoch"]) + 1
@@ -454,8 +454,8 @@ def _train(
         if dist_info.enabled:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         if ok.item() < 1:
-            raise _stop(run, dist_info, f"the validation loss became {row['val_loss']:.4g} at epoch {epoch}",
-                        epoch, good_epoch)  # fmt: skip
+            value = f"{row['val_loss']:.4g}" if isinstance(row["val_loss"], float) else "non-finite"  # rank 0 knows
+            raise _stop(run, dist_info, f"the validation loss became {value} at epoch {epoch}", epoch, good_epoch)
         if dist_info.is_main:
             writers = {}
             if row["val_dice"] != "" and row["val_dice"] > best_dice:

@@ -44,6 +44,7 @@ from scunext.metrics import SegmentationMeter
 from scunext.models import create_model
 from scunext.runs import (
     LOG_FIELDS,
+    CheckpointError,
     RunDir,
     RunFolderError,
     data_root_of,
@@ -257,8 +258,8 @@ def train(
         barrier()
         try:
             return _train(plan, run, resume, show_progress, dist_info, device, stop_after_epoch)
-        except TrainingError:
-            raise  # run.json already says failed, with the epoch kept
+        except (TrainingError, RunFolderError, CheckpointError):
+            raise  # a NaN stop already says failed in run.json; a refused resume leaves the folder as it was
         except Exception as exc:
             if dist_info.is_main:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -393,8 +394,6 @@ def _train(
             start_epoch = int(state["epoch"]) + 1
             best_dice, best_epoch, elapsed = float(state["best_val_dice"]), int(state["best_epoch"]), state["seconds"]
         except (KeyError, TypeError, ValueError) as exc:
-            from scunext.runs import CheckpointError
-
             raise CheckpointError(f"{state_stem}.json: corrupt or incomplete training state ({exc})") from None
         if int(meta.get("epoch", -1)) != start_epoch - 1:
             raise RunFolderError(f"cannot resume: {run.path}: last.json is epoch {meta.get('epoch')} but "
@@ -484,6 +483,8 @@ def _train(
             log.info("stopped after epoch %d as asked; continue with --resume %s", epoch, run.path)
             return RunResult(run.path, epoch, best_epoch, best_dice, elapsed)
     if dist_info.is_main:
+        if not run.curves_file.is_file():  # killed while drawing it after the last commit
+            _plot_curves(run)
         run.update_status(status="finished")
     log.info("finished %s: best validation Dice %.4f at epoch %d", run.path, best_dice, best_epoch)
     return RunResult(run.path, cfg.epochs, best_epoch, best_dice, elapsed)

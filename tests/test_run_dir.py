@@ -122,9 +122,9 @@ def test_crash_at_every_durable_operation_of_a_whole_run(runs, tmp_path):
         work = tmp_path / "runs" / f"k{k}"
         with pytest.raises(Crash), crash_before(k):
             train(tiny_cfg(), work, show_progress=False)
-        if work.exists():
+        if work.exists() and RunDir(work).status() != "finished":  # (killed after run.json said finished)
             train(None, work, resume=True, show_progress=False)
-        else:  # killed before the folder appeared: nothing there to resume
+        elif not work.exists():  # killed before the folder appeared: nothing there to resume
             train(tiny_cfg(), work, show_progress=False)
         assert_same_as_reference(work, runs / "ref")
         assert [p.name for p in work.parent.iterdir()] == [work.name]
@@ -143,8 +143,9 @@ def _kill_and_resume(runs: Path, work: Path, k: int) -> None:
     shutil.copytree(runs / "base", work)
     res = _cli("train", "--resume", str(work), "--no-progress", fault_at=k)
     assert res.returncode == 137, res.stderr[-1000:]
-    res = _cli("train", "--resume", str(work), "--no-progress")
-    assert res.returncode == 0, res.stderr[-1000:]
+    if RunDir(work).status() != "finished":  # (killed after run.json said finished: nothing to resume)
+        res = _cli("train", "--resume", str(work), "--no-progress")
+        assert res.returncode == 0, res.stderr[-1000:]
     assert_same_as_reference(work, runs / "ref")
 
 

@@ -9,7 +9,6 @@ Each RUN_DIR must have been trained and evaluated (``scunext train ... --evaluat
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from scunext.config import load_config  # noqa: E402
+from scunext.runs import RunDir
 
 
 def main() -> None:
@@ -31,8 +30,8 @@ def main() -> None:
     print("| model | epochs | CPU training min | best val Dice % | test Dice % (per-image mean ± sd) |")
     print("|---|---:|---:|---:|---:|")
     for run in args.runs:
-        cfg = load_config(run / "config.yaml")
-        rows = list(csv.DictReader((run / "log.csv").open()))
+        cfg = RunDir(run).load_config()
+        rows = RunDir(run).read_log()
         t, minutes, dice = 0.0, [], []
         for r in rows:
             t += float(r["epoch_seconds"])

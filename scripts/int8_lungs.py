@@ -8,15 +8,16 @@ import tempfile
 import numpy as np
 import torch
 
-from scunext.data import Split, discover_pairs, read_image, read_mask, select_pairs
+from scunext.data import discover_pairs, read_image, read_mask, select_pairs
 from scunext.deploy.int8 import dice_change, quantize_int8
 from scunext.deploy.onnx_export import export_onnx, sample_inputs
 from scunext.deploy.predictor import Predictor
+from scunext.runs import RunDir
 
 torch.set_num_threads(2)
 run, data = sys.argv[1], sys.argv[2]
 pred = Predictor.from_run(run)
-split = Split.from_json(f"{run}/split.json")
+split = RunDir(run).load_split()
 pairs = discover_pairs(data)
 test = select_pairs(pairs, split.test)
 images, masks = [read_image(p.image) for p in test], [read_mask(p.mask) for p in test]

@@ -10,11 +10,11 @@ prediction (red) with the expert mask outlined (green); each caption gives the i
 from __future__ import annotations
 
 import argparse
-import json
 
 from scunext.data import discover_pairs, read_image, read_mask, sample_dir
 from scunext.deploy.predictor import Predictor
 from scunext.metrics import confusion_counts, dice_score
+from scunext.runs import RunDir
 from scunext.visualize import overlay, panel
 from scunext.weights import weights_card, weights_dir
 
@@ -28,7 +28,7 @@ def main() -> None:
     tiles, captions = [], []
     for name in args.weights.split(","):
         folder = weights_dir(name)
-        test = set(json.loads((folder / "split.json").read_text())["test"])
+        test = set(RunDir(folder).load_split().test)
         pairs = [p for p in discover_pairs(sample_dir(weights_card(name)["data"]["dataset"])) if p.id in test]
         pred = Predictor.from_run(folder)
         for p in pairs[: args.per_release]:

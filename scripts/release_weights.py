@@ -15,9 +15,8 @@ import json
 import shutil
 from pathlib import Path
 
-from scunext.config import load_config
-from scunext.engine.checkpoint import load_model
 from scunext.profiling import count_params
+from scunext.runs import RunDir
 from scunext.weights import WEIGHTS_DIR
 
 LICENCES = {
@@ -36,18 +35,19 @@ def main() -> None:
     ap.add_argument("--command", required=True, help="the command(s) that trained the run")
     ap.add_argument("--note", default="", help="anything a user must know (e.g. where it was trained)")
     args = ap.parse_args()
-    run = args.run_dir
-    status = json.loads((run / "run.json").read_text())
+    rd = RunDir(args.run_dir)
+    status = rd.read_status()
     if status.get("status") != "finished":
-        raise SystemExit(f"{run}: run not finished ({status.get('status')})")
-    metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
-    split = json.loads((run / "split.json").read_text())
-    cfg = load_config(run / "config.yaml")
-    model, meta = load_model(run / "best")
+        raise SystemExit(f"{rd.path}: run not finished ({status.get('status')})")
+    metrics = json.loads((rd.eval_dir("test") / "metrics.json").read_text())
+    split = json.loads(rd.split_file.read_text())
+    cfg = rd.load_config()
+    model, meta = rd.load_model("best", cfg)
     out = WEIGHTS_DIR / args.name
     out.mkdir(parents=True, exist_ok=True)
-    for f in ("best.safetensors", "best.json", "config.yaml", "split.json"):
-        shutil.copy2(run / f, out / f)
+    best = rd.checkpoint_stem("best")
+    for src in (best.with_suffix(".safetensors"), best.with_suffix(".json"), rd.config_file, rd.split_file):
+        shutil.copy2(src, out / src.name)
     weights = (out / "best.safetensors").read_bytes()
     keep = ("per_image_mean", "per_image_std", "pooled")
     card = {

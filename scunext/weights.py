@@ -34,7 +34,9 @@ def list_weights() -> list[str]:
 def _released() -> tuple[str, ...]:  # package data: listed once per process (the CLI asks for it at start-up)
     if not WEIGHTS_DIR.is_dir():
         return ()
-    return tuple(sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "card.json").is_file()))
+    from scunext.runs import RunDir  # the layout's owner; imported here to keep `import scunext.weights` light
+
+    return tuple(sorted(p.name for p in WEIGHTS_DIR.iterdir() if RunDir(p).card_file.is_file()))
 
 
 def weights_dir(name: str) -> Path:
@@ -47,4 +49,6 @@ def weights_dir(name: str) -> Path:
 
 def weights_card(name: str) -> dict[str, Any]:
     """The card (``card.json``) of released weights ``name``."""
-    return json.loads((weights_dir(name) / "card.json").read_text())
+    from scunext.runs import RunDir
+
+    return json.loads(RunDir(weights_dir(name)).card_file.read_text())

@@ -17,10 +17,10 @@ from safetensors.torch import load_file
 from scunext.config import TrainConfig, load_config
 from scunext.data import sample_dir
 from scunext.engine import trainer as trainer_mod
-from scunext.engine.checkpoint import CheckpointError, load_model, save_checkpoint
 from scunext.engine.evaluate import evaluate_run
 from scunext.engine.trainer import RunFolderError, TrainingError, train
 from scunext.models import create_model
+from scunext.runs import CheckpointError, load_model, save_checkpoint
 
 FAST = dict(model="unext_s", size=64, epochs=2, batch_size=4, lr=1e-3, split="csv")
 

@@ -23,8 +23,8 @@ from scunext.deploy.onnx_export import (
     sample_inputs,
 )
 from scunext.deploy.runtimes import ENGINES, make_runner
-from scunext.engine.checkpoint import save_checkpoint
 from scunext.models import create_model, list_models
+from scunext.runs import save_checkpoint
 
 TOL = 1e-4  # max |logit difference| allowed between onnxruntime and eager PyTorch
 #: models normalised by GroupNorm / LayerNorm (no BatchNorm to fold)

@@ -13,8 +13,8 @@ from PIL import Image
 from scunext.cli.main import main
 from scunext.data import sample_dir
 from scunext.deploy.predictor import Predictor
-from scunext.engine.checkpoint import load_model
 from scunext.profiling import count_params
+from scunext.runs import load_model
 from scunext.weights import UnknownWeightsError, list_weights, weights_card, weights_dir
 
 EXPECTED = {"lungs": ("sc_unext", "chest-xray-lungs"), "lungs-unext_s": ("unext_s", "chest-xray-lungs"),

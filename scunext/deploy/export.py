@@ -19,13 +19,14 @@ log = logging.getLogger(__name__)
 
 def _run_pairs(run_dir: Path, data: str, part: str) -> list[Any]:
     """The run's ``part`` image/mask pairs if its split and data folder are reachable, else an empty list."""
-    from scunext.data import DataError, Split, discover_pairs, select_pairs
+    from scunext.data import DataError, discover_pairs, select_pairs
+    from scunext.runs import RunDir
 
-    split_file = run_dir / "split.json"
-    if not data or not split_file.is_file() or not Path(data).is_dir():
+    run = RunDir(run_dir)
+    if not data or not run.split_file.is_file() or not Path(data).is_dir():
         return []
     try:
-        ids = getattr(Split.from_json(split_file), part)
+        ids = getattr(run.load_split(), part)
         return select_pairs(discover_pairs(data), ids) if ids else []
     except (DataError, ValueError, KeyError) as exc:
         log.warning("cannot use the %s images of %s (%s)", part, run_dir, exc)
@@ -71,15 +72,15 @@ def export_run(
         CheckpointError: missing run or checkpoint.
         ValueError: bad ``size`` for the model, or no sample images for its number of channels.
     """
-    from scunext.config import load_config
     from scunext.data import read_image, read_mask, sample_dir
     from scunext.data.preprocess import preprocess
     from scunext.deploy.predictor import Predictor
+    from scunext.runs import RunDir
 
     run_dir = Path(run_dir)
     pred = Predictor.from_run(run_dir, checkpoint)
     size = pred.size if size is None else size
-    out = Path(out) if out is not None else run_dir / "model.onnx"
+    out = Path(out) if out is not None else RunDir(run_dir).onnx_file
     path = export_onnx(pred.model, out, in_channels=pred.in_channels, size=size, dynamic=dynamic)
     sample = SAMPLE_FOR_CHANNELS.get(pred.in_channels)
     x = torch.stack(sample_inputs(pred.in_channels, size, parity_images))
@@ -92,7 +93,7 @@ def export_run(
     if not int8:
         return report
 
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = RunDir(run_dir).load_config()
     side = pred.size if dynamic else size  # what the graph will be fed: images at the training size if it can be
 
     def prepare(image: np.ndarray) -> torch.Tensor:

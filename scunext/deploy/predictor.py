@@ -12,11 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scunext.config import load_config
 from scunext.data.preprocess import preprocess
 from scunext.deploy.quality import Quality, QualityCalibration, assess, load_calibration
 from scunext.deploy.runtimes import make_runner
-from scunext.engine.checkpoint import CheckpointError, load_model
+from scunext.runs import CheckpointError, RunDir, load_model
 
 __all__ = ["Predictor", "checkpoint_stem"]
 
@@ -24,16 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def checkpoint_stem(run_dir: str | Path, checkpoint: str = "best") -> Path:
-    """Path stem of ``best`` / ``last`` in a run folder, with a clear error if the run has none."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run folder not found: {run_dir}")
-    if checkpoint not in ("best", "last"):
-        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    stem = run_dir / checkpoint
-    if not stem.with_suffix(".json").is_file():
-        raise CheckpointError(f"{run_dir} has no {checkpoint} checkpoint (has it finished an epoch?)")
-    return stem
+    """Path stem of ``best`` / ``last`` in a run folder (:meth:`RunDir.checkpoint_stem`)."""
+    return RunDir(run_dir).checkpoint_stem(checkpoint)
 
 
 @dataclass
@@ -71,23 +62,27 @@ class Predictor:
     ) -> Predictor:
         model, meta = load_model(stem)
         cfg = meta.get("config") or {}
-        size = int(cfg.get("size", 256))
+        return cls._build(model, meta, int(cfg.get("size", 256)), device, engine, str(cfg.get("intensity", "none")))
+
+    @classmethod
+    def _build(cls, model: nn.Module, meta: dict, size: int, device: str | torch.device, engine: str,
+               intensity: str = "none") -> Predictor:  # fmt: skip
         in_ch = int(meta["model_args"].get("in_channels", 3))
         dev = torch.device(device)
         if engine != "torch" and dev.type != "cpu":
             raise ValueError(f"engine {engine!r} runs on the CPU; use --device cpu or --engine torch")
-        return cls(model.to(dev), in_ch, size, name=meta["model"], device=dev, engine=engine,
-                   intensity=str(cfg.get("intensity", "none")))  # fmt: skip
+        return cls(model.to(dev), in_ch, size, name=meta["model"], device=dev, engine=engine, intensity=intensity)
 
     @classmethod
     def from_run(
         cls, run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu", engine: str = "torch"
     ) -> Predictor:
-        stem = checkpoint_stem(run_dir, checkpoint)
-        pred = cls.from_checkpoint(stem, device, engine)
-        cfg = load_config(Path(run_dir) / "config.yaml")
-        pred.size = cfg.size
-        pred.intensity = cfg.intensity
+        """The run's checkpoint, refused when it is not the run's own model (:meth:`RunDir.load_model`)."""
+        run = RunDir(run_dir)
+        run.checkpoint_stem(checkpoint)  # "no best checkpoint" before "no config.yaml": the likelier mistake
+        cfg = run.load_config()
+        model, meta = run.load_model(checkpoint, cfg)
+        pred = cls._build(model, meta, cfg.size, device, engine, cfg.intensity)
         pred.quality = load_calibration(run_dir)
         return pred
 
@@ -109,8 +104,11 @@ class Predictor:
         """Foreground logits ``(B, 1, size, size)`` (float32, CPU) of a batch of prepared images
         ``(B, C, size, size)`` (:meth:`prepare`)."""
         x = x.to(self.device)
-        out = (self._runner(x) if self._runner is not None else self.model(x)).float()
-        return out[:, :1].cpu()
+        out = (self._runner(x) if self._runner is not None else self.model(x)).float()[:, :1]
+        if not bool(torch.isfinite(out).all()):
+            raise CheckpointError(f"model {self.name or ''} gives NaN/inf logits; its checkpoint is unusable "
+                                  "(a diverged training run?); use another checkpoint or retrain")  # fmt: skip
+        return out.cpu()
 
     @torch.inference_mode()
     def upsample(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -13,12 +13,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from scunext.config import load_config
-from scunext.data import DataError, SegmentationDataset, Split, discover_pairs, select_pairs
+from scunext.data import DataError, SegmentationDataset, discover_pairs, select_pairs
 from scunext.deploy.predictor import Predictor
-from scunext.engine.checkpoint import atomic_write_text
-from scunext.engine.trainer import resolve_data_root
 from scunext.metrics import SegmentationMeter, dice_score
+from scunext.runs import RunDir
+from scunext.runs.durable import atomic_write_text
 from scunext.visualize import overlay, panel
 
 __all__ = ["evaluate_run", "SUBSETS"]
@@ -28,11 +27,11 @@ log = logging.getLogger(__name__)
 SUBSETS = ("test", "val", "train", "external", "all")
 
 
-def _subset_pairs(run_dir: Path, data_root: Path, subset: str):
+def _subset_pairs(run: RunDir, data_root: Path, subset: str):
     pairs = discover_pairs(data_root)
     if subset == "all":
         return pairs
-    split = Split.from_json(run_dir / "split.json")
+    split = run.load_split()
     ids = getattr(split, subset)
     if not ids:
         raise DataError(f"the run's split has no {subset!r} part; choose another --subset (or 'all')")
@@ -72,16 +71,17 @@ def evaluate_run(
         The metrics dict also written to ``metrics.json``.
     """
     run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     if subset not in SUBSETS:
         raise ValueError(f"subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
     predictor = Predictor.from_run(run_dir, checkpoint, device=device)
-    cfg = load_config(run_dir / "config.yaml")
-    data_root = Path(data) if data else resolve_data_root(cfg)
-    pairs = _subset_pairs(run_dir, data_root, subset)
+    cfg = run.load_config()
+    data_root = run.data_root(data, cfg)
+    pairs = _subset_pairs(run, data_root, subset)
     # native-size reader with the training-time checks (mask size, binary values); no resizing
     reader = SegmentationDataset(pairs, in_channels=predictor.in_channels, size=None,
                                  threshold_masks=threshold_masks or cfg.threshold_masks)  # fmt: skip
-    out = Path(out_dir) if out_dir else run_dir / "eval" / subset
+    out = Path(out_dir) if out_dir else run.eval_dir(subset)
 
     meter = SegmentationMeter(num_classes=1, output_type="mask", compute_hd95=hd95)
     worst: list[tuple[float, str, np.ndarray, np.ndarray, np.ndarray]] = []

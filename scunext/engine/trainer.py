@@ -1,22 +1,14 @@
 """The training loop: Adam + cosine annealing (the paper's protocol), best-on-validation checkpoints, exact resume,
 deterministic CPU runs, and DDP under ``torchrun``.
 
-A run folder holds::
-
-    config.yaml             the resolved config (the single source of truth for the run)
-    split.json              the exact file lists (train / val / test) and how they were made
-    run.json                status (running / finished / failed), epochs done, best validation score, timing
-    log.csv                 one row per epoch: losses, validation Dice/IoU, learning rate, seconds
-    curves.png              training curves
-    best.safetensors/.json  weights + metadata of the best epoch on the validation part (never the test part)
-    last.safetensors/.json  weights + metadata of the last finished epoch
-    train_state.*           optimizer, scheduler, scaler and RNG states for ``--resume``
+The run folder (layout, status, crash-consistent epoch commits, resume rules) belongs to
+:class:`scunext.runs.RunDir`; this module only trains. Everything that can be checked is checked before the folder
+is created (config, model and loss arguments, the training size, every image and mask of the split), so a mistake
+leaves no folder; a failure after that marks the run ``failed`` with its reason.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import random
@@ -32,9 +24,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from scunext.config import TrainConfig, load_config
+from scunext.config import ConfigError, TrainConfig, load_config
 from scunext.data import (
     DataError,
+    Pair,
     SegmentationDataset,
     Split,
     build_train_transform,
@@ -42,35 +35,35 @@ from scunext.data import (
     discover_pairs,
     kfold_split,
     random_split,
-    read_image,
-    sample_dir,
     select_pairs,
 )
-from scunext.engine.checkpoint import (
-    atomic_write_text,
-    load_checkpoint,
-    load_train_state,
-    save_checkpoint,
-    save_train_state,
-)
+from scunext.data.check import check_pairs
 from scunext.engine.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from scunext.losses import DeepSupervisionLoss, build_loss
 from scunext.metrics import SegmentationMeter
 from scunext.models import create_model
+from scunext.runs import (
+    LOG_FIELDS,
+    CheckpointError,
+    RunDir,
+    RunFolderError,
+    data_root_of,
+    load_checkpoint,
+    load_train_state,
+    load_weights_into,
+    save_checkpoint,
+    save_train_state,
+)
+from scunext.runs.durable import atomic_write
 
-__all__ = ["train", "TrainingError", "RunResult", "build_split", "resolve_data_root", "LOG_FIELDS"]
+__all__ = ["train", "TrainingError", "RunFolderError", "RunResult", "build_split", "resolve_data_root",
+           "LOG_FIELDS", "validate", "amp_dtype"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-LOG_FIELDS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "epoch_seconds"]
-
 
 class TrainingError(RuntimeError):
-    """Training could not go on (NaN loss, resume of a finished run...). The message says what to do."""
-
-
-class RunFolderError(ValueError):
-    """The run folder cannot be used as asked (exists already, missing for --resume, finished)."""
+    """Training failed on its own (a loss or the weights stopped being finite). The message says what is kept."""
 
 
 @dataclass
@@ -82,9 +75,8 @@ class RunResult:
     seconds: float
 
 
-def resolve_data_root(cfg: TrainConfig) -> Path:
-    """``cfg.data``, or the shipped ISIC 2017 sample when empty."""
-    return Path(cfg.data) if cfg.data else sample_dir("isic2017")
+#: kept for callers of the old name; the rule lives in :func:`scunext.runs.data_root_of`
+resolve_data_root = data_root_of
 
 
 def _seed_everything(seed: int) -> None:
@@ -120,52 +112,6 @@ def build_split(cfg: TrainConfig, ids: list[str], data_root: Path) -> Split:
     return split
 
 
-def _infer_in_channels(pairs) -> int:
-    img = read_image(pairs[0].image)
-    return 1 if img.ndim == 2 or img.shape[2] == 1 else 3
-
-
-class _Run:
-    """State of one training run (kept small: the loop lives in :func:`train`)."""
-
-    def __init__(self, cfg: TrainConfig, run_dir: Path, dist_info: DistInfo, device: torch.device) -> None:
-        self.cfg, self.run_dir, self.dist, self.device = cfg, run_dir, dist_info, device
-
-    def write_status(self, **fields: Any) -> None:
-        if not self.dist.is_main:
-            return
-        path = self.run_dir / "run.json"
-        status = json.loads(path.read_text()) if path.is_file() else {}
-        status.update(fields)
-        atomic_write_text(path, json.dumps(status, indent=2))
-
-
-def _read_status(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "run.json"
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} is not a scunext run folder (no run.json)")
-    return json.loads(path.read_text())
-
-
-def _prepare_run_dir(cfg: TrainConfig | None, run_dir: Path, resume: bool) -> TrainConfig:
-    """Validate the run folder for a new or resumed run; returns the config to use."""
-    if resume:
-        if not run_dir.is_dir():
-            raise RunFolderError(f"cannot resume: run folder {run_dir} does not exist")
-        status = _read_status(run_dir)
-        if status.get("status") == "finished":
-            raise RunFolderError(
-                f"cannot resume: {run_dir} already finished {status.get('epochs_done')}/{status.get('epochs')} epochs"
-            )
-        if not (run_dir / "train_state.json").is_file():
-            raise RunFolderError(f"cannot resume: {run_dir} has no finished epoch to resume from; start it again")
-        return load_config(run_dir / "config.yaml")
-    assert cfg is not None
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunFolderError(f"run folder {run_dir} exists and is not empty; pick another --out or use --resume")
-    return cfg
-
-
 def _loader(ds, cfg: TrainConfig, shuffle: bool, dist_info: DistInfo, generator: torch.Generator | None):
     sampler = None
     if dist_info.enabled and shuffle:
@@ -182,7 +128,7 @@ def _loader(ds, cfg: TrainConfig, shuffle: bool, dist_info: DistInfo, generator:
     )
 
 
-def _plot_curves(run_dir: Path) -> None:
+def _plot_curves(run: RunDir) -> None:
     try:
         import matplotlib
 
@@ -191,7 +137,7 @@ def _plot_curves(run_dir: Path) -> None:
     except ImportError:  # pragma: no cover
         log.warning("matplotlib not installed: no curves.png (pip install 'scunext[train]')")
         return
-    rows = list(csv.DictReader((run_dir / "log.csv").open()))
+    rows = run.read_log()
     if not rows:
         return
     ep = [int(r["epoch"]) for r in rows]
@@ -212,8 +158,12 @@ def _plot_curves(run_dir: Path) -> None:
     ax2.set_ylabel("validation score")
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(run_dir / "curves.png", dpi=100)
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    atomic_write(run.curves_file, buf.getvalue())
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -257,42 +207,65 @@ def train(
 ) -> RunResult:
     """Train (or resume) a run in ``run_dir``; returns where it ended.
 
+    Before the folder is created (or, on resume, before anything in it changes) the config, the model and loss
+    arguments, the training size and every image and mask of the split are checked, so a mistake leaves nothing
+    behind. An existing folder is refused unless it holds a failed run that finished no epoch (it is replaced).
+
     ``resume_overrides`` may change *where* a resumed run continues, never *what* it trains: ``device``, ``data``
     (the same dataset in another folder; the saved split fixes the images) and ``num_workers``. The run's
-    ``config.yaml`` is updated and each move is appended to ``run.json`` (``moves``), so a run started on a GPU can
-    be finished on a CPU and say so.
+    ``config.yaml`` is updated and each move is appended to ``run.json`` (``moves``), once the new place checked.
+
+    Each finished epoch is committed as a whole (:meth:`RunDir.commit_epoch`): a crash at any instant leaves the
+    folder at the previous or the new epoch, and resume continues bit-identically. An epoch whose training or
+    validation loss or whose weights are not finite is never committed.
 
     Launched by ``torchrun --nproc_per_node N`` the same call trains with DistributedDataParallel (gloo on CPU,
     NCCL on CUDA, a DistributedSampler per rank); only rank 0 writes files and shows progress.
 
     Raises:
-        RunFolderError: ``run_dir`` exists (new run), or is missing / finished (resume).
-        DataError: the data folder or split is unusable.
-        TrainingError: the loss became NaN/inf (the last good checkpoint is kept).
+        RunFolderError: ``run_dir`` exists (new run), or is missing / finished / damaged (resume).
+        DataError, ConfigError: the data or an option is unusable (nothing written).
+        CheckpointError: a checkpoint of the run is corrupt or of another model.
+        TrainingError: a loss or the weights became NaN/inf (the last good epoch, if any, is kept).
 
     ``stop_after_epoch`` ends this call after that epoch and leaves the run resumable (a time-sliced budget, or a
     test of ``--resume``).
     """
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     if cfg is None and not resume:
         raise ValueError("a config is needed for a new run")
-    cfg = _prepare_run_dir(cfg, run_dir, resume)
-    old, moved = cfg, {}
-    if resume and resume_overrides:
-        cfg, moved = _move_run(cfg, resume_overrides)
-    if cfg.data and not resume:  # the run records where its data is, independent of the working directory
-        cfg = load_config(None, {**cfg.to_dict(), "data": str(Path(cfg.data).resolve())})
+    moved: dict[str, Any] = {}
+    if resume:
+        cfg = old = run.check_resumable()
+        if resume_overrides:
+            cfg, moved = _move_run(cfg, resume_overrides)
+    else:
+        assert cfg is not None
+        run.check_new()
+        if cfg.data:  # the run records where its data is, independent of the working directory
+            cfg = load_config(None, {**cfg.to_dict(), "data": str(Path(cfg.data).resolve())})
     dist_info, device = init_distributed(cfg.device)
     try:
-        if moved and dist_info.is_main:
-            status = _read_status(run_dir)
-            moves = status.get("moves", [])
-            change = {k: [getattr(old, k), v] for k, v in moved.items()}
-            moves.append({"after_epoch": status.get("epochs_done", 0), **change})
-            _Run(cfg, run_dir, dist_info, device).write_status(moves=moves)
-            cfg.dump(run_dir / "config.yaml")
-            log.info("run %s continues with %s", run_dir, ", ".join(f"{k}={v}" for k, v in moved.items()))
-        return _train(cfg, run_dir, resume, show_progress, dist_info, device, stop_after_epoch)
+        plan = _plan(cfg, run, resume, show_progress and dist_info.is_main)
+        if resume:
+            if dist_info.is_main:
+                start = run.prepare_resume()
+                if moved:
+                    run.record_move(old, plan.cfg, moved)
+                    log.info("run %s continues with %s", run.path, ", ".join(f"{k}={v}" for k, v in moved.items()))
+                log.info("resuming %s after epoch %d/%d", run.path, start, plan.cfg.epochs)
+        elif dist_info.is_main:
+            run.create(plan.cfg, plan.split, model=plan.cfg.model, data=str(plan.data_root))
+        barrier()
+        try:
+            return _train(plan, run, resume, show_progress, dist_info, device, stop_after_epoch)
+        except (TrainingError, RunFolderError, CheckpointError):
+            raise  # a NaN stop already says failed in run.json; a refused resume leaves the folder as it was
+        except Exception as exc:
+            if dist_info.is_main:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                run.mark_failed(f"{type(exc).__name__}: {reason}")
+            raise
     finally:
         cleanup_distributed()
 
@@ -316,39 +289,86 @@ def _move_run(cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[TrainConfig,
     return new, {k: getattr(new, k) for k in changes if getattr(new, k) != getattr(cfg, k)}
 
 
+@dataclass
+class _Plan:
+    """Everything a run needs that can be checked before a file is written."""
+
+    cfg: TrainConfig
+    data_root: Path
+    pairs: list[Pair]
+    split: Split
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    transform: Any
+
+
+def _plan(cfg: TrainConfig, run: RunDir, resume: bool, show_progress: bool) -> _Plan:
+    """Check the data and every option; build the model, loss and augmentation. Writes nothing."""
+    data_root = data_root_of(cfg)
+    pairs = discover_pairs(data_root)
+    if resume:
+        split = run.load_split()
+        known = {p.id for p in pairs}
+        missing = [i for i in split.ids if i not in known]
+        if missing:
+            raise DataError(f"{len(missing)} of the {len(split.ids)} images of this run are not in {data_root} "
+                            f"(e.g. {missing[0]}); is it the data the run was trained on?")  # fmt: skip
+    else:
+        split = build_split(cfg, [p.id for p in pairs], data_root)
+    used = select_pairs(pairs, split.ids)
+    found = check_pairs(used, threshold_masks=cfg.threshold_masks, show_progress=show_progress)
+    if cfg.in_channels == 0:
+        cfg = load_config(None, {**cfg.to_dict(), "in_channels": found.in_channels})
+    _seed_everything(cfg.seed)
+    try:
+        model = create_model(cfg.model, in_channels=cfg.in_channels, num_classes=1, **cfg.model_args)
+    except TypeError as exc:
+        raise ConfigError(f"model_args {cfg.model_args} do not fit {cfg.model}: {exc}") from None
+    divisor = getattr(model, "input_divisor", 1)
+    if cfg.size % divisor:
+        fit = max(divisor, round(cfg.size / divisor) * divisor)
+        raise ConfigError(f"size {cfg.size} does not fit {cfg.model}: it needs a multiple of {divisor} "
+                          f"(e.g. --size {fit})")  # fmt: skip
+    try:
+        loss_fn = DeepSupervisionLoss(build_loss(cfg.loss, **cfg.loss_args))  # + auxiliary terms (deep supervision)
+    except TypeError as exc:
+        raise ConfigError(f"loss_args {cfg.loss_args} do not fit loss {cfg.loss!r}: {exc}") from None
+    transform = build_train_transform(cfg.augment, seed=cfg.seed)
+    return _Plan(cfg, data_root, pairs, split, model, loss_fn, transform)
+
+
+def _all_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+
+
+def _stop(run: RunDir, dist_info: DistInfo, what: str, epoch: int, good_epoch: int) -> TrainingError:
+    """Mark the run failed and build the error: ``what`` happened in ``epoch``; ``good_epoch`` is the last commit."""
+    if good_epoch:
+        kept = f"the last good checkpoint (epoch {good_epoch}, finite losses) is kept in {run.path}"
+    else:
+        kept = "no epoch ended with finite losses, so no checkpoint is kept"
+    msg = f"{what}; stopped: {kept}. Try a lower --lr"
+    if dist_info.is_main:
+        run.mark_failed(msg)
+    return TrainingError(msg)
+
+
 def _train(
-    cfg: TrainConfig,
-    run_dir: Path,
+    plan: _Plan,
+    run: RunDir,
     resume: bool,
     show_progress: bool,
     dist_info: DistInfo,
     device: torch.device,
     stop_after_epoch: int | None = None,
 ) -> RunResult:
-    data_root = resolve_data_root(cfg)
-    pairs = discover_pairs(data_root)
-    if cfg.in_channels == 0:
-        cfg = load_config(None, {**cfg.to_dict(), "in_channels": _infer_in_channels(pairs)})
-    if resume:
-        split = Split.from_json(run_dir / "split.json")
-    else:
-        split = build_split(cfg, [p.id for p in pairs], data_root)
-    barrier()
-    if dist_info.is_main and not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.dump(run_dir / "config.yaml")
-        split.to_json(run_dir / "split.json")
-    barrier()
-
-    _seed_everything(cfg.seed)
+    cfg, split, pairs, loss_fn, transform = plan.cfg, plan.split, plan.pairs, plan.loss_fn, plan.transform
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     elif device.type == "cuda":  # fixed input size: let cuDNN pick the fastest kernels (not bit-deterministic)
         torch.backends.cudnn.benchmark = True
-    model = create_model(cfg.model, in_channels=cfg.in_channels, num_classes=1, **cfg.model_args).to(device)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=layout)
-    transform = build_train_transform(cfg.augment, seed=cfg.seed)
+    model = plan.model.to(device).to(memory_format=layout)
     common = dict(in_channels=cfg.in_channels, size=cfg.size, threshold_masks=cfg.threshold_masks,
                   intensity=cfg.intensity)
     train_ds = SegmentationDataset(select_pairs(pairs, split.train), transform=transform, **common)
@@ -357,7 +377,6 @@ def _train(
     train_loader = _loader(train_ds, cfg, True, dist_info, gen)
     val_loader = _loader(val_ds, cfg, False, DistInfo(), None)
 
-    loss_fn = DeepSupervisionLoss(build_loss(cfg.loss, **cfg.loss_args))  # + auxiliary terms for deep supervision
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
     )
@@ -365,26 +384,33 @@ def _train(
     dtype = amp_dtype(cfg, device)
     use_amp = dtype is not None
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)  # bfloat16 needs no loss scaling
-    run = _Run(cfg, run_dir, dist_info, device)
 
     start_epoch, best_dice, best_epoch, elapsed = 1, -math.inf, 0, 0.0
-    if resume:
-        state = load_train_state(run_dir, optimizer, scheduler, scaler)
-        model.load_state_dict(load_checkpoint(run_dir / "last")[1])
-        start_epoch = int(state["epoch"]) + 1
-        best_dice, best_epoch, elapsed = float(state["best_val_dice"]), int(state["best_epoch"]), state["seconds"]
-        log.info("resuming %s at epoch %d/%d", run_dir, start_epoch, cfg.epochs)
+    if resume and run.epochs_done() > 0:  # (none done: the run starts again, the same as new)
+        state_stem, last_stem = run.train_state_stem, run.checkpoint_stem("last")
+        state = load_train_state(state_stem, optimizer, scheduler, scaler)
+        meta, weights = load_checkpoint(last_stem)
+        RunDir.check_checkpoint_matches(meta, cfg, last_stem)
+        load_weights_into(model, weights, f"{cfg.model} {cfg.model_args or ''}".strip())
+        try:
+            start_epoch = int(state["epoch"]) + 1
+            best_dice, best_epoch, elapsed = float(state["best_val_dice"]), int(state["best_epoch"]), state["seconds"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{state_stem}.json: corrupt or incomplete training state ({exc})") from None
+        if int(meta.get("epoch", -1)) != start_epoch - 1:
+            raise RunFolderError(f"cannot resume: {run.path}: last.json is epoch {meta.get('epoch')} but "
+                                 f"train_state.json epoch {start_epoch - 1}; start the run again")  # fmt: skip
+    good_epoch = start_epoch - 1
     ddp_model = DistributedDataParallel(model) if dist_info.enabled else model
-    run.write_status(status="running", epochs=cfg.epochs, model=cfg.model, data=str(data_root),
-                     world_size=dist_info.world_size, device=str(device))  # fmt: skip
-    if dist_info.is_main and not (run_dir / "log.csv").is_file():
-        (run_dir / "log.csv").write_text(",".join(LOG_FIELDS) + "\n")
+    if dist_info.is_main:
+        run.update_status(status="running", epochs=cfg.epochs, model=cfg.model, data=str(plan.data_root),
+                          world_size=dist_info.world_size, device=str(device))  # fmt: skip
 
     epochs_bar = tqdm(
         range(start_epoch, cfg.epochs + 1), initial=start_epoch - 1, total=cfg.epochs, desc=f"{cfg.model}",
         unit="epoch", disable=not (show_progress and dist_info.is_main), leave=True,
     )  # fmt: skip
-    last_plot = -math.inf
+    last_plot = time.perf_counter()  # curves.png: at the end and every 30 s (matplotlib costs ~0.3-1 s a call)
     for epoch in epochs_bar:
         t0 = time.perf_counter()
         # per-epoch seeds: data order, worker seeds and augmentation depend only on (seed, epoch) -> exact resume
@@ -406,10 +432,8 @@ def _train(
             if dist_info.enabled:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if finite.item() < 1:
-                msg = (f"loss became {float(loss.detach()):.4g} at epoch {epoch}, step {step}; stopped. The last good "
-                       f"checkpoint (epoch {epoch - 1}) is kept in {run_dir}; try a lower --lr")  # fmt: skip
-                run.write_status(status="failed", message=msg)
-                raise TrainingError(msg)
+                raise _stop(run, dist_info, f"the training loss became {float(loss.detach()):.4g} at epoch {epoch}, "
+                            f"step {step}", epoch, good_epoch)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -420,37 +444,49 @@ def _train(
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         row = {"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": "", "val_dice": "", "val_iou": "", "lr": lr}
+        if not _all_finite(model):  # same weights on every rank under DDP: the same decision everywhere
+            raise _stop(run, dist_info, f"the weights stopped being finite (NaN/inf) in epoch {epoch}",
+                        epoch, good_epoch)  # fmt: skip
         barrier()
+        ok = torch.ones(1)
+        if dist_info.is_main and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+            row.update(validate(model, val_loader, loss_fn, device, use_amp, dtype))
+            ok[0] = float(math.isfinite(row["val_loss"]))
+        if dist_info.enabled:
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if ok.item() < 1:
+            value = f"{row['val_loss']:.4g}" if isinstance(row["val_loss"], float) else "non-finite"  # rank 0 knows
+            raise _stop(run, dist_info, f"the validation loss became {value} at epoch {epoch}", epoch, good_epoch)
         if dist_info.is_main:
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                row.update(validate(model, val_loader, loss_fn, device, use_amp, dtype))
-                if row["val_dice"] > best_dice:
-                    best_dice, best_epoch = row["val_dice"], epoch
-                    save_checkpoint(run_dir / "best", model, cfg.model, epoch=epoch, val_dice=best_dice,
-                                    selected_on="val", config=cfg.to_dict())  # fmt: skip
+            writers = {}
+            if row["val_dice"] != "" and row["val_dice"] > best_dice:
+                best_dice, best_epoch = row["val_dice"], epoch
+                meta = dict(epoch=epoch, val_dice=best_dice, selected_on="val", config=cfg.to_dict())
+                writers["best"] = lambda stem, m=meta: save_checkpoint(stem, model, cfg.model, atomic=False, **m)
             elapsed += time.perf_counter() - t0
             row["epoch_seconds"] = round(time.perf_counter() - t0, 3)
-            with (run_dir / "log.csv").open("a", newline="") as f:
-                csv.DictWriter(f, LOG_FIELDS).writerow(
-                    {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-                )
-            save_checkpoint(run_dir / "last", model, cfg.model, epoch=epoch, config=cfg.to_dict())
-            save_train_state(run_dir, optimizer, scheduler, scaler,
-                             {"epoch": epoch, "best_val_dice": best_dice, "best_epoch": best_epoch,
-                              "seconds": elapsed})  # fmt: skip
-            run.write_status(epochs_done=epoch, best_epoch=best_epoch, best_val_dice=best_dice,
+            last = dict(epoch=epoch, config=cfg.to_dict())
+            writers["last"] = lambda stem, m=last: save_checkpoint(stem, model, cfg.model, atomic=False, **m)
+            extra = {"epoch": epoch, "best_val_dice": best_dice, "best_epoch": best_epoch, "seconds": elapsed}
+            writers[RunDir.TRAIN_STATE] = lambda stem, e=extra: save_train_state(stem, optimizer, scheduler, scaler,
+                                                                                 e, atomic=False)  # fmt: skip
+            run.commit_epoch(epoch, writers, row, best_epoch=best_epoch, best_val_dice=best_dice,
                              train_seconds=round(elapsed, 2))  # fmt: skip
-            if epoch == cfg.epochs or time.perf_counter() - last_plot > 30:  # matplotlib costs ~0.3 s a call
-                _plot_curves(run_dir)
+            if epoch == cfg.epochs or time.perf_counter() - last_plot > 30:
+                _plot_curves(run)
                 last_plot = time.perf_counter()
             post = {"loss": f"{row['train_loss']:.4f}"}
             if row["val_dice"] != "":
                 post["val_dice"] = f"{row['val_dice']:.4f}"
             epochs_bar.set_postfix(post)
+        good_epoch = epoch
         barrier()
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < cfg.epochs:
-            log.info("stopped after epoch %d as asked; continue with --resume %s", epoch, run_dir)
-            return RunResult(run_dir, epoch, best_epoch, best_dice, elapsed)
-    run.write_status(status="finished")
-    log.info("finished %s: best validation Dice %.4f at epoch %d", run_dir, best_dice, best_epoch)
-    return RunResult(run_dir, cfg.epochs, best_epoch, best_dice, elapsed)
+            log.info("stopped after epoch %d as asked; continue with --resume %s", epoch, run.path)
+            return RunResult(run.path, epoch, best_epoch, best_dice, elapsed)
+    if dist_info.is_main:
+        if not run.curves_file.is_file():  # killed while drawing it after the last commit
+            _plot_curves(run)
+        run.update_status(status="finished")
+    log.info("finished %s: best validation Dice %.4f at epoch %d", run.path, best_dice, best_epoch)
+    return RunResult(run.path, cfg.epochs, best_epoch, best_dice, elapsed)

@@ -1,0 +1,448 @@
+"""The run folder (scunext.runs.RunDir): crash-consistent epoch commits under fault injection, resume rules, the NaN
+guard, checks before the folder exists, and refusals of folders whose files disagree."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from scunext.config import load_config
+from scunext.data import sample_dir
+from scunext.engine import trainer as trainer_mod
+from scunext.engine.trainer import TrainingError, train
+from scunext.models import create_model
+from scunext.runs import CheckpointError, RunDir, RunFolderError, durable, load_model, save_checkpoint
+
+#: a tiny run: 4 training and 4 validation images of the shipped sample at 64 px, 2 epochs
+TINY = dict(model="unext_s", size=64, epochs=2, batch_size=4, lr=1e-3, split="csv", max_train_images=4)
+
+
+def tiny_cfg(**kw):
+    return load_config(None, {"data": str(sample_dir("isic2017")), **TINY, **kw})
+
+
+class Crash(BaseException):
+    """A simulated kill: not an Exception, so no handler of the library runs on it."""
+
+
+@contextmanager
+def crash_before(k: int | None):
+    """Record every durable operation; with ``k``, crash before the k-th one (and refuse any later one)."""
+    ops: list[tuple[str, str]] = []
+
+    def hook(op, path):
+        ops.append((op, str(path)))
+        if k is not None and len(ops) >= k:
+            raise Crash(f"{op} {path}")
+
+    durable.FAULT_HOOK = hook
+    try:
+        yield ops
+    finally:
+        durable.FAULT_HOOK = None
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, one_thread):
+    """``ref``: the uninterrupted run; ``base``: the same run stopped after epoch 1."""
+    root = tmp_path_factory.mktemp("rundir")
+    train(tiny_cfg(), root / "ref", show_progress=False)
+    train(tiny_cfg(), root / "base", show_progress=False, stop_after_epoch=1)
+    return root
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((run / "log.csv").open()))
+
+
+def assert_same_as_reference(run: Path, ref: Path) -> None:
+    for name in ("last.safetensors", "best.safetensors", "train_state.safetensors"):
+        a, b = load_file(str(run / name)), load_file(str(ref / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]  # noqa: E731
+    assert strip(_rows(run)) == strip(_rows(ref))  # each epoch once, same numbers
+    assert [r["epoch"] for r in _rows(run)] == ["1", "2"]
+    status = RunDir(run).read_status()
+    assert status["status"] == "finished" and status["epochs_done"] == 2
+    assert json.loads((run / "best.json").read_text())["epoch"] == json.loads((ref / "best.json").read_text())["epoch"]
+    assert not [p.name for p in run.iterdir() if ".tmp" in p.name or p.name.startswith(".staging")]
+    RunDir(run).verify()
+
+
+def test_crash_at_every_write_and_rename_of_an_epoch_commit(runs, tmp_path):
+    """Kill the session that trains (and commits) the last epoch before each of its durable operations; resume;
+    the run must end bit-identical to the uninterrupted one with each epoch logged once."""
+    probe = tmp_path / "probe"
+    shutil.copytree(runs / "base", probe)
+    with crash_before(None) as ops:
+        train(None, probe, resume=True, show_progress=False)
+    assert_same_as_reference(probe, runs / "ref")
+    kinds = {op for op, _ in ops}
+    assert {"write", "write_mid", "fsync", "fsync_dir", "rename", "remove"} <= kinds
+    assert any("best.safetensors" in p for _, p in ops)  # epoch 2 improves: the best checkpoint is in the commit
+    # every operation from the first staged file to the removal of the staging folder (the commit itself)
+    first = next(i for i, (_, p) in enumerate(ops) if ".staging-e" in p)
+    last = max(i for i, (op, p) in enumerate(ops) if op == "remove" and ".staging-e" in p)
+    for k in range(first + 1, last + 2):
+        work = tmp_path / f"k{k}"
+        shutil.copytree(runs / "base", work)
+        with pytest.raises(Crash), crash_before(k):
+            train(None, work, resume=True, show_progress=False)
+        train(None, work, resume=True, show_progress=False)
+        assert_same_as_reference(work, runs / "ref")
+        shutil.rmtree(work)
+
+
+@pytest.mark.slow
+def test_crash_at_every_durable_operation_of_a_whole_run(runs, tmp_path):
+    """Every operation of a whole run (creation, status updates, both commits, curves, the finish)."""
+    with crash_before(None) as ops:
+        train(tiny_cfg(), tmp_path / "probe", show_progress=False)
+    for k in range(1, len(ops) + 1):
+        work = tmp_path / "runs" / f"k{k}"
+        with pytest.raises(Crash), crash_before(k):
+            train(tiny_cfg(), work, show_progress=False)
+        if work.exists() and RunDir(work).status() != "finished":  # (killed after run.json said finished)
+            train(None, work, resume=True, show_progress=False)
+        elif not work.exists():  # killed before the folder appeared: nothing there to resume
+            train(tiny_cfg(), work, show_progress=False)
+        assert_same_as_reference(work, runs / "ref")
+        assert [p.name for p in work.parent.iterdir()] == [work.name]
+        shutil.rmtree(work.parent)
+
+
+def _cli(*args: str, fault_at: int | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if fault_at is not None:
+        env["SCUNEXT_FAULT_AT"] = str(fault_at)
+    return subprocess.run([sys.executable, "-m", "scunext.cli.main", *args], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+
+
+def _kill_and_resume(runs: Path, work: Path, k: int) -> None:
+    shutil.copytree(runs / "base", work)
+    res = _cli("train", "--resume", str(work), "--no-progress", fault_at=k)
+    assert res.returncode == 137, res.stderr[-1000:]
+    if RunDir(work).status() != "finished":  # (killed after run.json said finished: nothing to resume)
+        res = _cli("train", "--resume", str(work), "--no-progress")
+        assert res.returncode == 0, res.stderr[-1000:]
+    assert_same_as_reference(work, runs / "ref")
+
+
+def _resume_ops(runs: Path, tmp_path: Path) -> list[tuple[str, str]]:
+    probe = tmp_path / "probe"
+    shutil.copytree(runs / "base", probe)
+    with crash_before(None) as ops:
+        train(None, probe, resume=True, show_progress=False)
+    return ops
+
+
+def test_sigkill_after_the_commit_point_rolls_forward_in_a_new_process(runs, tmp_path):
+    """A real process killed (os._exit, no cleanup) right after run.json switched to epoch 2, before any staged file
+    was renamed into place: the next process finishes the commit and the run ends bit-identical."""
+    ops = _resume_ops(runs, tmp_path)
+    k = next(i for i, (op, p) in enumerate(ops) if op == "rename" and p.endswith("best.json")) + 1
+    _kill_and_resume(runs, tmp_path / "work", k)
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_operation_of_an_epoch_commit(runs, tmp_path):
+    ops = _resume_ops(runs, tmp_path)
+    for k in range(1, len(ops) + 1):
+        _kill_and_resume(runs, tmp_path / f"k{k}", k)
+
+
+def test_resume_before_any_epoch_starts_again_identically(runs, tmp_path):
+    """Killed in epoch 1 (nothing committed): resume starts from the saved config and split, the same run."""
+    work = tmp_path / "w"
+    with crash_before(None) as ops:
+        train(tiny_cfg(), tmp_path / "probe", show_progress=False)
+    k = next(i for i, (_, p) in enumerate(ops) if ".staging-e000001" in p) + 1
+    with pytest.raises(Crash), crash_before(k):
+        train(tiny_cfg(), work, show_progress=False)
+    assert RunDir(work).epochs_done() == 0 and RunDir(work).status() == "running"
+    train(None, work, resume=True, show_progress=False)
+    assert_same_as_reference(work, runs / "ref")
+
+
+def test_folder_whose_files_disagree_is_refused(runs, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(runs / "base", work)
+    (work / "train_state.json").write_text((work / "train_state.json").read_text().replace('"epoch": 1', '"epoch": 0'))
+    with pytest.raises(RunFolderError, match=r"train_state.json differs from the epoch-1 commit record"):
+        train(None, work, resume=True, show_progress=False)
+    shutil.copy(runs / "base" / "train_state.json", work / "train_state.json")
+    (work / "last.safetensors").unlink()
+    with pytest.raises(RunFolderError, match="last.safetensors of the epoch-1 commit is missing"):
+        train(None, work, resume=True, show_progress=False)
+
+
+def test_orphans_are_removed_on_resume(runs, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(runs / "base", work)
+    (work / "last.safetensors.tmp1234").write_bytes(b"half")
+    (work / ".staging-e000002").mkdir()
+    (work / ".staging-e000002" / "last.json").write_text("{")
+    train(None, work, resume=True, show_progress=False)
+    assert_same_as_reference(work, runs / "ref")
+
+
+def test_another_models_checkpoint_in_the_folder_is_refused(runs, tmp_path):
+    from scunext.deploy.predictor import Predictor
+
+    work = tmp_path / "w"
+    shutil.copytree(runs / "ref", work)
+    save_checkpoint(tmp_path / "other", create_model("sc_unext", in_channels=3), "sc_unext", epoch=1)
+    for ext in (".safetensors", ".json"):
+        shutil.copy(tmp_path / f"other{ext}", work / f"best{ext}")
+    with pytest.raises(CheckpointError, match="not the file the run committed"):
+        Predictor.from_run(work)
+    # a folder without a commit record (old runs, released weights): refused on the model itself
+    status = json.loads((work / "run.json").read_text())
+    del status["commit"]
+    (work / "run.json").write_text(json.dumps(status))
+    with pytest.raises(CheckpointError, match=r"does not belong to this run \(model 'sc_unext' instead of 'unext_s'"):
+        Predictor.from_run(work)
+
+
+def test_resume_with_last_checkpoint_of_another_model_is_one_line(runs, tmp_path, capsys):
+    from scunext.cli.main import main
+
+    work = tmp_path / "w"
+    shutil.copytree(runs / "base", work)
+    save_checkpoint(work / "last", create_model("sc_unext", in_channels=3), "sc_unext", epoch=1)
+    status = json.loads((work / "run.json").read_text())
+    del status["commit"]  # as an old-format run, so that only the model check stands in the way
+    (work / "run.json").write_text(json.dumps(status))
+    assert main(["train", "--resume", str(work), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not belong to this run" in err[0]
+
+
+def test_corrupt_train_state_json_names_the_file(runs, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(runs / "base", work)
+    state = json.loads((work / "train_state.json").read_text())
+    del state["rng_numpy"]
+    (work / "train_state.json").write_text(json.dumps(state))
+    status = json.loads((work / "run.json").read_text())
+    del status["commit"]
+    (work / "run.json").write_text(json.dumps(status))
+    with pytest.raises(CheckpointError, match=r"train_state.json: corrupt or incomplete training state \(missing"):
+        train(None, work, resume=True, show_progress=False)
+
+
+def test_old_format_run_reads_and_resumes(runs, tmp_path):
+    """A run folder of the previous trainer (no commit record; log.csv with the row of a killed epoch): evaluate
+    and predict read it; resume cuts the log to the last finished epoch and ends like the uninterrupted run."""
+    from scunext.deploy.predictor import Predictor
+
+    work = tmp_path / "w"
+    shutil.copytree(runs / "base", work)
+    status = json.loads((work / "run.json").read_text())
+    del status["commit"]
+    (work / "run.json").write_text(json.dumps(status))
+    with (work / "log.csv").open("a") as f:
+        f.write("2,9,9,0.5,0.5,0.001,1\n")  # a row written before the old trainer was killed
+    assert Predictor.from_run(work).name == "unext_s"
+    train(None, work, resume=True, show_progress=False)
+    assert_same_as_reference(work, runs / "ref")
+
+
+def test_old_format_run_whose_files_disagree_is_refused(runs, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(runs / "base", work)
+    status = json.loads((work / "run.json").read_text())
+    del status["commit"]
+    (work / "run.json").write_text(json.dumps(status))
+    meta = json.loads((work / "last.json").read_text())
+    meta["epoch"] = 2
+    (work / "last.json").write_text(json.dumps(meta))
+    with pytest.raises(RunFolderError, match="old-format run whose files disagree"):
+        train(None, work, resume=True, show_progress=False)
+
+
+# --- NaN guard --------------------------------------------------------------------------------------------------
+def _poison(monkeypatch, after_calls: int, only_validation: bool = False):
+    real = trainer_mod.build_loss
+    calls = {"n": 0}
+
+    class Poisoned(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = real("bce_dice")
+
+        def forward(self, logits, target):
+            loss = self.inner(logits, target)
+            if only_validation and torch.is_grad_enabled():
+                return loss
+            calls["n"] += 1
+            return loss * float("nan") if calls["n"] > after_calls else loss
+
+    monkeypatch.setattr(trainer_mod, "build_loss", lambda name, **kw: Poisoned())
+
+
+def test_nan_validation_loss_is_never_kept(monkeypatch, tmp_path, one_thread):
+    """Epoch 2's validation loss is NaN: epoch 2 is not committed, epoch 1 stays best and last, run.json says
+    failed with a message naming epoch 1."""
+    _poison(monkeypatch, after_calls=1, only_validation=True)  # 1 validation batch per epoch
+    run = tmp_path / "nan"
+    with pytest.raises(TrainingError, match=r"validation loss became nan at epoch 2.*last good checkpoint \(epoch 1"):
+        train(tiny_cfg(), run, show_progress=False)
+    r = RunDir(run)
+    assert r.status() == "failed" and r.epochs_done() == 1 and "epoch 1" in r.read_status()["message"]
+    assert [row["epoch"] for row in _rows(run)] == ["1"]
+    assert json.loads((run / "last.json").read_text())["epoch"] == 1
+    assert json.loads((run / "best.json").read_text())["epoch"] == 1
+    load_model(run / "last")
+
+
+def test_nan_in_the_first_epoch_keeps_no_checkpoint_and_the_folder_is_reusable(monkeypatch, tmp_path, one_thread):
+    _poison(monkeypatch, after_calls=0)
+    run = tmp_path / "nan"
+    with pytest.raises(TrainingError, match="no epoch ended with finite losses, so no checkpoint is kept"):
+        train(tiny_cfg(), run, show_progress=False)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "run.json", "split.json"]
+    assert "epoch 0" not in RunDir(run).read_status()["message"]
+    with pytest.raises(CheckpointError, match="no best checkpoint"):
+        RunDir(run).checkpoint_stem("best")
+    monkeypatch.undo()
+    train(tiny_cfg(epochs=1), run, show_progress=False)  # --out SAME reuses a failed run without a finished epoch
+    assert RunDir(run).status() == "finished"
+
+
+def test_diverging_lr_exits_1_and_never_finishes_with_nan(tmp_path, capsys, one_thread):
+    """The issue's case: --lr 1e4 --loss dice."""
+    from scunext.cli.main import main
+
+    run = tmp_path / "r"
+    code = main(["train", "--data", str(sample_dir("isic2017")), "--model", "unext_s", "--size", "64", "--epochs",
+                 "2", "--split", "csv", "--max-train-images", "4", "--batch-size", "4", "--lr", "1e4", "--loss",
+                 "dice", "--out", str(run), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "stopped" in err[0], err
+    assert RunDir(run).status() == "failed"
+    for row in _rows(run) if (run / "log.csv").is_file() else []:
+        assert np.isfinite(float(row["val_loss"])) and np.isfinite(float(row["train_loss"]))
+
+
+def test_non_finite_weights_and_logits_are_refused(tmp_path):
+    from scunext.deploy.predictor import Predictor
+
+    model = create_model("unext_s", in_channels=3)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    save_checkpoint(tmp_path / "nan", model, "unext_s", epoch=1)
+    with pytest.raises(CheckpointError, match="hold NaN/inf"):
+        load_model(tmp_path / "nan")
+
+    class NaNNet(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 1, *x.shape[2:]), float("nan"))
+
+    pred = Predictor(NaNNet(), in_channels=3, size=64, name="nan")
+    with pytest.raises(CheckpointError, match="NaN/inf logits"):
+        pred.predict([np.zeros((70, 90, 3), np.uint8)])
+
+
+# --- nothing half-written -----------------------------------------------------------------------------------------
+def _dataset(tmp_path: Path, n: int = 8) -> Path:
+    src = sample_dir("isic2017")
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for f in sorted((src / "images").iterdir())[:n]:
+        shutil.copy(f, root / "images" / f.name)
+        shutil.copy(src / "masks" / (f.stem + ".png"), root / "masks" / (f.stem + ".png"))
+    return root
+
+
+def _corrupt_fifth_image(root: Path) -> None:
+    f = sorted((root / "images").iterdir())[4]
+    f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])  # truncated JPEG: only a full decode finds it
+
+
+def _bad_fifth_mask(root: Path) -> None:
+    f = sorted((root / "masks").iterdir())[4]
+    m = np.array(Image.open(f))
+    m[0, 0] = 7
+    Image.fromarray(m).save(f)
+
+
+@pytest.mark.parametrize("extra, damage, needle", [
+    (["--model-arg", "bogus=1"], None, "model_args"),
+    (["--loss-arg", "bogus=1"], None, "bogus"),
+    (["--size", "250"], None, "--size 256"),
+    ([], _corrupt_fifth_image, "truncated"),
+    ([], _bad_fifth_mask, "7"),
+])  # fmt: skip
+def test_mistakes_leave_no_folder(extra, damage, needle, tmp_path, capsys):
+    from scunext.cli.main import main
+
+    root = _dataset(tmp_path)
+    if damage:
+        damage(root)
+    out = tmp_path / "runs" / "r"
+    code = main(["train", "--data", str(root), "--model", "unext_s", "--size", "64", "--epochs", "1",
+                 "--out", str(out), "--no-progress", *extra])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_failure_after_creation_marks_the_run_failed(monkeypatch, tmp_path, one_thread):
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(trainer_mod, "validate", boom)
+    run = tmp_path / "r"
+    with pytest.raises(RuntimeError):
+        train(tiny_cfg(), run, show_progress=False)
+    status = RunDir(run).read_status()
+    assert status["status"] == "failed" and status["message"] == "RuntimeError: disk on fire"
+    assert RunDir(run).reusable()
+
+
+def test_mixed_gray_and_colour_images_train_in_colour(tmp_path, caplog, one_thread):
+    root = _dataset(tmp_path)
+    first = sorted((root / "images").iterdir())[0]
+    Image.open(first).convert("L").save(root / "images" / (first.stem + ".png"))
+    first.unlink()
+    run = tmp_path / "r"
+    with caplog.at_level("INFO"):
+        train(load_config(None, {"data": str(root), "model": "unext_s", "size": 64, "epochs": 1, "batch_size": 4}),
+              run, show_progress=False)  # fmt: skip
+    assert load_config(run / "config.yaml").in_channels == 3
+    assert "1 grayscale and 7 colour images" in caplog.text
+
+
+def test_failed_resume_with_wrong_data_changes_nothing(runs, tmp_path, capsys):
+    from scunext.cli.main import main
+
+    work = tmp_path / "w"
+    shutil.copytree(runs / "base", work)
+    before = {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()}
+    wrong = _dataset(tmp_path, n=3)
+    assert main(["train", "--resume", str(work), "--data", str(wrong), "--no-progress"]) == 2
+    assert "not in" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()} == before

@@ -8,9 +8,9 @@ the command line is a bug and is shown with its traceback.
 - :class:`MissingDependencyError`: an optional package is not installed; the message names the pip command.
 
 Other typed errors live with their concept and subclass ``ValueError``: ``scunext.data.DataError`` (user data),
-``scunext.engine.checkpoint.CheckpointError``, ``scunext.models.UnknownModelError`` / ``InputShapeError``,
-``scunext.weights.UnknownWeightsError``. A training run that fails on its own (non-finite loss) raises
-``TrainingError`` (exit code 1).
+``scunext.runs.CheckpointError``, ``scunext.runs.RunFolderError``, ``scunext.models.UnknownModelError`` /
+``InputShapeError``, ``scunext.weights.UnknownWeightsError``. A training run that fails on its own (non-finite
+loss) raises ``TrainingError`` (exit code 1).
 """
 
 from __future__ import annotations

@@ -26,8 +26,6 @@ from PIL import Image
 from scunext.cli.main import main
 from scunext.data import sample_dir
 
-RUNDIR = pytest.mark.xfail(strict=True, reason="fixed on branch rundir")
-
 TINY = ["--model", "unext_s", "--size", "64", "--epochs", "1", "--batch-size", "4", "--no-progress"]
 
 
@@ -86,8 +84,8 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
     status = json.loads((other / "run.json").read_text())
     (other / "run.json").write_text(json.dumps({**status, "status": "running", "epochs": 2}))
     (other / "config.yaml").write_text((other / "config.yaml").read_text().replace("epochs: 1", "epochs: 2"))
-    from scunext.engine.checkpoint import save_checkpoint
     from scunext.models import create_model
+    from scunext.runs import save_checkpoint
 
     save_checkpoint(other / "last", create_model("sc_unext"), "sc_unext", epoch=1)
     return w
@@ -172,14 +170,14 @@ CASES = [
     case("train", "--resume", "run", needle="already finished"),
     case("train", "--resume", "run", "--lr", "0.1", needle="only --device, --data and --num-workers"),
     case("train", "--resume", "run", "--out", "x", needle="drop --out"),
-    case("train", "--out", "r", "--data", "nonbinary", *TINY, needle="not binary", marks=RUNDIR),
-    case("train", "--out", "r", "--data", "corrupt", *TINY, needle="corrupt/images/", marks=RUNDIR),
-    case("train", "--out", "r", "--data", "sizes", *TINY, needle="mask is 256x200", marks=RUNDIR),
-    case("train", "--out", "r", *TINY, "--size", "250", needle="250", marks=RUNDIR),
-    case("train", "--out", "r", *TINY, "--model-arg", "bogus=1", needle="bogus", marks=RUNDIR),
-    case("train", "--out", "r", *TINY, "--loss-arg", "bogus=1", needle="bogus", marks=RUNDIR),
-    case("train", "--resume", "other-model", "--no-progress", needle="sc_unext", marks=RUNDIR),
-    case("train", "--resume", "other-model", "--data", "emptydir", needle="images", marks=RUNDIR),
+    case("train", "--out", "r", "--data", "nonbinary", *TINY, needle="not binary"),
+    case("train", "--out", "r", "--data", "corrupt", *TINY, needle="corrupt/images/"),
+    case("train", "--out", "r", "--data", "sizes", *TINY, needle="mask is 256x200"),
+    case("train", "--out", "r", *TINY, "--size", "250", needle="250"),
+    case("train", "--out", "r", *TINY, "--model-arg", "bogus=1", needle="bogus"),
+    case("train", "--out", "r", *TINY, "--loss-arg", "bogus=1", needle="bogus"),
+    case("train", "--resume", "other-model", "--no-progress", needle="last.json differs from the epoch-1 commit"),
+    case("train", "--resume", "other-model", "--data", "emptydir", needle="images"),
     # ---------------------------------------------------------------- evaluate
     case("evaluate", "missing", needle="run folder not found"),
     case("evaluate", "file.txt", needle="run folder not found"),

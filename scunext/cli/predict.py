@@ -14,6 +14,7 @@ from scunext.cli.weights import add_weights_option
 from scunext.deploy.predictor import Predictor
 from scunext.deploy.runtimes import ENGINES
 from scunext.deploy.stream import CSV_NAME, FORMATS, PredictionsCSV, plan_predictions, stream_predict
+from scunext.runs import RunDir
 from scunext.weights import list_weights, weights_dir
 
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -60,7 +61,7 @@ def model_source(weights: str | None, paths: list[str]) -> tuple[Path, list[str]
     if weights:
         return weights_dir(weights), list(paths)
     run_dir = Path(paths[0])
-    if not run_dir.is_dir() or not (run_dir / "config.yaml").is_file():
+    if not run_dir.is_dir() or not RunDir(run_dir).config_file.is_file():
         raise FileNotFoundError(f"{run_dir}: not a training run folder (no config.yaml); give a RUN_DIR first, "
                                 f"or --weights NAME ({', '.join(list_weights())})")  # fmt: skip
     return run_dir, list(paths[1:])

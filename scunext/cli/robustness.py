@@ -9,6 +9,7 @@ from pathlib import Path
 from scunext.cli.weights import add_weights_option
 from scunext.data.shifts import SHIFTS
 from scunext.engine.evaluate import SUBSETS
+from scunext.runs import RunDir
 from scunext.weights import weights_dir
 
 
@@ -59,8 +60,7 @@ def _run_dir(args: argparse.Namespace) -> Path:
     if args.weights:
         return weights_dir(args.weights)
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir}: not a training run folder (no config.yaml)")
+    RunDir(run_dir).load_config()  # one line when it is not a run folder
     return run_dir
 
 

@@ -85,7 +85,7 @@ class QualityCalibration:
         return cls()
 
     def to_json(self, path: str | Path) -> Path:
-        from scunext.engine.checkpoint import atomic_write_text
+        from scunext.runs.durable import atomic_write_text
 
         path = Path(path)
         atomic_write_text(path, json.dumps({"format": QUALITY_FORMAT, **asdict(self)}, indent=2))

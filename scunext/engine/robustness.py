@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from scunext.config import load_config
 from scunext.data import DataError, SegmentationDataset, Split, discover_pairs, read_mask, select_pairs
 from scunext.data.shifts import SHIFTS, apply_shift, image_seed, modality_of, parse_shifts, shift_conditions
 from scunext.deploy.predictor import Predictor
@@ -36,10 +35,10 @@ from scunext.deploy.quality import (
     flipped_probabilities,
     quality_from_probabilities,
 )
-from scunext.engine.checkpoint import atomic_write_text
 from scunext.engine.evaluate import _subset_pairs
-from scunext.engine.trainer import resolve_data_root
 from scunext.metrics import confusion_counts, dice_score, iou_score
+from scunext.runs import RunDir, data_root_of
+from scunext.runs.durable import atomic_write_text
 
 __all__ = ["stress_test", "calibrate_quality", "RESULT_FILES", "ReportExistsError"]
 
@@ -201,8 +200,8 @@ def _plot(summary: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def _prepare(run_dir: Path, data: str | Path | None, subset: str, max_images: int, predictor: Predictor):
-    cfg = load_config(run_dir / "config.yaml")
-    data_root = Path(data) if data else resolve_data_root(cfg)
+    cfg = RunDir(run_dir).load_config()
+    data_root = Path(data) if data else data_root_of(cfg)
     pairs = _subset_pairs(run_dir, data_root, subset)
     if max_images and max_images < len(pairs):  # an even, deterministic pick over the sorted part
         idx = np.linspace(0, len(pairs) - 1, max_images).round().astype(int)
@@ -335,8 +334,8 @@ def calibrate_quality(
         raise ReportExistsError(f"{target} exists; pass --overwrite to recalibrate")
     predictor = Predictor.from_run(run_dir, checkpoint)
     names = parse_shifts(shifts, modality_of(predictor.in_channels))
-    cfg = load_config(run_dir / "config.yaml")
-    data_root = Path(data) if data else resolve_data_root(cfg)
+    cfg = RunDir(run_dir).load_config()
+    data_root = Path(data) if data else data_root_of(cfg)
     split = Split.from_json(run_dir / "split.json")
     if not split.train or not split.val:
         raise DataError("calibration needs the run's train part (area prior) and val part (threshold)")

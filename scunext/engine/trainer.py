@@ -56,7 +56,7 @@ from scunext.runs import (
 )
 from scunext.runs.durable import atomic_write
 
-__all__ = ["train", "TrainingError", "RunFolderError", "RunResult", "build_split", "resolve_data_root",
+__all__ = ["train", "TrainingError", "RunFolderError", "RunResult", "build_split",
            "LOG_FIELDS", "validate", "amp_dtype"]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,6 @@ class RunResult:
     best_epoch: int
     best_val_dice: float
     seconds: float
-
-
-#: kept for callers of the old name; the rule lives in :func:`scunext.runs.data_root_of`
-resolve_data_root = data_root_of
 
 
 def _seed_everything(seed: int) -> None:

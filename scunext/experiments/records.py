@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from scunext.runs import RunDir
+
 __all__ = ["RECORD_FORMAT", "export_record", "is_complete", "load_result", "train_seconds_from_log", "find_source"]
 
 log = logging.getLogger(__name__)
@@ -38,16 +40,13 @@ def _status(run_dir: Path) -> str:
     rec = run_dir / "record.json"
     if rec.is_file():
         return json.loads(rec.read_text()).get("status", "new")
-    path = run_dir / "run.json"
-    if not path.is_file():
-        return "new"
-    return json.loads(path.read_text()).get("status", "new")
+    return RunDir(run_dir).status()
 
 
 def is_complete(run_dir: Path, subsets: tuple[str, ...] = ("test",)) -> bool:
     """A finished run (or record) with the metrics of every part in ``subsets``."""
     return _status(run_dir) == "finished" and all(
-        (run_dir / "eval" / s / "metrics.json").is_file() for s in subsets
+        (RunDir(run_dir).eval_dir(s) / "metrics.json").is_file() for s in subsets
     )  # fmt: skip
 
 
@@ -70,7 +69,7 @@ def _run_device(run_dir: Path) -> str:
             dev = json.loads(p.read_text()).get("device")
             if dev:
                 return str(dev)
-    cfg = run_dir / "config.yaml"
+    cfg = RunDir(run_dir).config_file
     if cfg.is_file():
         return str((yaml.safe_load(cfg.read_text()) or {}).get("device", "?"))
     return "?"

@@ -20,6 +20,7 @@ from scunext.engine.evaluate import evaluate_run
 from scunext.engine.trainer import train
 from scunext.experiments.plan import PlannedRun
 from scunext.experiments.records import _status, export_record, find_source, is_complete, load_result
+from scunext.runs import RunDir
 
 __all__ = ["run_plan", "collect"]
 
@@ -74,7 +75,7 @@ def run_plan(
             say(f"{tag}: done elsewhere (record {records / pr.folder}), skipped")
             continue
         if status == "failed":
-            say(f"{tag}: failed earlier ({rd / 'run.json'}), skipped")
+            say(f"{tag}: failed earlier ({RunDir(rd).status_file}), skipped")
             continue
         if report_only:
             say(f"{tag}: not finished ({status}), left out of the tables")
@@ -83,14 +84,14 @@ def run_plan(
         eta = f", ETA {_fmt_s(statistics.mean(durations) * todo)}" if durations else ""
         say(f"{tag}: {'resuming' if status == 'running' else 'training'}{eta}")
         t0 = time.perf_counter()
-        if status == "running" and (rd / "train_state.json").is_file():
+        if status == "running" and RunDir(rd).epochs_done() > 0:
             train(None, rd, resume=True, show_progress=show_bars)
         elif status != "finished":
             if rd.exists():  # started but no finished epoch: start again
                 shutil.rmtree(rd)
             train(pr.cfg, rd, show_progress=show_bars)
         for subset in pr.subsets:
-            if not (rd / "eval" / subset / "metrics.json").is_file():
+            if not (RunDir(rd).eval_dir(subset) / "metrics.json").is_file():
                 evaluate_run(rd, subset=subset, hd95=pr.hd95, show_progress=show_bars, device=device)
         _export(rd, records, pr, say)
         durations.append(time.perf_counter() - t0)

@@ -1,0 +1,105 @@
+"""Durable file writing: every byte that a run folder relies on goes through here.
+
+``write_file`` writes and fsyncs a file in place (for a staging folder nobody reads yet); ``atomic_write`` writes a
+temporary sibling, fsyncs it, renames it over the target and fsyncs the folder, so a crash leaves either the old
+or the new file, never half of one (an orphan ``*.tmp*`` at worst, which :class:`~scunext.runs.RunDir` removes).
+
+Fault injection (tests): every primitive calls :func:`_fault_point` first with its operation name (``write``,
+``write_mid`` after half the bytes, ``fsync``, ``rename``, ``fsync_dir``, ``remove``) and the path. A test sets
+:data:`FAULT_HOOK` to a callable that raises, or runs a subprocess with ``SCUNEXT_FAULT_AT=K`` (the process dies
+with ``os._exit(137)``, like a SIGKILL, before its K-th operation) and/or ``SCUNEXT_FAULT_LOG=FILE`` (each
+operation is appended to FILE as ``N OP PATH``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["FAULT_HOOK", "write_file", "atomic_write", "atomic_write_text", "fsync_dir", "rename", "remove_tree"]
+
+#: a callable ``(op, path) -> None`` called before every durable operation (None: no injection)
+FAULT_HOOK: Callable[[str, Path], None] | None = None
+_count = 0
+
+
+def _fault_point(op: str, path: Path) -> None:
+    global _count
+    _count += 1
+    log_file = os.environ.get("SCUNEXT_FAULT_LOG")
+    if log_file:
+        with open(log_file, "a") as f:
+            f.write(f"{_count} {op} {path}\n")
+    at = os.environ.get("SCUNEXT_FAULT_AT")
+    if at and int(at) == _count:
+        os._exit(137)  # no cleanup, no flush: as close to SIGKILL as Python gets
+    if FAULT_HOOK is not None:
+        FAULT_HOOK(op, path)
+
+
+def _fsync_fd(fd: int, path: Path) -> None:
+    _fault_point("fsync", path)
+    os.fsync(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the entries of ``folder`` (renames, new files) durable. A no-op where folders cannot be opened."""
+    _fault_point("fsync_dir", folder)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - file systems without directory fsync
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (replacing it) and fsync the file; the folder entry is the caller's to fsync."""
+    path = Path(path)
+    _fault_point("write", path)
+    with open(path, "wb") as f:
+        half = len(data) // 2
+        f.write(data[:half])
+        f.flush()
+        _fault_point("write_mid", path)
+        f.write(data[half:])
+        f.flush()
+        _fsync_fd(f.fileno(), path)
+
+
+def rename(src: Path, dst: Path) -> None:
+    """``os.replace`` (atomic on one file system)."""
+    _fault_point("rename", Path(dst))
+    os.replace(src, dst)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically and durably (temp file, fsync, rename, fsync of the folder)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    write_file(tmp, data)
+    rename(tmp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write` of UTF-8 text."""
+    atomic_write(Path(path), text.encode("utf-8"))
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file or folder if it exists."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    _fault_point("remove", path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()

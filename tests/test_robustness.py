@@ -183,7 +183,7 @@ def test_stress_test_command_on_a_one_epoch_run(lung_run, tmp_path, capsys):
     (["robustness", "--weights", "lungs", "--shifts", "colorcast", "--out", "{o}"], "do not apply to gray"),
     (["robustness", "--weights", "lungs", "--shifts", "fog", "--out", "{o}"], "unknown shift(s) fog"),
     (["robustness", "--out", "{o}"], "either a RUN_DIR or --weights"),
-    (["robustness", "{o}", "--out", "{o}"], "not a training run folder"),
+    (["robustness", "{o}", "--out", "{o}"], "run folder not found"),
     (["robustness", "--weights", "nope", "--out", "{o}"], "no released weights named 'nope'"),
     (["robustness", "--weights", "lungs", "--data", "{o}/none", "--out", "{o}"], "dataset folder not found"),
     (["calibrate", "--weights", "lungs", "--max-images", "-1"], "--max-images must be >= 0"),

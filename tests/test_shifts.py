@@ -122,7 +122,7 @@ def test_dataset_and_inference_share_one_intensity_path(method):
 def test_intensity_bad_values():
     with pytest.raises(ValueError, match="intensity must be one of"):
         SegmentationDataset([], intensity="zscore")
-    with pytest.raises(ConfigError, match="intensity must be none, percentile or clahe"):
+    with pytest.raises(ConfigError, match="intensity must be one of none, percentile, clahe"):
         load_config(None, {"intensity": "zscore"})
     assert load_config(None, {}).intensity == "none"
 

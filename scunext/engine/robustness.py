@@ -202,7 +202,7 @@ def _plot(summary: list[dict[str, Any]], path: Path, title: str) -> None:
 def _prepare(run_dir: Path, data: str | Path | None, subset: str, max_images: int, predictor: Predictor):
     cfg = RunDir(run_dir).load_config()
     data_root = Path(data) if data else data_root_of(cfg)
-    pairs = _subset_pairs(run_dir, data_root, subset)
+    pairs = _subset_pairs(RunDir(run_dir), data_root, subset)
     if max_images and max_images < len(pairs):  # an even, deterministic pick over the sorted part
         idx = np.linspace(0, len(pairs) - 1, max_images).round().astype(int)
         pairs = [pairs[i] for i in sorted(set(idx.tolist()))]

@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--dataset", required=True, help="dataset folder name, e.g. isic2017 or chest-xray-lungs")
     ap.add_argument("--command", required=True, help="the command(s) that trained the run")
     ap.add_argument("--note", default="", help="anything a user must know (e.g. where it was trained)")
+    ap.add_argument("--changes", default="", help="what changed against the release this one replaces")
     args = ap.parse_args()
     rd = RunDir(args.run_dir)
     status = rd.read_status()
@@ -62,6 +63,7 @@ def main() -> None:
                   **{k: len(split.get(k, [])) for k in ("train", "val", "test")}},  # fmt: skip
         "training": {"epochs": cfg.epochs, "best_epoch": meta.get("epoch"), "selected_on": "validation Dice",
                      "lr": cfg.lr, "min_lr": cfg.min_lr, "batch_size": cfg.batch_size, "loss": cfg.loss,
+                     "augment": cfg.augment.to_dict(),
                      "train_seconds": status.get("train_seconds"), "device": status.get("device"),
                      "moves": status.get("moves", [])},  # fmt: skip
         "test_metrics": {
@@ -73,6 +75,8 @@ def main() -> None:
         "command": args.command,
         "note": args.note,
     }
+    if args.changes:
+        card["changes"] = args.changes
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"{out}: {card['model']}, test Dice {card['test_metrics']['dice']['per_image_mean']:.4f} "
           f"on {card['test_metrics']['n_images']} images, {len(weights) / 1e6:.2f} MB")  # fmt: skip

@@ -97,6 +97,10 @@ class TrainConfig:
     intensity: str = _f("none", "per-image intensity step before normalisation: none (as before), percentile or "
                         "clahe (docs/data.md); the same step in training, evaluation, predict, export and serve",
                         choices=("none", "percentile", "clahe"))  # fmt: skip
+    intensity_before_augment: bool = _f(False, "training only: apply the intensity step before the augmentation, "
+                                        "so that the photometric augmentation perturbs the standardised image "
+                                        "instead of being undone by it (inference is unchanged; "
+                                        "docs/robustness.md)")  # fmt: skip
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` for an invalid value; return self."""

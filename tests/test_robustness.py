@@ -232,3 +232,41 @@ def test_released_weights_carry_a_calibrated_flag_that_catches_blank_images(name
     shape = (256, 256) if pred.in_channels == 1 else (256, 256, 3)
     blank = [np.full(shape, v, np.uint8) for v in (0, 255)]  # no anatomy at all: must not pass unflagged
     assert all(q.review for q in pred.assess(blank))
+
+
+def test_intensity_before_augment_orders_the_step_in_training_only():
+    """intensity_before_augment moves the percentile step in front of the augmentation (which then perturbs the
+    standardised image); the default keeps it after (undoing an affine augmentation); without a transform
+    (validation, inference) the flag changes nothing."""
+    from scunext.data import SegmentationDataset, discover_pairs
+    from scunext.data.dataset import normalise
+    from scunext.data.intensity import standardise_intensity
+
+    def squeeze(image, mask):  # an affine intensity change, the kind the percentile stretch undoes
+        return {"image": (image // 3 + 120).astype(np.uint8), "mask": mask}
+
+    pairs = discover_pairs(sample_dir("chest-xray-lungs"))[:2]
+    kw = dict(in_channels=1, size=64, intensity="percentile")
+    plain = SegmentationDataset(pairs, **kw)
+    after = SegmentationDataset(pairs, transform=squeeze, **kw)
+    before = SegmentationDataset(pairs, transform=squeeze, intensity_before_augment=True, **kw)
+    no_transform = SegmentationDataset(pairs, intensity_before_augment=True, **kw)
+    for i in range(len(pairs)):
+        raw = np.asarray(SegmentationDataset(pairs, in_channels=1, size=64, mean=0.0, std=1.0)[i]["image"])
+        u8 = np.rint(raw.transpose(1, 2, 0) * 255).astype(np.uint8)
+        expect_before = normalise(squeeze(standardise_intensity(u8, "percentile"), None)["image"])
+        expect_after = normalise(standardise_intensity(squeeze(u8, None)["image"], "percentile"))
+        assert np.array_equal(before[i]["image"].numpy(), expect_before.numpy())
+        assert np.array_equal(after[i]["image"].numpy(), expect_after.numpy())
+        assert not np.allclose(before[i]["image"].numpy(), after[i]["image"].numpy(), atol=0.1)
+        assert np.array_equal(no_transform[i]["image"].numpy(), plain[i]["image"].numpy())
+        assert np.array_equal(before[i]["mask"].numpy(), plain[i]["mask"].numpy())
+
+
+def test_old_config_without_the_order_field_loads_with_the_old_order(tmp_path):
+    from scunext.config import TrainConfig
+
+    old = TrainConfig().to_dict()
+    old.pop("intensity_before_augment")
+    assert TrainConfig.from_dict(old).intensity_before_augment is False
+    assert TrainConfig.from_dict({**old, "intensity_before_augment": True}).intensity_before_augment is True

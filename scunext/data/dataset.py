@@ -339,6 +339,9 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         max_pixels: pixel cap passed to the readers.
         intensity: per-image intensity step, ``none`` (default), ``percentile`` or ``clahe``
             (:mod:`scunext.data.intensity`); applied after augmentation, before normalisation.
+        intensity_before_augment: apply the intensity step *before* the augmentation instead (training only; an
+            item without a transform is unchanged): the photometric augmentation then perturbs the standardised
+            image instead of being undone by the stretch (docs/robustness.md#6).
 
     Example:
         >>> from scunext.data import SegmentationDataset, discover_pairs, sample_dir
@@ -358,6 +361,7 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         threshold_masks: bool = False,
         max_pixels: int = MAX_IMAGE_PIXELS,
         intensity: str = "none",
+        intensity_before_augment: bool = False,
     ) -> None:
         self.pairs = list(pairs)
         for p in self.pairs:
@@ -381,6 +385,7 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         self.threshold_masks = bool(threshold_masks)
         self.max_pixels = max_pixels
         self.intensity = check_intensity(intensity)
+        self.intensity_before_augment = bool(intensity_before_augment)
         self._worker_key: tuple[int, int] | None = None
 
     @staticmethod
@@ -449,6 +454,9 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         mask_u8 = mask.astype(np.uint8)
         if self.size is not None:
             image, mask_u8 = resize_pair(image, mask_u8, self.size)
+        early = self.transform is not None and self.intensity_before_augment
+        if early:
+            image = standardise_intensity(image, self.intensity)
         if self.transform is not None:
             self._reseed_in_worker()
             out = self.transform(image=image, mask=mask_u8)
@@ -467,7 +475,10 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
                     f"transform returned image {image.shape} and mask {mask_u8.shape} for {pair.id}; expected "
                     f"(H, W, {self.in_channels}) and (H, W)"
                 )
-        img = model_input(image, self.intensity, self.mean, self.std)
+        if early:  # the step already ran before the augmentation
+            img = normalise(image, self.mean, self.std)
+        else:
+            img = model_input(image, self.intensity, self.mean, self.std)
         msk = torch.from_numpy((np.asarray(mask_u8) > 0).astype(np.float32))[None]
         return {"image": img, "mask": msk, "id": pair.id, "orig_size": orig_size}
 

@@ -367,7 +367,8 @@ def _train(
     model = plan.model.to(device).to(memory_format=layout)
     common = dict(in_channels=cfg.in_channels, size=cfg.size, threshold_masks=cfg.threshold_masks,
                   intensity=cfg.intensity)
-    train_ds = SegmentationDataset(select_pairs(pairs, split.train), transform=transform, **common)
+    train_ds = SegmentationDataset(select_pairs(pairs, split.train), transform=transform,
+                                   intensity_before_augment=cfg.intensity_before_augment, **common)
     val_ds = SegmentationDataset(select_pairs(pairs, split.val), **common)
     gen = torch.Generator()
     train_loader = _loader(train_ds, cfg, True, dist_info, gen)

@@ -4,7 +4,8 @@
 
 Copies ``best.safetensors``/``best.json``, ``config.yaml`` and ``split.json`` and writes ``card.json`` from the
 run's ``run.json`` and ``eval/test/metrics.json`` (nothing is typed in by hand except the dataset label, the
-command and the note).
+command, the note and ``--changes``). Replacing a release removes its ``quality.json`` (calibrated for the old
+weights): run ``scunext calibrate --weights NAME --data DATA`` afterwards.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def main() -> None:
     model, meta = rd.load_model("best", cfg)
     out = WEIGHTS_DIR / args.name
     out.mkdir(parents=True, exist_ok=True)
+    stale = out / "quality.json"  # the review threshold of the weights being replaced: recalibrate the new ones
+    if stale.is_file():
+        stale.unlink()
+        print(f"removed {stale}: run `scunext calibrate --weights {args.name} --data DATA` for the new weights")
     best = rd.checkpoint_stem("best")
     for src in (best.with_suffix(".safetensors"), best.with_suffix(".json"), rd.config_file, rd.split_file):
         shutil.copy2(src, out / src.name)

@@ -134,7 +134,13 @@ def test_run_records_and_uses_its_intensity_step(lung_run):
     img = read_image(sorted((sample_dir("chest-xray-lungs") / "images").iterdir())[0])
     assert np.array_equal(pred.prepare(img).numpy(), preprocess(img, 1, 64, "percentile").numpy())
     assert not np.array_equal(pred.prepare(img).numpy(), preprocess(img, 1, 64, "none").numpy())
-    assert Predictor.from_run(Path(__file__).parents[1] / "scunext/assets/weights/lungs").intensity == "none"
+    weights = Path(__file__).parents[1] / "scunext/assets/weights"
+    # a run saved before the field existed (the isic2017 release) loads as `none`, i.e. exactly the old path
+    assert "intensity" not in (weights / "isic2017/config.yaml").read_text()
+    assert Predictor.from_run(weights / "isic2017").intensity == "none"
+    # the re-released lung weights use the percentile step, and their card says so
+    card = json.loads((weights / "lungs/card.json").read_text())
+    assert Predictor.from_run(weights / "lungs").intensity == card["data"]["intensity"] == "percentile"
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -164,16 +164,18 @@ def baseline_predict(predictor: Any, files: list[Path], out: Path, overlay: bool
 
     Every image is read and decoded first; then ``Predictor.probabilities`` of that version: per batch of 8, the
     logits of each image bilinearly upsampled to its size and passed through a sigmoid, every float32 map kept in a
-    list; then ``> threshold``; then each mask (and overlay) written with Pillow's default PNG settings.
+    list; then ``> threshold``; then each mask (and overlay) written with Pillow's default PNG settings. The run's
+    intensity step (added after that version; ``none`` is that version's path exactly) is applied as today's
+    preprocessing applies it, so that a ``percentile`` model is compared like with like.
     """
     from scunext.data import read_image, resize_pair
-    from scunext.data.dataset import convert_channels, normalise
+    from scunext.data.dataset import convert_channels, model_input
     from scunext.visualize import overlay as make_overlay
 
-    def prepare(image: np.ndarray) -> torch.Tensor:  # data/preprocess.py of that version
-        img = convert_channels(image, predictor.in_channels)
+    def prepare(image: np.ndarray) -> torch.Tensor:  # data/preprocess.py of that version, + the intensity step
+        img = convert_channels(image, predictor.in_channels)  # added since (none: exactly that version's path)
         img, _ = resize_pair(img, np.zeros(img.shape[:2], np.uint8), (predictor.size, predictor.size))
-        return normalise(img)
+        return model_input(img, getattr(predictor, "intensity", "none"))
 
     images = [read_image(f) for f in files]
     probabilities = []

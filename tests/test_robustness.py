@@ -103,6 +103,28 @@ def test_auroc_and_threshold_choice():
     assert t1 > 0.96 and t2 <= 0.92 and st2["recall_dice_below_0.50"] == 1 and st2["flagged_share_dice_ge_0.90"] == 0
 
 
+@pytest.mark.parametrize(
+    "rule, expect_low, expect_high, good_flagged",
+    [
+        # Youden: the Dice 0.85 case (score 0.88) is worth flagging, so the threshold sits above it and flags
+        # the good case scoring 0.87 too
+        ("youden", 0.88, 0.93, 1),
+        # failures: just above the highest-scoring Dice < 0.5 case (0.60): no good case flagged, 0.85 passes
+        ("failures", 0.60, 0.61, 0),
+    ],
+)
+def test_threshold_rules(rule, expect_low, expect_high, good_flagged):
+    scores = [0.95, 0.94, 0.93, 0.87, 0.88, 0.60, 0.30]
+    dices = [0.97, 0.96, 0.95, 0.93, 0.85, 0.40, 0.20]
+    t, st = choose_threshold(scores, dices, rule=rule)
+    flagged = np.array(scores) < t
+    assert expect_low < t <= expect_high, t
+    assert flagged[np.array(dices) < 0.5].all() and st["recall_dice_below_0.50"] == 1
+    assert int(flagged[np.array(dices) >= 0.9].sum()) == good_flagged and st["rule_name"] == rule
+    with pytest.raises(ValueError, match="rule must be one of youden, failures"):
+        choose_threshold(scores, dices, rule="strict")
+
+
 def test_calibration_file_round_trip_and_default(tmp_path):
     assert load_calibration(tmp_path).source == "default"
     LUNG_CAL.to_json(tmp_path / "quality.json")

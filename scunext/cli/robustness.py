@@ -51,6 +51,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     _model_args(c)
     c.add_argument("--out", help="file to write (default RUN_DIR/quality.json)")
+    c.add_argument("--rule", choices=("youden", "failures"), default="youden",
+                   help="youden (default): best Youden index for Dice < 0.90, raised to flag every validation Dice "
+                   "< 0.50; failures: the lowest threshold that flags every validation Dice < 0.50 (fewer false "
+                   "alarms at a new site)")  # fmt: skip
     c.set_defaults(func=run_calibrate)
 
 
@@ -94,7 +98,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     _check_max_images(args)
     cal = calibrate_quality(run_dir, data=args.data, shifts=args.shifts, out=args.out, max_images=args.max_images,
                             checkpoint=args.checkpoint, overwrite=args.overwrite,
-                            show_progress=not args.no_progress)  # fmt: skip
+                            show_progress=not args.no_progress, rule=args.rule)  # fmt: skip
     st = cal.stats
     print(f"review threshold {cal.threshold:.4f} on {st['n']} validation predictions ({st['n_images']} images x "
           f"{st['conditions']} conditions): AUROC for Dice < 0.90 {st['auroc_dice_below_0.90'] or float('nan'):.3f}, "

@@ -46,6 +46,7 @@ __all__ = [
     "assess",
     "auroc",
     "choose_threshold",
+    "THRESHOLD_RULES",
     "flipped_probabilities",
     "load_calibration",
     "quality_from_probabilities",
@@ -256,17 +257,30 @@ def auroc(scores: Sequence[float], bad: Sequence[bool]) -> float:
     return float(u / (b.sum() * (~b).sum()))
 
 
+THRESHOLD_RULES = ("youden", "failures")
+
+
 def choose_threshold(scores: Sequence[float], dices: Sequence[float], forced: Sequence[bool] | None = None,
-                     bad_dice: float = 0.90, fail_dice: float = 0.50) -> tuple[float, dict[str, Any]]:  # fmt: skip
+                     bad_dice: float = 0.90, fail_dice: float = 0.50,
+                     rule: str = "youden") -> tuple[float, dict[str, Any]]:  # fmt: skip
     """The review threshold from validation predictions (scores and their true Dice).
 
-    Rule: the threshold with the largest Youden index (flagged share of ``Dice < bad_dice`` minus flagged share of
-    the rest), raised if needed so that every validation case with ``Dice < fail_dice`` is flagged. ``forced``
-    marks cases the hard area rule flags whatever the threshold.
+    Rules (``rule``):
+
+    * ``youden`` (default): the threshold with the largest Youden index (flagged share of ``Dice < bad_dice``
+      minus flagged share of the rest), raised if needed so that every validation case with ``Dice < fail_dice``
+      is flagged. Catches most masks below ``bad_dice``; at a new site, whose scores run lower, it also flags many
+      good masks (docs/robustness.md#6).
+    * ``failures``: the lowest threshold that still flags every validation case with ``Dice < fail_dice`` (the
+      Youden threshold when there is none): the fewest false alarms that keep every validation failure flagged.
+
+    ``forced`` marks cases the hard area rule flags whatever the threshold.
 
     Returns:
         ``(threshold, stats)``; stats hold counts, the AUROC and the flagged shares at the threshold.
     """
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"rule must be one of {', '.join(THRESHOLD_RULES)}, got {rule!r}")
     s, d = np.asarray(scores, float), np.asarray(dices, float)
     if s.size == 0 or s.size != d.size:
         raise ValueError("need as many scores as Dice values, at least one")
@@ -282,7 +296,8 @@ def choose_threshold(scores: Sequence[float], dices: Sequence[float], forced: Se
                 best_t, best_j = float(t), float(j)
     t = best_t
     if (fail & ~forced_b).any():
-        t = max(t, float(np.nextafter(s[fail & ~forced_b].max(), np.inf)))
+        lowest = float(np.nextafter(s[fail & ~forced_b].max(), np.inf))  # flags every unforced failure
+        t = lowest if rule == "failures" else max(t, lowest)
     flagged = (s < t) | forced_b
     stats = {
         "n": int(s.size), "n_dice_below_0.90": int(bad.sum()), "n_dice_below_0.50": int(fail.sum()),
@@ -291,6 +306,8 @@ def choose_threshold(scores: Sequence[float], dices: Sequence[float], forced: Se
         "recall_dice_below_0.50": float(flagged[fail].mean()) if fail.any() else None,
         "flagged_share_dice_ge_0.90": float(flagged[~bad].mean()) if (~bad).any() else None,
         "flagged_share": float(flagged.mean()),
-        "rule": f"max Youden index for Dice < {bad_dice}, raised so every Dice < {fail_dice} case is flagged",
+        "rule": (f"max Youden index for Dice < {bad_dice}, raised so every Dice < {fail_dice} case is flagged"
+                 if rule == "youden" else f"lowest threshold that flags every Dice < {fail_dice} case"),
+        "rule_name": rule,
     }  # fmt: skip
     return float(t), stats

@@ -27,6 +27,7 @@ from scunext.data.shifts import SHIFTS, apply_shift, image_seed, modality_of, pa
 from scunext.deploy.predictor import Predictor
 from scunext.deploy.quality import (
     QUALITY_FILE,
+    THRESHOLD_RULES,
     QualityCalibration,
     area_prior,
     auroc,
@@ -321,13 +322,17 @@ def calibrate_quality(
     batch_size: int = 16,
     overwrite: bool = False,
     show_progress: bool = True,
+    rule: str = "youden",
 ) -> QualityCalibration:
     """Calibrate the quality score of a run and write ``quality.json`` (default ``RUN_DIR/quality.json``).
 
     The area and component prior comes from the run's *training* masks; the threshold from its *validation* part,
     scored clean and under every shift and severity (so that failures exist), with
-    :func:`~scunext.deploy.quality.choose_threshold`. The test part is not touched.
+    :func:`~scunext.deploy.quality.choose_threshold` and its ``rule`` (``youden`` or ``failures``). The test part
+    is not touched.
     """
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"--rule must be one of {', '.join(THRESHOLD_RULES)}, got {rule!r}")
     run_dir = Path(run_dir)
     target = Path(out) if out else run_dir / QUALITY_FILE
     if target.exists() and not overwrite:
@@ -361,7 +366,7 @@ def calibrate_quality(
     bar.close()
     scores = [r["score"] for r in rows]
     dices = [r["dice"] for r in rows]
-    threshold, stats = choose_threshold(scores, dices, [r["forced"] for r in rows])
+    threshold, stats = choose_threshold(scores, dices, [r["forced"] for r in rows], rule=rule)
     stats.update({"data": str(data_root), "part": "val", "n_images": len(pairs), "shifts": names,
                   "conditions": len(conditions), "n_train_masks": len(train_pairs),
                   "train_area_fraction_median": float(np.median(fracs))})  # fmt: skip

@@ -73,6 +73,13 @@ def test_export_weights_parity(tmp_path, capsys):
     assert main(["export", "--weights", "lungs", "--out", str(out)]) == 0
     diff = float(capsys.readouterr().out.split("PyTorch: ")[1].split()[0])
     assert out.is_file() and diff < 1e-4
+    # the bare .onnx says how to prepare its input: the re-released lung weights need the percentile step
+    from scunext.deploy.onnx_export import read_preprocessing_metadata
+    from scunext.deploy.predictor import Predictor
+
+    meta = read_preprocessing_metadata(out)
+    assert meta == Predictor.from_run(weights_dir("lungs")).preprocessing()
+    assert meta["intensity"] == "percentile" and meta["in_channels"] == 1 and meta["size"] == 256
 
 
 def test_serve_offers_weights():

@@ -10,7 +10,13 @@ import numpy as np
 import torch
 
 from scunext.deploy.int8 import dice_change, quantize_int8
-from scunext.deploy.onnx_export import SAMPLE_FOR_CHANNELS, check_onnx, export_onnx, sample_inputs
+from scunext.deploy.onnx_export import (
+    SAMPLE_FOR_CHANNELS,
+    check_onnx,
+    export_onnx,
+    sample_inputs,
+    set_preprocessing_metadata,
+)
 
 __all__ = ["export_run"]
 
@@ -82,6 +88,8 @@ def export_run(
     size = pred.size if size is None else size
     out = Path(out) if out is not None else RunDir(run_dir).onnx_file
     path = export_onnx(pred.model, out, in_channels=pred.in_channels, size=size, dynamic=dynamic)
+    preprocessing = pred.preprocessing()
+    set_preprocessing_metadata(path, preprocessing)
     sample = SAMPLE_FOR_CHANNELS.get(pred.in_channels)
     x = torch.stack(sample_inputs(pred.in_channels, size, parity_images))
     report: dict[str, Any] = {
@@ -89,6 +97,7 @@ def export_run(
         "dynamic": dynamic, "max_abs_logit_diff": check_onnx(path, pred.model, x),
         "parity_inputs": f"{len(x)} shipped {sample} images at {size}x{size}"
         + (" and at a second size, batch 2" if dynamic else ""),
+        "preprocessing": preprocessing,
     }  # fmt: skip
     if not int8:
         return report
@@ -109,6 +118,7 @@ def export_run(
         calib = sample_inputs(pred.in_channels, side, calibration_images)
         report["calibration"] = f"{len(calib)} shipped {sample} images (the run's training data is not reachable)"
     q = quantize_int8(path, path.with_name(path.stem + "-int8.onnx"), calib)
+    set_preprocessing_metadata(q, preprocessing)
     report["int8_onnx"] = str(q)
     report["int8_max_abs_logit_diff"] = check_onnx(q, pred.model, x)
     test = _run_pairs(run_dir, cfg.data, "test")

@@ -180,6 +180,33 @@ def export_onnx(
     return path
 
 
+PREPROCESSING_KEY = "scunext.preprocessing"
+
+
+def set_preprocessing_metadata(path: str | Path, preprocessing: dict[str, Any]) -> None:
+    """Store how inputs must be prepared in the ONNX file's ``metadata_props`` (key ``scunext.preprocessing``, a
+    JSON object), so that a consumer of the bare ``.onnx`` can apply the same preprocessing as ``Predictor``."""
+    import json
+
+    onnx = require("onnx")
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props[PREPROCESSING_KEY] = json.dumps(preprocessing, sort_keys=True)
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(path))
+
+
+def read_preprocessing_metadata(path: str | Path) -> dict[str, Any] | None:
+    """The ``scunext.preprocessing`` metadata of an ONNX file written by ``scunext export`` (None if absent)."""
+    import json
+
+    onnx = require("onnx")
+    for p in onnx.load(str(path), load_external_data=False).metadata_props:
+        if p.key == PREPROCESSING_KEY:
+            return json.loads(p.value)
+    return None
+
+
 def make_session(model: str | Path | bytes, threads: int | None = None) -> Any:
     """An onnxruntime CPU ``InferenceSession`` set up for low latency.
 

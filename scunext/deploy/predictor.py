@@ -6,6 +6,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,6 +90,23 @@ class Predictor:
     def prepare(self, image: np.ndarray) -> torch.Tensor:
         """uint8 image (any channels) -> normalised ``(C, size, size)`` tensor, exactly as in training."""
         return preprocess(image, self.in_channels, self.size, self.intensity)
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What :meth:`prepare` does, as plain data (stored in exported ONNX files, docs/deployment.md)."""
+        return {
+            "in_channels": self.in_channels,
+            "size": self.size,
+            "channels": "gray -> 3: repeat; RGB -> 1: ITU-R 601-2 luma (Pillow convert('L'))",
+            "resize": "area average (Pillow BOX) when shrinking both sides, else bilinear; to size x size",
+            "intensity": self.intensity,
+            "intensity_step": {"none": "nothing", "percentile": "per channel, 1st..99th percentile stretched "
+                               "linearly to 0..255, clipped (left alone if p99 - p1 < 1)",
+                               "clahe": "OpenCV CLAHE, clip 2.0, 8x8 tiles (gray, or L of CIE L*a*b*)"}[self.intensity],
+            "normalise": "x = (uint8 / 255 - 0.5) / 0.5, channels first",
+            "output": "logits; foreground where sigmoid(logit) > threshold",
+            "threshold": float(self.threshold),
+            "model": self.name,
+        }  # fmt: skip
 
     @property
     def threshold_logit(self) -> float:

@@ -8,7 +8,8 @@ Each DIR holds ``records/RUN/eval/{test,external}/per_image.csv`` as written by 
 the seeds found and the in-site / other-site per-image mean Dice (mean ± sd over seeds); then every variant against
 the first (BASE) on the runs both have (same model, site and seed, so the same images): the paired difference with
 its stratified bootstrap 95 % CI, the Wilcoxon p over all paired images and the per-seed differences
-(:func:`scunext.metrics.paired.paired_comparison`).
+(:func:`scunext.metrics.paired.paired_comparison`). ``--rename sc-unext-skip=sc-unext`` pairs an ablation row of
+``--configs ablation`` records with the default model's runs.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def _scores(path: Path) -> dict[str, float]:
         return {r["id"]: float(r["dice"]) for r in csv.DictReader(f)}
 
 
-def load(folder: Path) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
-    """(model, site, part) -> seed -> image id -> Dice, for every finished run record under ``folder``."""
+def load(folder: Path, rename: dict[str, str] | None = None) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
+    """(model, site, part) -> seed -> image id -> Dice, for every finished run record under ``folder`` (model names
+    as in the run names, e.g. ``sc-unext``, ``sc-unext-skip``; ``rename`` maps some to others)."""
     out: dict[tuple[str, str, str], dict[int, dict[str, float]]] = defaultdict(dict)
     root = folder / "records" if (folder / "records").is_dir() else folder
     for run in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -43,7 +45,8 @@ def load(folder: Path) -> dict[tuple[str, str, str], dict[int, dict[str, float]]
         for part in PARTS:
             f = run / "eval" / part / "per_image.csv"
             if f.is_file():
-                out[(m["model"], m["site"].upper(), part)][int(m["seed"])] = _scores(f)
+                model = (rename or {}).get(m["model"], m["model"])
+                out[(model, m["site"].upper(), part)][int(m["seed"])] = _scores(f)
     return out
 
 
@@ -51,13 +54,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("variants", nargs="+", help="NAME=DIR; the first is the baseline")
     ap.add_argument("--n-boot", type=int, default=10_000)
+    ap.add_argument("--rename", action="append", default=[], metavar="RUN_MODEL=MODEL",
+                    help="treat a run-name model as another, e.g. sc-unext-skip=sc-unext to pair an ablation row "
+                    "with the default model's runs (repeatable)")  # fmt: skip
     args = ap.parse_args()
+    rename = dict(r.split("=", 1) for r in args.rename)
     variants = {}
     for item in args.variants:
         name, sep, folder = item.partition("=")
         if not sep or not Path(folder).is_dir():
             raise SystemExit(f"expected NAME=DIR with an existing DIR, got {item!r}")
-        variants[name] = load(Path(folder))
+        variants[name] = load(Path(folder), rename)
     print("| variant | model | trained on | seeds | in-site Dice % | other-site Dice % |")
     print("|---|---|---|---|---:|---:|")
     for name, runs in variants.items():

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from scunext.cli.main import main
@@ -104,3 +105,29 @@ def test_card_metrics_reproduce_on_the_full_test_set(name, shared_data, tmp_path
     assert m["n_images"] == card["test_metrics"]["n_images"]
     for metric in ("dice", "iou"):
         assert m[metric]["per_image_mean"] == pytest.approx(card["test_metrics"][metric]["per_image_mean"], abs=2e-4)
+
+
+def test_int8_engine_of_a_percentile_model_is_calibrated_on_stretched_images(monkeypatch):
+    """The onnxruntime-int8 engine calibrates its activation ranges on the shipped samples *as the model sees
+    them*: for the re-released lung weights that means after the percentile stretch."""
+    pytest.importorskip("onnxruntime")
+    from scunext.data import read_image, sample_dir
+    from scunext.data.preprocess import preprocess
+    from scunext.deploy import predictor as predictor_module
+    from scunext.deploy.predictor import Predictor
+
+    seen = {}
+
+    def fake_make_runner(model, engine="torch", *, threads=None, calibration=None):
+        seen["engine"], seen["calibration"] = engine, calibration
+        return lambda x: model(x)
+
+    monkeypatch.setattr(predictor_module, "make_runner", fake_make_runner)
+    pred = Predictor.from_run(weights_dir("lungs"), engine="onnxruntime-int8")
+    assert pred.intensity == "percentile" and seen["engine"] == "onnxruntime-int8"
+    first = sorted((sample_dir("chest-xray-lungs") / "images").iterdir())[0]
+    want = preprocess(read_image(first), 1, 256, "percentile")
+    assert len(seen["calibration"]) == 30 and torch.equal(seen["calibration"][0], want)
+    assert not torch.equal(seen["calibration"][0], preprocess(read_image(first), 1, 256, "none"))
+    Predictor.from_run(weights_dir("isic2017"), engine="onnxruntime-int8")  # intensity none: the engine's default
+    assert seen["calibration"] is None

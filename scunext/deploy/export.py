@@ -91,7 +91,7 @@ def export_run(
     preprocessing = pred.preprocessing()
     set_preprocessing_metadata(path, preprocessing)
     sample = SAMPLE_FOR_CHANNELS.get(pred.in_channels)
-    x = torch.stack(sample_inputs(pred.in_channels, size, parity_images))
+    x = torch.stack(sample_inputs(pred.in_channels, size, parity_images, pred.intensity))
     report: dict[str, Any] = {
         "run": str(run_dir), "model": pred.name, "checkpoint": checkpoint, "onnx": str(path), "size": size,
         "dynamic": dynamic, "max_abs_logit_diff": check_onnx(path, pred.model, x),
@@ -115,7 +115,7 @@ def export_run(
         calib = [prepare(read_image(p.image)) for p in chosen]
         report["calibration"] = f"{len(calib)} training images of {cfg.data}"
     else:
-        calib = sample_inputs(pred.in_channels, side, calibration_images)
+        calib = sample_inputs(pred.in_channels, side, calibration_images, pred.intensity)
         report["calibration"] = f"{len(calib)} shipped {sample} images (the run's training data is not reachable)"
     q = quantize_int8(path, path.with_name(path.stem + "-int8.onnx"), calib)
     set_preprocessing_metadata(q, preprocessing)

@@ -284,7 +284,9 @@ def check_onnx(path: str | Path, model: nn.Module, inputs: torch.Tensor, threads
     return worst
 
 
-def sample_inputs(in_channels: int, size: int = 256, limit: int | None = None) -> list[torch.Tensor]:
+def sample_inputs(
+    in_channels: int, size: int = 256, limit: int | None = None, intensity: str = "none"
+) -> list[torch.Tensor]:
     """Real shipped sample images for a model with ``in_channels`` channels (3: ISIC 2017 dermoscopy, 1: chest
     X-rays), preprocessed exactly as for inference (:func:`scunext.data.preprocess`), sorted by file name.
 
@@ -292,6 +294,7 @@ def sample_inputs(in_channels: int, size: int = 256, limit: int | None = None) -
         in_channels: 1 or 3.
         size: side the images are resized to.
         limit: at most this many images (default: all 30).
+        intensity: the model's intensity step (a ``percentile`` model must be calibrated on stretched images).
 
     Returns:
         float32 ``(in_channels, size, size)`` tensors.
@@ -307,5 +310,5 @@ def sample_inputs(in_channels: int, size: int = 256, limit: int | None = None) -
                          f"{', '.join(f'{c} ({n})' for c, n in SAMPLE_FOR_CHANNELS.items())})")  # fmt: skip
     folder = sample_dir(SAMPLE_FOR_CHANNELS[in_channels]) / "images"
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)[:limit]
-    return [preprocess(read_image(f), in_channels, size) for f in files]
+    return [preprocess(read_image(f), in_channels, size, intensity) for f in files]
 

@@ -55,7 +55,14 @@ class Predictor:
 
     def __post_init__(self) -> None:
         self.model = self.model.eval()
-        self._runner = make_runner(self.model, self.engine) if self.device.type == "cpu" else None
+        self._runner = None
+        if self.device.type == "cpu":
+            calibration = None
+            if self.engine == "onnxruntime-int8" and self.intensity != "none":  # calibrate on what it will see
+                from scunext.deploy.onnx_export import sample_inputs
+
+                calibration = sample_inputs(self.in_channels, 256, intensity=self.intensity)
+            self._runner = make_runner(self.model, self.engine, calibration=calibration)
 
     @classmethod
     def from_checkpoint(

@@ -298,3 +298,27 @@ def test_old_config_without_the_order_field_loads_with_the_old_order(tmp_path):
     old.pop("intensity_before_augment")
     assert TrainConfig.from_dict(old).intensity_before_augment is False
     assert TrainConfig.from_dict({**old, "intensity_before_augment": True}).intensity_before_augment is True
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_trainer_passes_the_order_to_the_training_data_only(before, tmp_path, monkeypatch):
+    from scunext.config import load_config
+    from scunext.engine import trainer as trainer_module
+
+    made = []
+    real = trainer_module.SegmentationDataset
+
+    def recording(*args, **kwargs):
+        ds = real(*args, **kwargs)
+        made.append(ds)
+        return ds
+
+    monkeypatch.setattr(trainer_module, "SegmentationDataset", recording)
+    cfg = {"data": str(sample_dir("chest-xray-lungs")), "model": "unext_s", "size": 64, "epochs": 1,
+           "batch_size": 4, "intensity": "percentile", "val_fraction": 0.2, "intensity_before_augment": before}
+    trainer_module.train(load_config(None, cfg), tmp_path / "run", show_progress=False)
+    train_ds, val_ds = made[0], made[1]
+    assert train_ds.transform is not None and train_ds.intensity_before_augment is before
+    assert val_ds.transform is None and val_ds.intensity_before_augment is False
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert f"intensity_before_augment: {str(before).lower()}" in saved

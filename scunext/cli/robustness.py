@@ -8,6 +8,7 @@ from pathlib import Path
 
 from scunext.cli.weights import add_weights_option
 from scunext.data.shifts import SHIFTS
+from scunext.deploy.quality import THRESHOLD_RULES
 from scunext.engine.evaluate import SUBSETS
 from scunext.runs import RunDir
 from scunext.weights import weights_dir
@@ -51,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     _model_args(c)
     c.add_argument("--out", help="file to write (default RUN_DIR/quality.json)")
-    c.add_argument("--rule", choices=("youden", "failures"), default="youden",
+    c.add_argument("--rule", choices=THRESHOLD_RULES, default="youden",
                    help="youden (default): best Youden index for Dice < 0.90, raised to flag every validation Dice "
                    "< 0.50; failures: the lowest threshold that flags every validation Dice < 0.50 (fewer false "
                    "alarms at a new site)")  # fmt: skip

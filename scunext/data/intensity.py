@@ -19,12 +19,20 @@ import numpy as np
 
 from scunext.errors import MissingDependencyError
 
-__all__ = ["INTENSITY_METHODS", "standardise_intensity", "check_intensity"]
+__all__ = ["INTENSITY_METHODS", "DESCRIPTIONS", "standardise_intensity", "check_intensity"]
 
 INTENSITY_METHODS = ("none", "percentile", "clahe")
 PERCENTILES = (1.0, 99.0)
 CLAHE_CLIP_LIMIT = 2.0
 CLAHE_TILES = (8, 8)
+
+
+DESCRIPTIONS = {  # what each step does, as stored in exported ONNX files (Predictor.preprocessing)
+    "none": "nothing",
+    "percentile": "per channel, 1st..99th percentile stretched linearly to 0..255, clipped "
+    "(left alone if p99 - p1 < 1)",
+    "clahe": "OpenCV CLAHE, clip 2.0, 8x8 tiles (gray, or L of CIE L*a*b*)",
+}
 
 
 def check_intensity(method: str) -> str:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scunext.data.intensity import DESCRIPTIONS as INTENSITY_DESCRIPTIONS
 from scunext.data.preprocess import preprocess
 from scunext.deploy.quality import Quality, QualityCalibration, assess, load_calibration
 from scunext.deploy.runtimes import make_runner
@@ -106,9 +107,7 @@ class Predictor:
             "channels": "gray -> 3: repeat; RGB -> 1: ITU-R 601-2 luma (Pillow convert('L'))",
             "resize": "area average (Pillow BOX) when shrinking both sides, else bilinear; to size x size",
             "intensity": self.intensity,
-            "intensity_step": {"none": "nothing", "percentile": "per channel, 1st..99th percentile stretched "
-                               "linearly to 0..255, clipped (left alone if p99 - p1 < 1)",
-                               "clahe": "OpenCV CLAHE, clip 2.0, 8x8 tiles (gray, or L of CIE L*a*b*)"}[self.intensity],
+            "intensity_step": INTENSITY_DESCRIPTIONS[self.intensity],
             "normalise": "x = (uint8 / 255 - 0.5) / 0.5, channels first",
             "output": "logits; foreground where sigmoid(logit) > threshold",
             "threshold": float(self.threshold),

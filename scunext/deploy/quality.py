@@ -47,6 +47,7 @@ __all__ = [
     "auroc",
     "choose_threshold",
     "THRESHOLD_RULES",
+    "check_rule",
     "flipped_probabilities",
     "load_calibration",
     "quality_from_probabilities",
@@ -260,6 +261,13 @@ def auroc(scores: Sequence[float], bad: Sequence[bool]) -> float:
 THRESHOLD_RULES = ("youden", "failures")
 
 
+def check_rule(rule: str) -> str:
+    """Return ``rule`` or raise ValueError listing :data:`THRESHOLD_RULES`."""
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"rule must be one of {', '.join(THRESHOLD_RULES)}, got {rule!r}")
+    return rule
+
+
 def choose_threshold(scores: Sequence[float], dices: Sequence[float], forced: Sequence[bool] | None = None,
                      bad_dice: float = 0.90, fail_dice: float = 0.50,
                      rule: str = "youden") -> tuple[float, dict[str, Any]]:  # fmt: skip
@@ -279,8 +287,7 @@ def choose_threshold(scores: Sequence[float], dices: Sequence[float], forced: Se
     Returns:
         ``(threshold, stats)``; stats hold counts, the AUROC and the flagged shares at the threshold.
     """
-    if rule not in THRESHOLD_RULES:
-        raise ValueError(f"rule must be one of {', '.join(THRESHOLD_RULES)}, got {rule!r}")
+    check_rule(rule)
     s, d = np.asarray(scores, float), np.asarray(dices, float)
     if s.size == 0 or s.size != d.size:
         raise ValueError("need as many scores as Dice values, at least one")

@@ -175,7 +175,7 @@ def baseline_predict(predictor: Any, files: list[Path], out: Path, overlay: bool
     def prepare(image: np.ndarray) -> torch.Tensor:  # data/preprocess.py of that version, + the intensity step
         img = convert_channels(image, predictor.in_channels)  # added since (none: exactly that version's path)
         img, _ = resize_pair(img, np.zeros(img.shape[:2], np.uint8), (predictor.size, predictor.size))
-        return model_input(img, getattr(predictor, "intensity", "none"))
+        return model_input(img, predictor.intensity)
 
     images = [read_image(f) for f in files]
     probabilities = []

@@ -27,10 +27,10 @@ from scunext.data.shifts import SHIFTS, apply_shift, image_seed, modality_of, pa
 from scunext.deploy.predictor import Predictor
 from scunext.deploy.quality import (
     QUALITY_FILE,
-    THRESHOLD_RULES,
     QualityCalibration,
     area_prior,
     auroc,
+    check_rule,
     choose_threshold,
     count_components,
     flipped_probabilities,
@@ -331,8 +331,7 @@ def calibrate_quality(
     :func:`~scunext.deploy.quality.choose_threshold` and its ``rule`` (``youden`` or ``failures``). The test part
     is not touched.
     """
-    if rule not in THRESHOLD_RULES:
-        raise ValueError(f"--rule must be one of {', '.join(THRESHOLD_RULES)}, got {rule!r}")
+    check_rule(rule)  # before any scoring
     run_dir = Path(run_dir)
     target = Path(out) if out else run_dir / QUALITY_FILE
     if target.exists() and not overwrite:

@@ -262,6 +262,49 @@ def test_quality_columns_equal_the_predictors_assessment_and_flag_a_blank_film(t
     assert row["score"] == "" and row["review"] == ""
 
 
+def test_quality_file_replaces_the_models_own_and_a_mostly_flagged_batch_gets_a_site_hint(tmp_path, capsys):
+    """predict --quality FILE judges with that file's threshold; when more than half of >= 10 masks are flagged the
+    summary suggests a site calibration; a normal batch gets no such note."""
+    from scunext.deploy.quality import QualityCalibration, load_calibration
+
+    own = load_calibration(weights_dir("lungs"))
+    strict, lenient = tmp_path / "strict.json", tmp_path / "lenient.json"
+    QualityCalibration(**{**own.__dict__, "threshold": 1.0 + 1e-6}).to_json(strict)
+    QualityCalibration(**{**own.__dict__, "threshold": 0.0}).to_json(lenient)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    small = Image.fromarray(read_image(XRAYS[0])).resize((96, 96))
+    for i in range(10):
+        small.save(inputs / f"x{i}.png")
+    common = ["predict", "--weights", "lungs", str(inputs), "--no-overlay", "--workers", "1"]
+    assert main([*common, "--out", str(tmp_path / "s"), "--quality", str(strict)]) == 0
+    out = capsys.readouterr().out
+    assert "10 flagged for review (x0.png, x1.png, x2.png, ...)" in out
+    assert "note: 100 % of the masks are flagged" in out and "scunext calibrate" in out
+    rows = list(csv.DictReader((tmp_path / "s" / "predictions.csv").open()))
+    assert len(rows) == 10 and all(r["review"] == "True" for r in rows)
+    assert main([*common, "--out", str(tmp_path / "l"), "--quality", str(lenient)]) == 0
+    out = capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "l" / "predictions.csv").open()))
+    flagged = sum(r["review"] == "True" for r in rows)
+    assert all(r["review"] == "False" or "near-empty" in r["review_reason"] for r in rows)  # only the hard rule
+    assert f"{flagged} flagged for review" in out and ("note:" in out) == (flagged > 5)
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--quality", "{t}/missing.json"], "not a readable quality file"),
+    (["--quality", "{t}/bad.json"], "not a scunext-quality/1 file"),
+    (["--quality", "{t}/bad.json", "--no-quality"], "contradict each other"),
+])  # fmt: skip
+def test_bad_quality_file_is_one_line_and_writes_nothing(extra, msg, tmp_path, capsys):
+    (tmp_path / "bad.json").write_text('{"threshold": 0.5}')
+    extra = [a.replace("{t}", str(tmp_path)) for a in extra]
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", "lungs", str(XRAYS[0]), "--out", str(out), *extra]) == 2
+    _one_line_error(capsys, msg)
+    assert not out.exists()
+
+
 def test_area_in_mm2_from_the_pixel_spacing():
     info = ImageInfo(size=(4, 5), channels=1, format="dicom", pixel_spacing_mm=(0.5, 0.2), is_dicom=True)
     record = PredictionRecord("a.dcm", "a_seg.dcm", 4, 5)

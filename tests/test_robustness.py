@@ -215,6 +215,10 @@ def test_stress_test_command_on_a_one_epoch_run(lung_run, tmp_path, capsys):
     (["robustness", "--weights", "nope", "--out", "{o}"], "no released weights named 'nope'"),
     (["robustness", "--weights", "lungs", "--data", "{o}/none", "--out", "{o}"], "dataset folder not found"),
     (["calibrate", "--weights", "lungs", "--max-images", "-1"], "--max-images must be >= 0"),
+    (["calibrate", "--weights", "lungs", "--site", "{o}"], "a site calibration needs --out FILE"),
+    (["calibrate", "--weights", "lungs", "--site", "{o}", "--data", "{o}", "--out", "{o}/q.json"], "not both"),
+    (["calibrate", "--weights", "lungs", "--site", "{o}/none", "--out", "{o}/q.json"], "dataset folder not found"),
+    (["robustness", "--weights", "lungs", "--quality", "{o}/none.json", "--out", "{o}"], "not a readable quality"),
 ])  # fmt: skip
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, msg, tmp_path, capsys):
     argv = [a.replace("{o}", str(tmp_path / "o")) for a in argv]
@@ -247,6 +251,59 @@ def test_calibrate_writes_quality_json_used_by_the_predictor(lung_run, tmp_path,
     assert q_white.review
     assert main(["calibrate", str(run), "--shifts", "washout", "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def _site(tmp_path: Path, n: int = 4) -> Path:
+    """A "new hospital": a labelled folder of the first n sample X-rays (symbolic links)."""
+    src, site = sample_dir("chest-xray-lungs"), tmp_path / "site"
+    for sub in ("images", "masks"):
+        (site / sub).mkdir(parents=True)
+        for f in sorted((src / sub).iterdir())[:n]:
+            (site / sub / f.name).symlink_to(f)
+    return site
+
+
+def test_site_calibration_chooses_on_the_site_keeps_the_prior_and_is_used_by_robustness(tmp_path, capsys):
+    """calibrate --site: the threshold comes from every image of the local folder (scored under the same shifts),
+    the area prior from the released weights' own quality.json, which stays untouched; robustness --quality uses
+    the file."""
+    from scunext.deploy.quality import QUALITY_FILE
+    from scunext.weights import weights_dir
+
+    site, out = _site(tmp_path), tmp_path / "site.json"
+    own_file = weights_dir("lungs") / QUALITY_FILE
+    own_bytes, own = own_file.read_bytes(), load_calibration(weights_dir("lungs"))
+    argv = ["calibrate", "--weights", "lungs", "--site", str(site), "--out", str(out), "--shifts", "washout",
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "on 16 site predictions (4 images x 4 conditions)" in text and f"own threshold: {own.threshold:.4f}" in text
+    cal = QualityCalibration.from_json(out)
+    assert own_file.read_bytes() == own_bytes
+    prior = ("area_lo", "area_hi", "min_area_fraction", "max_components")
+    assert [getattr(cal, k) for k in prior] == [getattr(own, k) for k in prior]
+    assert cal.stats["part"] == "site (all images)" and cal.stats["data"] == str(site) and cal.stats["n"] == 16
+    # the same predictions, scored by robustness on the site folder with the site's file
+    rep_dir = tmp_path / "rep"
+    assert main(["robustness", "--weights", "lungs", "--data", str(site), "--subset", "all", "--shifts", "washout",
+                 "--quality", str(out), "--out", str(rep_dir), "--no-progress"]) == 0  # fmt: skip
+    rows = _rows(rep_dir / "per_image.csv")
+    rep = json.loads((rep_dir / "robustness.json").read_text())
+    assert rep["quality_threshold"] == pytest.approx(cal.threshold) and rep["quality_source"] == str(out)
+    assert len(rows) == 16 and cal.stats["n_dice_below_0.90"] == sum(float(r["dice"]) < 0.9 for r in rows)
+    # the site's threshold flags exactly the share of these predictions that the calibration recorded
+    assert cal.stats["flagged_share"] == pytest.approx(np.mean([r["review"] == "True" for r in rows]))
+    # again without --overwrite: refused, file kept
+    before = out.read_bytes()
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
+
+
+def test_site_calibration_needs_a_calibrated_run(lung_run, tmp_path, capsys):
+    out = tmp_path / "q.json"
+    assert main(["calibrate", str(lung_run), "--site", str(_site(tmp_path)), "--out", str(out), "--shifts", "washout",
+                 "--no-progress"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "no calibrated quality.json" in err and err.count("\n") == 1 and not out.exists()
 
 
 @pytest.mark.parametrize("name", ["lungs", "lungs-unext_s", "isic2017", "isic2017-unext_s"])

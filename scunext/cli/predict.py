@@ -10,8 +10,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from scunext.cli.weights import add_weights_option
+from scunext.cli.weights import add_quality_option, add_weights_option
 from scunext.deploy.predictor import Predictor
+from scunext.deploy.quality import QualityCalibration
 from scunext.deploy.runtimes import ENGINES
 from scunext.deploy.stream import CSV_NAME, FORMATS, PredictionsCSV, plan_predictions, stream_predict
 from scunext.runs import RunDir
@@ -50,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-quality", action="store_true", help="no quality score / review flag (saves one flipped "
                    "forward pass per image)")  # fmt: skip
+    add_quality_option(p)
     p.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                    help=f"decode/write threads (default {DEFAULT_WORKERS}: this machine's cores, at most 4)")
@@ -67,9 +69,23 @@ def model_source(weights: str | None, paths: list[str]) -> tuple[Path, list[str]
     return run_dir, list(paths[1:])
 
 
-def _names(records: list, limit: int = 3) -> str:
-    names = [Path(r.file).name for r in records[:limit]]
-    return ", ".join(names) + (", ..." if len(records) > limit else "")
+#: the one-line summary suggests recalibrating when more than this share of at least SITE_HINT_MIN images is flagged
+SITE_HINT_SHARE, SITE_HINT_MIN = 0.5, 10
+
+
+class _Tally:
+    """A count and the first few file names (memory does not grow with the number of inputs)."""
+
+    def __init__(self, limit: int = 3) -> None:
+        self.count, self.names, self.limit = 0, [], limit
+
+    def add(self, record) -> None:
+        self.count += 1
+        if len(self.names) < self.limit:
+            self.names.append(Path(record.file).name)
+
+    def __str__(self) -> str:
+        return ", ".join(self.names) + (", ..." if self.count > self.limit else "")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,9 +101,13 @@ def run(args: argparse.Namespace) -> int:
     jobs = plan_predictions(inputs, out, fmt=args.fmt, overlay=not args.no_overlay, overwrite=args.overwrite)
     predictor = Predictor.from_run(run_dir, args.checkpoint, device=args.device, engine=args.engine)
     predictor.threshold = args.threshold
+    if args.quality:
+        if args.no_quality:
+            raise ValueError("--quality and --no-quality contradict each other; give one")
+        predictor.quality = QualityCalibration.from_json(args.quality)
     version = f"weights {args.weights}" if args.weights else f"{run_dir.resolve().name} ({args.checkpoint})"
     out.mkdir(parents=True, exist_ok=True)
-    skipped, flagged, start = [], [], time.perf_counter()
+    skipped, flagged, start = _Tally(), _Tally(), time.perf_counter()
     with PredictionsCSV(out / CSV_NAME) as table, \
             tqdm(total=len(jobs), unit="image", desc="predict", disable=None) as bar:  # fmt: skip
         records = stream_predict(predictor, jobs, batch_size=args.batch_size, workers=args.workers, fmt=args.fmt,
@@ -101,18 +121,22 @@ def run(args: argparse.Namespace) -> int:
                 flag = "" if rec.score is None else f", quality {rec.score:.2f}" + (
                     f", REVIEW ({rec.review_reason})" if rec.review else "")
                 if rec.review:
-                    flagged.append(rec)
+                    flagged.add(rec)
                 tqdm.write(f"{rec.file}: {rec.area_px} px ({100 * rec.area_px / (rec.height * rec.width):.2f}% of "
                            f"image{mm2}{flag}) -> {rec.mask}")  # fmt: skip
             else:
-                skipped.append(rec)
+                skipped.add(rec)
                 tqdm.write(f"scunext predict: {rec.file}: {rec.status}", file=sys.stderr)
     secs = time.perf_counter() - start
-    done = len(jobs) - len(skipped)
+    done = len(jobs) - skipped.count
     summary = f"{done} of {len(jobs)} images segmented in {secs:.1f} s ({len(jobs) / max(secs, 1e-9):.1f} images/s)"
     if not args.no_quality:
-        summary += f"; {len(flagged)} flagged for review" + (f" ({_names(flagged)})" if flagged else "")
-    if skipped:
-        summary += f"; {len(skipped)} skipped ({_names(skipped)})"
+        summary += f"; {flagged.count} flagged for review" + (f" ({flagged})" if flagged.count else "")
+    if skipped.count:
+        summary += f"; {skipped.count} skipped ({skipped})"
     print(f"{summary}; table: {out / CSV_NAME}")
-    return 1 if skipped else 0
+    if not args.no_quality and done >= SITE_HINT_MIN and flagged.count > SITE_HINT_SHARE * done:
+        print(f"note: {100 * flagged.count / done:.0f} % of the masks are flagged: these images may come from a "
+              "site, scanner or protocol unlike the training data. Check a few masks; if they are good, recalibrate "
+              "the review threshold on a few labelled local images (scunext calibrate, docs/robustness.md).")
+    return 1 if skipped.count else 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from scunext.cli.weights import add_weights_option
+from scunext.cli.weights import add_quality_option, add_weights_option
 from scunext.data.shifts import SHIFTS
 from scunext.deploy.quality import THRESHOLD_RULES
 from scunext.engine.evaluate import SUBSETS
@@ -40,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-pattern", metavar="REGEX",
                    help="split the summary by this regex on the image id (first group), e.g. '^(MCUCXR|CHNCXR)'")
     p.add_argument("--no-quality", action="store_true", help="skip the quality score (half the work)")
+    add_quality_option(p)
     p.add_argument("--json", action="store_true", help="print robustness.json")
     p.set_defaults(func=run)
 
@@ -48,10 +49,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="choose the quality-score review threshold of a run on its validation part (writes quality.json)",
         description="Area prior from the run's training masks, review threshold from its validation part scored "
         "clean and under the acquisition shifts; writes RUN_DIR/quality.json (or --out), which predict, serve and "
-        "robustness then use (docs/robustness.md).",
+        "robustness then use (docs/robustness.md). With --site DIR the threshold is chosen on a labelled folder of "
+        "local images instead (a new hospital), written to --out and used with predict/robustness --quality FILE.",
     )
     _model_args(c)
-    c.add_argument("--out", help="file to write (default RUN_DIR/quality.json)")
+    c.add_argument("--out", help="file to write (default RUN_DIR/quality.json; required with --site)")
+    c.add_argument("--site", metavar="DIR",
+                   help="a labelled folder of local images (images/ + masks/, e.g. 10-20 from a new hospital): "
+                   "choose the threshold on all of them instead of the run's validation part, keeping the run's "
+                   "area prior; use the result with predict/robustness --quality FILE")  # fmt: skip
     c.add_argument("--rule", choices=THRESHOLD_RULES, default="youden",
                    help="youden (default): best Youden index for Dice < 0.90, raised to flag every validation Dice "
                    "< 0.50; failures: the lowest threshold that flags every validation Dice < 0.50 (fewer false "
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     report = stress_test(
         run_dir, args.out, data=args.data, subset=args.subset, shifts=args.shifts, group_pattern=args.group_pattern,
         quality=not args.no_quality, max_images=args.max_images, checkpoint=args.checkpoint,
-        overwrite=args.overwrite, show_progress=not args.no_progress,
+        overwrite=args.overwrite, show_progress=not args.no_progress, quality_file=args.quality,
     )  # fmt: skip
     if args.json:
         print(json.dumps(report, indent=2))
@@ -97,13 +103,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     run_dir = _run_dir(args)
     _check_max_images(args)
+    if args.site and args.data:
+        raise ValueError("give --site DIR (a local labelled folder) or --data DIR (the run's own dataset), not both")
     cal = calibrate_quality(run_dir, data=args.data, shifts=args.shifts, out=args.out, max_images=args.max_images,
                             checkpoint=args.checkpoint, overwrite=args.overwrite,
-                            show_progress=not args.no_progress, rule=args.rule)  # fmt: skip
+                            show_progress=not args.no_progress, rule=args.rule, site=args.site)  # fmt: skip
     st = cal.stats
-    print(f"review threshold {cal.threshold:.4f} on {st['n']} validation predictions ({st['n_images']} images x "
+    part = "site" if args.site else "validation"
+    print(f"review threshold {cal.threshold:.4f} on {st['n']} {part} predictions ({st['n_images']} images x "
           f"{st['conditions']} conditions): AUROC for Dice < 0.90 {st['auroc_dice_below_0.90'] or float('nan'):.3f}, "
           f"flags {st['flagged_share']:.1%}; area prior {cal.area_lo:.3f}..{cal.area_hi:.3f} of the image "
           f"(near-empty below {cal.min_area_fraction:.4f})")  # fmt: skip
+    if args.site:
+        print(f"the run's own threshold: {st['run_threshold']:.4f}")
     print(f"wrote {args.out or run_dir / 'quality.json'}")
     return 0

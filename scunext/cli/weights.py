@@ -14,6 +14,13 @@ def add_weights_option(p: argparse.ArgumentParser, help: str, repeatable: bool =
     p.add_argument("--weights", metavar="NAME", help=f"{help}: {', '.join(list_weights())}", **more)
 
 
+def add_quality_option(p: argparse.ArgumentParser) -> None:
+    """``--quality FILE``: a quality.json (e.g. ``scunext calibrate --site``) instead of the model's own."""
+    p.add_argument("--quality", metavar="FILE",
+                   help="review threshold and area prior from this quality.json instead of the model's own (e.g. a "
+                   "site calibration: scunext calibrate --site DIR --out FILE)")  # fmt: skip
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "weights",

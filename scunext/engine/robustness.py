@@ -15,6 +15,7 @@ import logging
 import math
 import re
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,16 @@ def _prepare(run_dir: Path, data: str | Path | None, subset: str, max_images: in
     return cfg, data_root, pairs, reader
 
 
+def _site_pairs(site: Path, max_images: int, predictor: Predictor, threshold_masks: bool):
+    """Every image/mask pair of a local labelled folder (``--site``), or an even pick of ``max_images``."""
+    pairs = discover_pairs(site)
+    if max_images and max_images < len(pairs):
+        idx = np.linspace(0, len(pairs) - 1, max_images).round().astype(int)
+        pairs = [pairs[i] for i in sorted(set(idx.tolist()))]
+    reader = SegmentationDataset(pairs, in_channels=predictor.in_channels, size=None, threshold_masks=threshold_masks)
+    return pairs, reader
+
+
 def stress_test(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -225,6 +236,7 @@ def stress_test(
     batch_size: int = 16,
     overwrite: bool = False,
     show_progress: bool = True,
+    quality_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Re-score ``subset`` of the run's data under each shift and severity and write the report to ``out_dir``.
 
@@ -241,6 +253,7 @@ def stress_test(
         quality: also compute the quality score and review flag of every prediction (one extra flipped pass).
         max_images: score an even pick of this many images of the part (0 = all).
         overwrite: replace an earlier report in ``out_dir``; otherwise existing report files are an error.
+        quality_file: a ``quality.json`` to use instead of the run's own (e.g. a site calibration).
 
     Returns:
         The content of ``robustness.json``.
@@ -251,6 +264,8 @@ def stress_test(
         raise ReportExistsError(f"{out} already holds a report ({', '.join(existing)}); choose another --out or "
                               "pass --overwrite")  # fmt: skip
     predictor = Predictor.from_run(run_dir, checkpoint)
+    if quality_file is not None:
+        predictor.quality = QualityCalibration.from_json(quality_file)
     names = parse_shifts(shifts, modality_of(predictor.in_channels))
     cfg, data_root, pairs, reader = _prepare(run_dir, data, subset, max_images, predictor)
     conditions = shift_conditions(names)
@@ -295,7 +310,7 @@ def stress_test(
         "group_pattern": group_pattern, "resolution": "native (logits resized to each mask's size)",
         "reduction": "per-image mean Dice; drop = mean over images of (clean - shifted)",
         "quality_threshold": calibration.threshold if calibration else None,
-        "quality_source": calibration.source if calibration else "off",
+        "quality_source": (str(quality_file) if quality_file else calibration.source) if calibration else "off",
         "quality": _quality_report(qrows) if quality else None,
     }  # fmt: skip
     with (out / "summary.csv").open("w", newline="") as f:
@@ -323,6 +338,7 @@ def calibrate_quality(
     overwrite: bool = False,
     show_progress: bool = True,
     rule: str = "youden",
+    site: str | Path | None = None,
 ) -> QualityCalibration:
     """Calibrate the quality score of a run and write ``quality.json`` (default ``RUN_DIR/quality.json``).
 
@@ -330,15 +346,25 @@ def calibrate_quality(
     scored clean and under every shift and severity (so that failures exist), with
     :func:`~scunext.deploy.quality.choose_threshold` and its ``rule`` (``youden`` or ``failures``). The test part
     is not touched.
+
+    With ``site`` (a labelled folder of local images, ``images/`` + ``masks/``), the threshold is chosen on *all*
+    its images instead (same shifts and rule), and the area prior is kept from the run's own calibrated
+    ``quality.json`` (the training masks are not needed, so this works for released weights at a new hospital).
+    ``out`` is then required: the run's own calibration is never replaced by a site's.
     """
     check_rule(rule)  # before any scoring
     run_dir = Path(run_dir)
+    if site is not None and out is None:
+        raise ValueError("a site calibration needs --out FILE (the run's own quality.json is kept); use it with "
+                         "predict/robustness --quality FILE")  # fmt: skip
     target = Path(out) if out else run_dir / QUALITY_FILE
     if target.exists() and not overwrite:
         raise ReportExistsError(f"{target} exists; pass --overwrite to recalibrate")
     predictor = Predictor.from_run(run_dir, checkpoint)
     names = parse_shifts(shifts, modality_of(predictor.in_channels))
     cfg = RunDir(run_dir).load_config()
+    if site is not None:
+        return _calibrate_site(predictor, cfg, Path(site), names, target, max_images, batch_size, show_progress, rule)
     data_root = Path(data) if data else data_root_of(cfg)
     split = Split.from_json(run_dir / "split.json")
     if not split.train or not split.val:
@@ -355,23 +381,48 @@ def calibrate_quality(
 
     _, _, pairs, reader = _prepare(run_dir, data_root, "val", max_images, predictor)
     conditions = shift_conditions(names)
-    rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(pairs) * len(conditions), desc="calibrate val", unit="pred", disable=not show_progress)
-    for i, pair in enumerate(pairs):
-        image, mask = reader.load(i)
-        image = image[..., 0] if image.shape[2] == 1 else image
-        rows += _score_conditions(predictor, image, mask, pair.id, conditions, provisional, batch_size)
-        bar.update(len(conditions))
-    bar.close()
-    scores = [r["score"] for r in rows]
-    dices = [r["dice"] for r in rows]
-    threshold, stats = choose_threshold(scores, dices, [r["forced"] for r in rows], rule=rule)
+    rows = _score_part(predictor, pairs, reader, conditions, provisional, batch_size, "calibrate val", show_progress)
+    threshold, stats = choose_threshold([r["score"] for r in rows], [r["dice"] for r in rows],
+                                        [r["forced"] for r in rows], rule=rule)  # fmt: skip
     stats.update({"data": str(data_root), "part": "val", "n_images": len(pairs), "shifts": names,
                   "conditions": len(conditions), "n_train_masks": len(train_pairs),
                   "train_area_fraction_median": float(np.median(fracs))})  # fmt: skip
     cal = QualityCalibration(threshold=threshold, source="calibrated", stats=_jsonable(stats), **prior)
     cal.to_json(target)
     log.info("%s: review threshold %.4f (%s)", target, threshold, stats["rule"])
+    return cal
+
+
+def _score_part(predictor, pairs, reader, conditions, calibration, batch_size, desc, show_progress):
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(pairs) * len(conditions), desc=desc, unit="pred", disable=not show_progress)
+    for i, pair in enumerate(pairs):
+        image, mask = reader.load(i)
+        image = image[..., 0] if image.shape[2] == 1 else image
+        rows += _score_conditions(predictor, image, mask, pair.id, conditions, calibration, batch_size)
+        bar.update(len(conditions))
+    bar.close()
+    return rows
+
+
+def _calibrate_site(predictor, cfg, site, names, target, max_images, batch_size, show_progress, rule):
+    """The threshold from every image of a local labelled folder; the area prior from the run's calibration."""
+    own = predictor.quality
+    if own is None or own.source != "calibrated":
+        raise DataError("a site calibration keeps the run's area prior, but this run has no calibrated "
+                        "quality.json: run `scunext calibrate RUN_DIR` on its own data first")  # fmt: skip
+    pairs, reader = _site_pairs(site, max_images, predictor, cfg.threshold_masks)
+    conditions = shift_conditions(names)
+    rows = _score_part(predictor, pairs, reader, conditions, own, batch_size, "calibrate site", show_progress)
+    threshold, stats = choose_threshold([r["score"] for r in rows], [r["dice"] for r in rows],
+                                        [r["forced"] for r in rows], rule=rule)  # fmt: skip
+    stats.update({"data": str(site), "part": "site (all images)", "n_images": len(pairs), "shifts": names,
+                  "conditions": len(conditions), "area_prior_from": "the run's quality.json",
+                  "run_threshold": own.threshold})  # fmt: skip
+    cal = replace(own, threshold=threshold, source="calibrated", stats=_jsonable(stats))
+    cal.to_json(target)
+    log.info("%s: site review threshold %.4f (%s; the run's own: %.4f)", target, threshold, stats["rule"],
+             own.threshold)  # fmt: skip
     return cal
 
 

@@ -449,6 +449,26 @@ def test_cli_pool_options(run_dir, capsys):
         assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_cli_quality_file_is_the_served_models_calibration(tmp_path, monkeypatch, capsys):
+    """serve --quality FILE (a site calibration) replaces the one served model's own quality.json; it needs exactly
+    one model, and an unreadable file is one line, before any model is loaded."""
+    import scunext.serve as served
+    from scunext.deploy.quality import QualityCalibration, load_calibration
+    from scunext.weights import weights_dir
+
+    site = tmp_path / "site.json"
+    QualityCalibration(**{**load_calibration(weights_dir("lungs")).__dict__, "threshold": 0.123}).to_json(site)
+    seen = {}
+    monkeypatch.setattr(served, "serve", lambda models, **kw: seen.setdefault("models", models))
+    assert main(["serve", "--weights", "lungs", "--quality", str(site)]) == 0
+    assert [m.predictor.quality.threshold for m in seen["models"]] == [0.123]
+    for argv, needle in [(["--weights", "isic2017", "--quality", str(site)], "exactly one RUN_DIR"),
+                         (["--quality", str(tmp_path / "none.json")], "not a readable quality file")]:  # fmt: skip
+        assert main(["serve", "--weights", "lungs", *argv]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_large_png_decodes_run_one_at_a_time(models, monkeypatch):
     """A PNG has no reduced decode: above the computed size, its full-size decodes are serialised by the lock."""
     import scunext.serve.upload as upload_module

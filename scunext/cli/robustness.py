@@ -50,14 +50,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Area prior from the run's training masks, review threshold from its validation part scored "
         "clean and under the acquisition shifts; writes RUN_DIR/quality.json (or --out), which predict, serve and "
         "robustness then use (docs/robustness.md). With --site DIR the threshold is chosen on a labelled folder of "
-        "local images instead (a new hospital), written to --out and used with predict/robustness --quality FILE.",
+        "local images instead (a new hospital), written to --out and used with predict/robustness/serve --quality FILE.",
     )
     _model_args(c)
     c.add_argument("--out", help="file to write (default RUN_DIR/quality.json; required with --site)")
     c.add_argument("--site", metavar="DIR",
                    help="a labelled folder of local images (images/ + masks/, e.g. 10-20 from a new hospital): "
                    "choose the threshold on all of them instead of the run's validation part, keeping the run's "
-                   "area prior; use the result with predict/robustness --quality FILE")  # fmt: skip
+                   "area prior; use the result with predict/robustness/serve --quality FILE")  # fmt: skip
     c.add_argument("--rule", choices=THRESHOLD_RULES, default="youden",
                    help="youden (default): best Youden index for Dice < 0.90, raised to flag every validation Dice "
                    "< 0.50; failures: the lowest threshold that flags every validation Dice < 0.50 (fewer false "

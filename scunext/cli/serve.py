@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from scunext.cli.weights import add_weights_option
+from scunext.cli.weights import add_quality_option, add_weights_option
 from scunext.data import MAX_IMAGE_PIXELS
+from scunext.deploy.quality import QualityCalibration
 from scunext.deploy.runtimes import ENGINES
 from scunext.errors import UsageError, missing_dependency
 from scunext.weights import list_weights, weights_dir
@@ -28,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="training run folders; one model entry each")
     add_weights_option(p, "released weights to offer (repeatable)", repeatable=True)
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    add_quality_option(p)
     p.add_argument("--engine", choices=ENGINES, default="torch", help="inference engine (default torch)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -66,7 +68,11 @@ def models_from_args(args: argparse.Namespace) -> list:
     from scunext.serve import load_models
 
     folders = [*args.run_dirs, *(weights_dir(n) for n in args.weights)]
-    return load_models(folders, checkpoint=args.checkpoint, device=args.device, engine=args.engine)
+    quality = QualityCalibration.from_json(args.quality) if args.quality else None  # before loading any model
+    models = load_models(folders, checkpoint=args.checkpoint, device=args.device, engine=args.engine)
+    if quality is not None:
+        models[0].predictor.quality = quality
+    return models
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.queue < 0:
         raise UsageError(f"--queue must be >= 0, got {args.queue}")
+    if args.quality and len(args.run_dirs) + len(args.weights) != 1:
+        raise UsageError("--quality FILE applies to one model: serve exactly one RUN_DIR or --weights NAME with it")
     try:
         from scunext.serve import serve
     except ImportError as exc:

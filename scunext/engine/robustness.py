@@ -356,7 +356,7 @@ def calibrate_quality(
     run_dir = Path(run_dir)
     if site is not None and out is None:
         raise ValueError("a site calibration needs --out FILE (the run's own quality.json is kept); use it with "
-                         "predict/robustness --quality FILE")  # fmt: skip
+                         "predict/robustness/serve --quality FILE")  # fmt: skip
     target = Path(out) if out else run_dir / QUALITY_FILE
     if target.exists() and not overwrite:
         raise ReportExistsError(f"{target} exists; pass --overwrite to recalibrate")

@@ -50,7 +50,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Area prior from the run's training masks, review threshold from its validation part scored "
         "clean and under the acquisition shifts; writes RUN_DIR/quality.json (or --out), which predict, serve and "
         "robustness then use (docs/robustness.md). With --site DIR the threshold is chosen on a labelled folder of "
-        "local images instead (a new hospital), written to --out and used with predict/robustness/serve --quality FILE.",
+        "local images instead (a new hospital), written to --out and used with predict/robustness/serve "
+        "--quality FILE.",
     )
     _model_args(c)
     c.add_argument("--out", help="file to write (default RUN_DIR/quality.json; required with --site)")

@@ -201,13 +201,18 @@ def _plot(summary: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _even_pick(pairs: list, max_images: int) -> list:
+    """An even, deterministic pick of ``max_images`` over the sorted pairs (all of them for 0)."""
+    if max_images and max_images < len(pairs):
+        idx = np.linspace(0, len(pairs) - 1, max_images).round().astype(int)
+        pairs = [pairs[i] for i in sorted(set(idx.tolist()))]
+    return pairs
+
+
 def _prepare(run_dir: Path, data: str | Path | None, subset: str, max_images: int, predictor: Predictor):
     cfg = RunDir(run_dir).load_config()
     data_root = Path(data) if data else data_root_of(cfg)
-    pairs = _subset_pairs(RunDir(run_dir), data_root, subset)
-    if max_images and max_images < len(pairs):  # an even, deterministic pick over the sorted part
-        idx = np.linspace(0, len(pairs) - 1, max_images).round().astype(int)
-        pairs = [pairs[i] for i in sorted(set(idx.tolist()))]
+    pairs = _even_pick(_subset_pairs(RunDir(run_dir), data_root, subset), max_images)
     reader = SegmentationDataset(pairs, in_channels=predictor.in_channels, size=None,
                                  threshold_masks=cfg.threshold_masks)  # fmt: skip
     return cfg, data_root, pairs, reader
@@ -215,10 +220,7 @@ def _prepare(run_dir: Path, data: str | Path | None, subset: str, max_images: in
 
 def _site_pairs(site: Path, max_images: int, predictor: Predictor, threshold_masks: bool):
     """Every image/mask pair of a local labelled folder (``--site``), or an even pick of ``max_images``."""
-    pairs = discover_pairs(site)
-    if max_images and max_images < len(pairs):
-        idx = np.linspace(0, len(pairs) - 1, max_images).round().astype(int)
-        pairs = [pairs[i] for i in sorted(set(idx.tolist()))]
+    pairs = _even_pick(discover_pairs(site), max_images)
     reader = SegmentationDataset(pairs, in_channels=predictor.in_channels, size=None, threshold_masks=threshold_masks)
     return pairs, reader
 

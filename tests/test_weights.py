@@ -88,7 +88,7 @@ def test_serve_offers_weights():
     from scunext.cli.serve import models_from_args
 
     args = argparse.Namespace(run_dirs=[], weights=["lungs", "isic2017"], checkpoint="best", device="cpu",
-                              engine="torch")  # fmt: skip
+                              engine="torch", quality=None)  # fmt: skip
     models = models_from_args(args)
     assert [m.predictor.name for m in models] == ["sc_unext", "sc_unext"]
     assert "lungs" in models[0].label and "isic2017" in models[1].label

@@ -94,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
     for name in ("batch_size", "workers"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.quality and args.no_quality:
+        raise ValueError("--quality and --no-quality contradict each other; give one")
+    quality = QualityCalibration.from_json(args.quality) if args.quality else None  # before loading the model
     run_dir, inputs = model_source(args.weights, args.paths)
     if not inputs:
         raise ValueError("give at least one INPUT image or folder after RUN_DIR")
@@ -101,10 +104,8 @@ def run(args: argparse.Namespace) -> int:
     jobs = plan_predictions(inputs, out, fmt=args.fmt, overlay=not args.no_overlay, overwrite=args.overwrite)
     predictor = Predictor.from_run(run_dir, args.checkpoint, device=args.device, engine=args.engine)
     predictor.threshold = args.threshold
-    if args.quality:
-        if args.no_quality:
-            raise ValueError("--quality and --no-quality contradict each other; give one")
-        predictor.quality = QualityCalibration.from_json(args.quality)
+    if quality is not None:
+        predictor.quality = quality
     version = f"weights {args.weights}" if args.weights else f"{run_dir.resolve().name} ({args.checkpoint})"
     out.mkdir(parents=True, exist_ok=True)
     skipped, flagged, start = _Tally(), _Tally(), time.perf_counter()

@@ -213,16 +213,12 @@ def _prepare(run_dir: Path, data: str | Path | None, subset: str, max_images: in
     cfg = RunDir(run_dir).load_config()
     data_root = Path(data) if data else data_root_of(cfg)
     pairs = _even_pick(_subset_pairs(RunDir(run_dir), data_root, subset), max_images)
-    reader = SegmentationDataset(pairs, in_channels=predictor.in_channels, size=None,
-                                 threshold_masks=cfg.threshold_masks)  # fmt: skip
-    return cfg, data_root, pairs, reader
+    return cfg, data_root, pairs, _reader(pairs, predictor, cfg.threshold_masks)
 
 
-def _site_pairs(site: Path, max_images: int, predictor: Predictor, threshold_masks: bool):
-    """Every image/mask pair of a local labelled folder (``--site``), or an even pick of ``max_images``."""
-    pairs = _even_pick(discover_pairs(site), max_images)
-    reader = SegmentationDataset(pairs, in_channels=predictor.in_channels, size=None, threshold_masks=threshold_masks)
-    return pairs, reader
+def _reader(pairs: list, predictor: Predictor, threshold_masks: bool) -> SegmentationDataset:
+    """Images at their native size, with the model's channel count, for scoring."""
+    return SegmentationDataset(pairs, in_channels=predictor.in_channels, size=None, threshold_masks=threshold_masks)
 
 
 def stress_test(
@@ -383,9 +379,8 @@ def calibrate_quality(
 
     _, _, pairs, reader = _prepare(run_dir, data_root, "val", max_images, predictor)
     conditions = shift_conditions(names)
-    rows = _score_part(predictor, pairs, reader, conditions, provisional, batch_size, "calibrate val", show_progress)
-    threshold, stats = choose_threshold([r["score"] for r in rows], [r["dice"] for r in rows],
-                                        [r["forced"] for r in rows], rule=rule)  # fmt: skip
+    threshold, stats = _choose_on(predictor, pairs, reader, conditions, provisional, batch_size, rule,
+                                  "calibrate val", show_progress)  # fmt: skip
     stats.update({"data": str(data_root), "part": "val", "n_images": len(pairs), "shifts": names,
                   "conditions": len(conditions), "n_train_masks": len(train_pairs),
                   "train_area_fraction_median": float(np.median(fracs))})  # fmt: skip
@@ -395,7 +390,8 @@ def calibrate_quality(
     return cal
 
 
-def _score_part(predictor, pairs, reader, conditions, calibration, batch_size, desc, show_progress):
+def _choose_on(predictor, pairs, reader, conditions, calibration, batch_size, rule, desc, show_progress):
+    """Score every pair under every condition and choose the review threshold on those predictions."""
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(pairs) * len(conditions), desc=desc, unit="pred", disable=not show_progress)
     for i, pair in enumerate(pairs):
@@ -404,7 +400,8 @@ def _score_part(predictor, pairs, reader, conditions, calibration, batch_size, d
         rows += _score_conditions(predictor, image, mask, pair.id, conditions, calibration, batch_size)
         bar.update(len(conditions))
     bar.close()
-    return rows
+    return choose_threshold([r["score"] for r in rows], [r["dice"] for r in rows], [r["forced"] for r in rows],
+                            rule=rule)  # fmt: skip
 
 
 def _calibrate_site(predictor, cfg, site, names, target, max_images, batch_size, show_progress, rule):
@@ -413,11 +410,10 @@ def _calibrate_site(predictor, cfg, site, names, target, max_images, batch_size,
     if own is None or own.source != "calibrated":
         raise DataError("a site calibration keeps the run's area prior, but this run has no calibrated "
                         "quality.json: run `scunext calibrate RUN_DIR` on its own data first")  # fmt: skip
-    pairs, reader = _site_pairs(site, max_images, predictor, cfg.threshold_masks)
+    pairs = _even_pick(discover_pairs(site), max_images)
     conditions = shift_conditions(names)
-    rows = _score_part(predictor, pairs, reader, conditions, own, batch_size, "calibrate site", show_progress)
-    threshold, stats = choose_threshold([r["score"] for r in rows], [r["dice"] for r in rows],
-                                        [r["forced"] for r in rows], rule=rule)  # fmt: skip
+    threshold, stats = _choose_on(predictor, pairs, _reader(pairs, predictor, cfg.threshold_masks), conditions, own,
+                                  batch_size, rule, "calibrate site", show_progress)  # fmt: skip
     stats.update({"data": str(site), "part": "site (all images)", "n_images": len(pairs), "shifts": names,
                   "conditions": len(conditions), "area_prior_from": "the run's quality.json",
                   "run_threshold": own.threshold})  # fmt: skip

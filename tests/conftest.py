@@ -36,3 +36,38 @@ def tiny_run(tmp_path_factory) -> Path:
            "split": "csv"}  # fmt: skip
     train(load_config(None, cfg), out, show_progress=False)
     return out
+
+
+class _Holder:
+    """Another process that holds a run folder's writer lock (as a live trainer does) until killed."""
+
+    def __init__(self, folder: Path) -> None:
+        import subprocess
+        import sys
+
+        code = ("import sys, time; from scunext.runs import RunDir; RunDir(sys.argv[1]).acquire(); "
+                "print('held', flush=True); time.sleep(600)")  # fmt: skip
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        assert line == "held", f"the lock holder did not start: {line!r}"
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup runs in the holder, as in a crash."""
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self.proc.stdout.close()
+
+
+@pytest.fixture
+def lock_holder():
+    """``lock_holder(folder)`` starts another process holding ``folder``'s writer lock; all are killed at the end."""
+    holders: list[_Holder] = []
+
+    def start(folder: Path) -> _Holder:
+        holders.append(_Holder(Path(folder)))
+        return holders[-1]
+
+    yield start
+    for h in holders:
+        if h.proc.poll() is None:
+            h.kill()

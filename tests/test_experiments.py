@@ -95,6 +95,29 @@ def test_table1_shards_share_one_folder(tmp_path, capsys):
     assert main([*argv, "--shard", "3/2"]) == 2  # a clear error, not a traceback
 
 
+def test_a_run_another_process_is_training_is_skipped_not_restarted(tmp_path, capsys, lock_holder):
+    """Two runners on one experiment without --shard (or the same shard twice): a run whose folder another process
+    holds is skipped and left as it is (before, one still in its first epoch was deleted and started again)."""
+    out = tmp_path / "t1"
+    argv = ["experiment", "table1", "--data", str(sample_dir("chest-xray-lungs")), "--out", str(out), "--epochs",
+            "1", "--seeds", "1", "--size", "64", "--models", "unext_s,sc_unext", "--max-train-images", "8"]  # fmt: skip
+    live = out / "runs" / "sc_unext-seed-0"
+    live.mkdir(parents=True)
+    status = '{"status": "running", "epochs": 1, "epochs_done": 0, "commit": {"epoch": 0, "files": {}}}'
+    (live / "run.json").write_text(status)  # a trainer in its first epoch
+    holder = lock_holder(live)
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"sc_unext / seed 0: being trained by another process (pid {holder.proc.pid} on " in err
+    assert err.count("skipped") == 1 and (live / "run.json").read_text() == status
+    assert sorted(p.name for p in live.iterdir()) == [".writer.lock", "run.json"]
+    assert "| `unext_s` |" in (out / "table1.md").read_text()
+    holder.kill()  # the other runner died: its unfinished run is started again by the next call
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("done, skipped") == 1
+    assert (live / "eval" / "test" / "metrics.json").is_file()
+
+
 def test_table1_records_round_trip(tmp_path, capsys):
     """Each finished run leaves a small portable record (no weights); --report-only rebuilds the same table from the
     records alone, in a folder that never held a run."""

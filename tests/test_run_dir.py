@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -205,6 +206,81 @@ def test_orphans_are_removed_on_resume(runs, tmp_path):
     (work / ".staging-e000002" / "last.json").write_text("{")
     train(None, work, resume=True, show_progress=False)
     assert_same_as_reference(work, runs / "ref")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>")
+            for p in sorted(folder.rglob("*")) if p.name != RunDir.LOCK}  # fmt: skip
+
+
+def test_a_second_writer_is_refused_until_the_first_dies(runs, tmp_path, lock_holder, capsys):
+    """While another process trains a run (it holds the writer lock), a second resume - library or CLI - is refused
+    in one line and changes nothing (the live writer's staging folder is not swept as an orphan); once that process
+    is killed (no cleanup, as in a crash) the lock is gone with it and the resume finishes the run exactly."""
+    from scunext.cli.main import main
+    from scunext.runs import RunInUseError
+
+    work = tmp_path / "w"
+    shutil.copytree(runs / "base", work)
+    (work / ".staging-e000002").mkdir()  # what a live writer has in the folder mid-commit
+    (work / ".staging-e000002" / "last.json").write_text("{")
+    holder = lock_holder(work)
+    before = _snapshot(work)
+    assert RunDir(work).in_use() and f"pid {holder.proc.pid} on " in RunDir(work).lock_holder()
+    with pytest.raises(RunInUseError, match=rf"cannot resume: .* is being trained by pid {holder.proc.pid} on "):
+        train(None, work, resume=True, show_progress=False)
+    assert main(["train", "--resume", str(work), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is being trained by pid" in err and "Traceback" not in err
+    with pytest.raises(RunInUseError):  # nor can a new run replace it
+        train(tiny_cfg(), work, show_progress=False)
+    assert _snapshot(work) == before
+    holder.kill()
+    assert not RunDir(work).in_use()
+    train(None, work, resume=True, show_progress=False)
+    assert_same_as_reference(work, runs / "ref")
+    assert not RunDir(work).in_use() and not (work / RunDir.LOCK).exists()  # released at the end of the call
+
+
+def test_the_trainer_holds_the_lock_from_creation_to_the_end(tmp_path, one_thread):
+    """The lock taken on the hidden folder that ``create`` renames into place is held through every durable
+    operation of the run (checked from a second RunDir, as another process would see it), and dropped after."""
+    work = tmp_path / "w"
+    seen: list[bool] = []
+    holders: set[str] = set()
+
+    def hook(op, path):
+        if Path(path).resolve().is_relative_to(work.resolve()) and work.is_dir():
+            seen.append(RunDir(work).in_use())
+            holders.add(RunDir(work).lock_holder())
+
+    durable.FAULT_HOOK = hook
+    try:
+        train(tiny_cfg(), work, show_progress=False)
+    finally:
+        durable.FAULT_HOOK = None
+    assert len(seen) > 10 and all(seen)
+    assert holders == {f"pid {os.getpid()} on {socket.gethostname()}"}
+    assert not RunDir(work).in_use() and RunDir(work).status() == "finished"
+    assert not (work / RunDir.LOCK).exists()  # removed on release: a folder nobody writes has no lock file
+
+
+def test_a_crash_around_the_creating_rename_keeps_no_lock_in_the_process(tmp_path, one_thread):
+    """An exception just before or just after the hidden folder is renamed into place (the lock moves with it)
+    must not leave this process holding the lock: the same process can resume (or start) the run at once."""
+    with crash_before(None) as ops:
+        train(tiny_cfg(), tmp_path / "probe", show_progress=False)
+    k = next(i for i, (op, p) in enumerate(ops) if op == "rename" and p.endswith("probe")) + 1
+    for crash_at in (k, k + 1):
+        work = tmp_path / f"w{crash_at}"
+        with pytest.raises(Crash), crash_before(crash_at):
+            train(tiny_cfg(), work, show_progress=False)
+        assert not RunDir(work).in_use()
+        if work.exists():
+            train(None, work, resume=True, show_progress=False)
+        else:
+            train(tiny_cfg(), work, show_progress=False)
+        assert RunDir(work).status() == "finished" and not (work / RunDir.LOCK).exists()
 
 
 def test_another_models_checkpoint_in_the_folder_is_refused(runs, tmp_path):

@@ -218,8 +218,12 @@ def train(
     Launched by ``torchrun --nproc_per_node N`` the same call trains with DistributedDataParallel (gloo on CPU,
     NCCL on CUDA, a DistributedSampler per rank); only rank 0 writes files and shows progress.
 
+    Rank 0 holds the folder's writer lock from creation (or resume) to the end of the call, so a second process
+    cannot resume or replace the run meanwhile (:class:`RunInUseError`); a crash releases it.
+
     Raises:
-        RunFolderError: ``run_dir`` exists (new run), or is missing / finished / damaged (resume).
+        RunFolderError: ``run_dir`` exists (new run), or is missing / finished / damaged (resume);
+            :class:`RunInUseError` when another process is training it.
         DataError, ConfigError: the data or an option is unusable (nothing written).
         CheckpointError: a checkpoint of the run is corrupt or of another model.
         TrainingError: a loss or the weights became NaN/inf (the last good epoch, if any, is kept).
@@ -263,6 +267,7 @@ def train(
                 run.mark_failed(f"{type(exc).__name__}: {reason}")
             raise
     finally:
+        run.release()  # the writer lock taken by create / prepare_resume (rank 0)
         cleanup_distributed()
 
 

@@ -20,7 +20,7 @@ from scunext.engine.evaluate import evaluate_run
 from scunext.engine.trainer import train
 from scunext.experiments.plan import PlannedRun
 from scunext.experiments.records import _status, export_record, find_source, is_complete, load_result
-from scunext.runs import RunDir
+from scunext.runs import RunDir, RunInUseError
 
 __all__ = ["run_plan", "collect"]
 
@@ -49,7 +49,9 @@ def run_plan(
     ``records`` holds a complete record of it: then it is not trained again here). An interrupted run is resumed
     from its last epoch; a run folder that failed (e.g. NaN) is reported and skipped. ``device`` is where the
     held-out parts are scored. ``shard=(I, N)`` runs only every N-th planned run starting at the I-th, so N processes
-    (or machines sharing the folder) can work on one experiment; each run folder has one owner. ``report_only``
+    (or machines sharing the folder) can work on one experiment; each run folder has one owner. A run another
+    process is training (it holds the folder's writer lock) is skipped, never resumed or restarted, so processes
+    that overlap (the same shard twice, or no ``--shard``) cannot corrupt each other's runs. ``report_only``
     trains nothing and returns what the run folders and records hold so far (unfinished runs count as missing);
     with ``records`` it also exports the records of finished run folders that have none yet.
     """
@@ -80,16 +82,23 @@ def run_plan(
         if report_only:
             say(f"{tag}: not finished ({status}), left out of the tables")
             continue
+        if RunDir(rd).in_use():
+            say(f"{tag}: being trained by another process ({RunDir(rd).lock_holder()}), skipped")
+            continue
         todo = sum(1 for j in mine if j >= i - 1)
         eta = f", ETA {_fmt_s(statistics.mean(durations) * todo)}" if durations else ""
         say(f"{tag}: {'resuming' if status == 'running' else 'training'}{eta}")
         t0 = time.perf_counter()
-        if status == "running" and RunDir(rd).epochs_done() > 0:
-            train(None, rd, resume=True, show_progress=show_bars)
-        elif status != "finished":
-            if rd.exists():  # started but no finished epoch: start again
-                shutil.rmtree(rd)
-            train(pr.cfg, rd, show_progress=show_bars)
+        try:
+            if status == "running" and RunDir(rd).epochs_done() > 0:
+                train(None, rd, resume=True, show_progress=show_bars)
+            elif status != "finished":
+                if rd.exists():  # started but no finished epoch: start again
+                    shutil.rmtree(rd)
+                train(pr.cfg, rd, show_progress=show_bars)
+        except RunInUseError as exc:  # another process took it between the check above and here
+            say(f"{tag}: {exc}; skipped")
+            continue
         for subset in pr.subsets:
             if not (RunDir(rd).eval_dir(subset) / "metrics.json").is_file():
                 evaluate_run(rd, subset=subset, hd95=pr.hd95, show_progress=show_bars, device=device)

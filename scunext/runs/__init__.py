@@ -11,11 +11,14 @@ from scunext.runs.checkpoint import (
     save_checkpoint,
     save_train_state,
 )
-from scunext.runs.run_dir import CHECKPOINTS, LOG_FIELDS, RunDir, RunFolderError, data_root_of
+from scunext.runs.lock import FolderLock
+from scunext.runs.run_dir import CHECKPOINTS, LOG_FIELDS, RunDir, RunFolderError, RunInUseError, data_root_of
 
 __all__ = [
     "RunDir",
     "RunFolderError",
+    "RunInUseError",
+    "FolderLock",
     "LOG_FIELDS",
     "CHECKPOINTS",
     "data_root_of",

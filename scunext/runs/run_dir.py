@@ -13,6 +13,7 @@ A run folder holds::
     last.safetensors/.json  weights + metadata of the last finished epoch
     train_state.*           optimizer, scheduler, scaler and RNG states for ``--resume``
     eval/SUBSET/            reports of ``scunext evaluate``
+    .writer.lock            the writer lock (:mod:`scunext.runs.lock`): one trainer at a time, gone with its process
 
 **Epoch commit** (:meth:`RunDir.commit_epoch`). The files of epoch k (``best.*`` when it improved, ``last.*``,
 ``train_state.*`` and the whole new ``log.csv``) are written and fsync'ed into ``.staging-e<k>/``, the staging
@@ -22,6 +23,11 @@ point: before it the folder is epoch k-1 in every file, after it epoch k. The st
 place, the folder fsync'ed and the staging folder removed; a crash in that phase is finished by
 :meth:`RunDir.recover` (roll forward), and readers meanwhile read the staged copies. ``recover`` also removes
 orphans (``*.tmp*`` files, uncommitted staging folders) and refuses a folder whose files disagree with the record.
+
+**One writer.** The trainer holds the folder's writer lock from creation (or from resume) to its end; a second
+``train --resume`` of the same folder, or an experiment runner reaching a run another process is training, is
+refused with :class:`RunInUseError` instead of removing the other's staging folder as an orphan. A crashed trainer
+holds nothing (the kernel drops the lock with the process), so resume after a crash is never blocked.
 
 Runs written before the commit record existed (no ``commit`` in run.json) stay readable for evaluate / predict /
 export; resuming an unfinished one is allowed when its ``last.json``, ``train_state.json`` and ``best.json`` agree
@@ -44,8 +50,9 @@ from scunext.config import TrainConfig, load_config
 from scunext.data import Split, sample_dir
 from scunext.runs.checkpoint import CheckpointError, load_model
 from scunext.runs.durable import atomic_write_text, fsync_dir, remove_tree, rename, write_file
+from scunext.runs.lock import FolderLock
 
-__all__ = ["RunDir", "RunFolderError", "LOG_FIELDS", "CHECKPOINTS", "data_root_of"]
+__all__ = ["RunDir", "RunFolderError", "RunInUseError", "LOG_FIELDS", "CHECKPOINTS", "data_root_of"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,10 @@ _STAGING = ".staging-e"
 
 class RunFolderError(ValueError):
     """The run folder cannot be used as asked (exists already, missing, finished, damaged). One-line message."""
+
+
+class RunInUseError(RunFolderError):
+    """Another live process is writing the run folder (it holds the writer lock)."""
 
 
 def data_root_of(cfg: TrainConfig) -> Path:
@@ -79,7 +90,7 @@ class RunDir:
     Readers (evaluate, predict, export, serve, experiments) use :meth:`load_config`, :meth:`load_split`,
     :meth:`data_root`, :meth:`checkpoint_stem`, :meth:`load_model` and :meth:`read_status`; the trainer alone
     writes, through :meth:`create`, :meth:`prepare_resume`, :meth:`commit_epoch`, :meth:`update_status`,
-    :meth:`mark_failed` and :meth:`record_move`.
+    :meth:`mark_failed` and :meth:`record_move`, holding the writer lock (:meth:`acquire` / :meth:`release`).
     """
 
     CONFIG = "config.yaml"
@@ -91,9 +102,11 @@ class RunDir:
     CARD = "card.json"
     EVAL = "eval"
     ONNX = "model.onnx"
+    LOCK = FolderLock.NAME
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock = FolderLock(self.path)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -141,7 +154,7 @@ class RunDir:
         return [f"{stem}.safetensors", f"{stem}.json"]
 
     def _known_names(self) -> set[str]:
-        names = {self.CONFIG, self.SPLIT, self.STATUS, self.LOG, self.CURVES, self.EVAL, self.ONNX}
+        names = {self.CONFIG, self.SPLIT, self.STATUS, self.LOG, self.CURVES, self.EVAL, self.ONNX, self.LOCK}
         for stem in (*CHECKPOINTS, self.TRAIN_STATE):
             names.update(self._files_of(stem))
         return names
@@ -152,6 +165,28 @@ class RunDir:
         if staged is not None and (staged / name).is_file():
             return staged / name
         return self.path / name
+
+    # --- the writer lock -----------------------------------------------------------------------------------
+    def in_use(self) -> bool:
+        """Another process (or another RunDir object) is writing this folder now."""
+        return self._lock.taken_elsewhere()
+
+    def lock_holder(self) -> str:
+        """Who holds (or last held) the writer lock: ``pid N on HOST``."""
+        return self._lock.holder()
+
+    def _in_use_error(self, doing: str) -> RunInUseError:
+        return RunInUseError(f"cannot {doing}: {self.path} is being trained by {self.lock_holder()}; wait for it "
+                             f"to end, or stop it and use --resume")  # fmt: skip
+
+    def acquire(self) -> None:
+        """Take the writer lock of the (existing) folder; :class:`RunInUseError` when another process has it."""
+        if not self._lock.acquire():
+            raise self._in_use_error("write to it")
+
+    def release(self) -> None:
+        """Drop the writer lock if this object holds it."""
+        self._lock.release()
 
     # --- status (run.json) ------------------------------------------------------------------------------------
     def read_status(self) -> dict[str, Any]:
@@ -290,6 +325,8 @@ class RunDir:
             raise RunFolderError(f"{self.path} exists and is not a folder; pick another --out")
         if not self.path.is_dir() or not any(self.path.iterdir()):
             return
+        if self.in_use():
+            raise self._in_use_error("start a new run there")
         if self.reusable():
             others = [p.name for p in self.path.iterdir() if not self._removable(p.name)]
             if others:
@@ -313,27 +350,43 @@ class RunDir:
         tmp = parent / f".{self.path.name}.creating{os.getpid()}"
         tmp.mkdir()
         new = RunDir(tmp)
-        write_file(new.config_file, _yaml(cfg).encode())
-        write_file(new.split_file, (json.dumps(split.to_dict(), indent=2) + "\n").encode())
-        first = {"status": "running", "epochs": cfg.epochs, "epochs_done": 0, **status,
-                 "commit": {"epoch": 0, "files": {}}}  # fmt: skip
-        write_file(new.status_file, json.dumps(first, indent=2, default=str).encode())
-        fsync_dir(tmp)
-        if self.path.exists():
-            if any(self.path.iterdir()):
-                log.info("%s: replacing a failed run that finished no epoch (%s)", self.path,
-                         self.read_status().get("message", "no message"))  # fmt: skip
-            remove_tree(self.path)
-        rename(tmp, self.path)
-        fsync_dir(parent)
+        new.acquire()  # the lock goes with the folder through the rename below
+        try:
+            write_file(new.config_file, _yaml(cfg).encode())
+            write_file(new.split_file, (json.dumps(split.to_dict(), indent=2) + "\n").encode())
+            first = {"status": "running", "epochs": cfg.epochs, "epochs_done": 0, **status,
+                     "commit": {"epoch": 0, "files": {}}}  # fmt: skip
+            write_file(new.status_file, json.dumps(first, indent=2, default=str).encode())
+            fsync_dir(tmp)
+            if self.path.exists():
+                if any(self.path.iterdir()):
+                    log.info("%s: replacing a failed run that finished no epoch (%s)", self.path,
+                             self.read_status().get("message", "no message"))  # fmt: skip
+                remove_tree(self.path)
+            try:
+                rename(tmp, self.path)
+            except OSError:  # another process created the folder since check_new
+                new.release()
+                remove_tree(tmp)
+                raise RunFolderError(f"run folder {self.path} was created by another process just now; pick "
+                                     f"another --out or use --resume") from None  # fmt: skip
+            self.release()
+            self._lock, new._lock = new._lock, self._lock
+            self._lock.moved_to(self.path)
+            fsync_dir(parent)
+        finally:
+            new.release()  # held only if something failed before the rename: never keep a lock on a dead folder
 
     # --- resuming a run ---------------------------------------------------------------------------------------
     def check_resumable(self) -> TrainConfig:
-        """Read-only checks of ``--resume`` (any rank): the run exists and is not finished; returns its config."""
+        """Read-only checks of ``--resume`` (any rank): the run exists, is not finished and no other process is
+        writing it; returns its config."""
         if not self.path.is_dir():
             raise RunFolderError(f"cannot resume: run folder {self.path} does not exist")
         if not self.status_file.is_file():
             raise RunFolderError(f"cannot resume: {self.path} is not a scunext run folder (no {self.STATUS})")
+        if self.in_use():
+            raise self._in_use_error("resume")
         status = self.read_status()
         if status.get("status") == "finished":
             raise RunFolderError(
@@ -344,8 +397,13 @@ class RunDir:
     def prepare_resume(self) -> int:
         """Bring the folder to its last commit (roll a committed epoch forward, remove orphans, adopt an old-format
         run), check every recorded file, and return the epoch to continue after (0: none finished, the run starts
-        again from its saved config and split, which gives the same run). Writer only (rank 0)."""
+        again from its saved config and split, which gives the same run). Writer only (rank 0); takes the writer
+        lock (kept until :meth:`release`) before anything in the folder changes."""
         self.check_resumable()
+        if not self.is_legacy() and self._committed_staging() is None:
+            self.verify()  # read-only: a damaged folder is refused before even the lock file appears in it
+        self.acquire()
+        self.check_resumable()  # (finished by the previous holder just before we took the lock)
         if self.is_legacy():
             self._adopt_legacy()
         self.recover()

@@ -283,6 +283,28 @@ def test_a_crash_around_the_creating_rename_keeps_no_lock_in_the_process(tmp_pat
         assert RunDir(work).status() == "finished" and not (work / RunDir.LOCK).exists()
 
 
+def test_a_folder_created_by_another_process_meanwhile_is_not_replaced(tmp_path, one_thread):
+    """Two processes start the same new run at once: the one whose rename comes second is refused (RunInUseError,
+    which the experiment runner skips), leaves the other's folder as it is and no hidden folder behind."""
+    from scunext.runs import RunInUseError
+
+    work = tmp_path / "w"
+
+    def other_process_wins(op, path):
+        if op == "rename" and Path(path) == work and not work.exists():
+            work.mkdir()
+            (work / "run.json").write_text("{}")
+
+    durable.FAULT_HOOK = other_process_wins
+    try:
+        with pytest.raises(RunInUseError, match="was created by another process just now"):
+            train(tiny_cfg(), work, show_progress=False)
+    finally:
+        durable.FAULT_HOOK = None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]
+    assert sorted(p.name for p in work.iterdir()) == ["run.json"] and (work / "run.json").read_text() == "{}"
+
+
 def test_another_models_checkpoint_in_the_folder_is_refused(runs, tmp_path):
     from scunext.deploy.predictor import Predictor
 

@@ -368,8 +368,8 @@ class RunDir:
             except OSError:  # another process created the folder since check_new
                 new.release()
                 remove_tree(tmp)
-                raise RunFolderError(f"run folder {self.path} was created by another process just now; pick "
-                                     f"another --out or use --resume") from None  # fmt: skip
+                raise RunInUseError(f"run folder {self.path} was created by another process just now; pick "
+                                    f"another --out or use --resume") from None  # fmt: skip
             self.release()
             self._lock, new._lock = new._lock, self._lock
             self._lock.moved_to(self.path)

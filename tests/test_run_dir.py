@@ -305,6 +305,27 @@ def test_a_folder_created_by_another_process_meanwhile_is_not_replaced(tmp_path,
     assert sorted(p.name for p in work.iterdir()) == ["run.json"] and (work / "run.json").read_text() == "{}"
 
 
+def test_a_file_system_without_locks_trains_unprotected_with_a_warning(tmp_path, monkeypatch, caplog):
+    """flock failing for another reason than 'held' (ENOLCK on some network mounts) is not 'in use': the writer
+    goes on without the lock and says so; a held lock (EWOULDBLOCK) is still refused."""
+    import errno
+
+    from scunext.runs import FolderLock
+    from scunext.runs import lock as lock_mod
+
+    def flock(fd, op, err=errno.ENOLCK):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(lock_mod.fcntl, "flock", flock)
+    lk = FolderLock(tmp_path)
+    with caplog.at_level("WARNING", logger="scunext.runs.lock"):
+        assert lk.acquire() is True
+    assert "file locks are not supported here" in caplog.text and not lk.held
+    assert FolderLock(tmp_path).taken_elsewhere() is False
+    monkeypatch.setattr(lock_mod.fcntl, "flock", lambda fd, op: flock(fd, op, errno.EWOULDBLOCK))
+    assert FolderLock(tmp_path).acquire() is False and FolderLock(tmp_path).taken_elsewhere() is True
+
+
 def test_another_models_checkpoint_in_the_folder_is_refused(runs, tmp_path):
     from scunext.deploy.predictor import Predictor
 

@@ -17,6 +17,7 @@ against two writers does. Locks over NFS depend on the server's lock support.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -30,6 +31,9 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = ["FolderLock"]
 
 log = logging.getLogger(__name__)
+
+#: what flock(LOCK_NB) says when another holder has the lock (anything else: the file system cannot lock)
+_HELD = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 
 
 class FolderLock:
@@ -52,7 +56,8 @@ class FolderLock:
 
     def acquire(self) -> bool:
         """Take the lock without waiting; ``True`` when it is (now) held by this object, ``False`` when another
-        holder has it. The folder must exist."""
+        holder has it. The folder must exist. On a file system without locks (some network or FUSE mounts) or a
+        platform without ``fcntl`` it warns (debug on Windows) and returns ``True`` without a lock."""
         if self._fd is not None:
             return True
         if fcntl is None:  # pragma: no cover - Windows
@@ -62,9 +67,13 @@ class FolderLock:
             fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except OSError as exc:
                 os.close(fd)
-                return False
+                if exc.errno in _HELD:
+                    return False
+                log.warning("%s: file locks are not supported here (%s); not protected against a second writer",
+                            self.folder, exc.strerror)  # fmt: skip
+                return True
             if self._is_current(fd):
                 break
             # the previous holder removed the file between our open and our lock: lock the current one instead
@@ -105,8 +114,8 @@ class FolderLock:
             return False
         try:  # a shared probe: it never blocks another prober, only conflicts with a holder
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
+        except OSError as exc:
+            return exc.errno in _HELD  # else: no lock support on this file system, so nobody holds one
         else:
             fcntl.flock(fd, fcntl.LOCK_UN)
             return False

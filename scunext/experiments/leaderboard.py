@@ -44,7 +44,8 @@ PUBLISHED: dict[str, list[tuple[str, float, float | None, str]]] = {
     "malunet": [("ISIC 2017", 88.13, 78.78, "Ruan et al., MALUNet, BIBM 2022 (arXiv 2211.01784), ISIC 2017 table"),
                 ("ISIC 2018", 89.04, None, "Ruan et al., MALUNet, BIBM 2022, ISIC 2018 table")],
     "egeunet": [("ISIC 2017", 88.77, 79.81, "Ruan et al., EGE-UNet, MICCAI 2023 (arXiv 2307.08473), Table 1 "
-                 "(ISIC 2017 values not yet checked against a second copy of the paper)"),
+                 "(ISIC 2017 values not yet read in the paper itself; a rerun of the official code posted in "
+                 "JCruan519/EGE-UNet issue #21 got 88.70 / 79.69)"),
                 ("ISIC 2018", 89.46, None, "Ruan et al., EGE-UNet, MICCAI 2023, Table 1")],
 }  # fmt: skip
 

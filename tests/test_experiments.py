@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 
 from scunext.cli.main import main
 from scunext.data import sample_dir
 from scunext.experiments import TABLE2_CONFIGS
+from scunext.runs import RunDir
 
 
 def _metrics(run: str) -> dict:
@@ -95,7 +97,7 @@ def test_table1_shards_share_one_folder(tmp_path, capsys):
     assert main([*argv, "--shard", "3/2"]) == 2  # a clear error, not a traceback
 
 
-def test_a_run_another_process_is_training_is_skipped_not_restarted(tmp_path, capsys, lock_holder):
+def test_a_run_another_process_is_training_is_skipped_not_restarted(tmp_path, capsys, lock_holder, monkeypatch):
     """Two runners on one experiment without --shard (or the same shard twice): a run whose folder another process
     holds is skipped and left as it is (before, one still in its first epoch was deleted and started again)."""
     out = tmp_path / "t1"
@@ -108,7 +110,7 @@ def test_a_run_another_process_is_training_is_skipped_not_restarted(tmp_path, ca
     holder = lock_holder(live)
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert f"sc_unext / seed 0: being trained by another process (pid {holder.proc.pid} on " in err
+    assert f"sc_unext / seed 0: in use by another process (pid {holder.proc.pid} on " in err
     assert err.count("skipped") == 1 and (live / "run.json").read_text() == status
     assert sorted(p.name for p in live.iterdir()) == [".writer.lock", "run.json"]
     assert "| `unext_s` |" in (out / "table1.md").read_text()
@@ -116,6 +118,17 @@ def test_a_run_another_process_is_training_is_skipped_not_restarted(tmp_path, ca
     assert main(argv) == 0
     assert capsys.readouterr().err.count("done, skipped") == 1
     assert (live / "eval" / "test" / "metrics.json").is_file()
+    # trained but not yet scored, and another runner took it for scoring right after this one looked (the race
+    # past the first check): not scored a second time here
+    shutil.rmtree(live / "eval")
+    holder = lock_holder(live)
+    with monkeypatch.context() as m:
+        m.setattr(RunDir, "in_use", lambda self: False)
+        assert main(argv) == 0
+    assert f"cannot write to it: {live} is in use by pid {holder.proc.pid} on " in capsys.readouterr().err
+    assert not (live / "eval").exists()
+    holder.kill()
+    assert main(argv) == 0 and (live / "eval" / "test" / "metrics.json").is_file()
 
 
 def test_table1_records_round_trip(tmp_path, capsys):

@@ -227,11 +227,11 @@ def test_a_second_writer_is_refused_until_the_first_dies(runs, tmp_path, lock_ho
     holder = lock_holder(work)
     before = _snapshot(work)
     assert RunDir(work).in_use() and f"pid {holder.proc.pid} on " in RunDir(work).lock_holder()
-    with pytest.raises(RunInUseError, match=rf"cannot resume: .* is being trained by pid {holder.proc.pid} on "):
+    with pytest.raises(RunInUseError, match=rf"cannot resume: .* is in use by pid {holder.proc.pid} on "):
         train(None, work, resume=True, show_progress=False)
     assert main(["train", "--resume", str(work), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "is being trained by pid" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and "is in use by pid" in err and "Traceback" not in err
     with pytest.raises(RunInUseError):  # nor can a new run replace it
         train(tiny_cfg(), work, show_progress=False)
     assert _snapshot(work) == before

@@ -51,7 +51,8 @@ def run_plan(
     held-out parts are scored. ``shard=(I, N)`` runs only every N-th planned run starting at the I-th, so N processes
     (or machines sharing the folder) can work on one experiment; each run folder has one owner. A run another
     process is training (it holds the folder's writer lock) is skipped, never resumed or restarted, so processes
-    that overlap (the same shard twice, or no ``--shard``) cannot corrupt each other's runs. ``report_only``
+    that overlap (the same shard twice, or no ``--shard``) cannot corrupt each other's runs; the runner holds the
+    same lock while it scores and exports a run. ``report_only``
     trains nothing and returns what the run folders and records hold so far (unfinished runs count as missing);
     with ``records`` it also exports the records of finished run folders that have none yet.
     """
@@ -83,7 +84,7 @@ def run_plan(
             say(f"{tag}: not finished ({status}), left out of the tables")
             continue
         if RunDir(rd).in_use():
-            say(f"{tag}: being trained by another process ({RunDir(rd).lock_holder()}), skipped")
+            say(f"{tag}: in use by another process ({RunDir(rd).lock_holder()}), skipped")
             continue
         todo = sum(1 for j in mine if j >= i - 1)
         eta = f", ETA {_fmt_s(statistics.mean(durations) * todo)}" if durations else ""
@@ -99,10 +100,19 @@ def run_plan(
         except RunInUseError as exc:  # another process took it between the check above and here
             say(f"{tag}: {exc}; skipped")
             continue
-        for subset in pr.subsets:
-            if not (RunDir(rd).eval_dir(subset) / "metrics.json").is_file():
-                evaluate_run(rd, subset=subset, hd95=pr.hd95, show_progress=show_bars, device=device)
-        _export(rd, records, pr, say)
+        scoring = RunDir(rd)
+        try:  # one process scores and exports it (another runner may reach the run as soon as training ends)
+            scoring.acquire()
+        except RunInUseError as exc:
+            say(f"{tag}: {exc}; skipped")
+            continue
+        try:
+            for subset in pr.subsets:
+                if not (RunDir(rd).eval_dir(subset) / "metrics.json").is_file():
+                    evaluate_run(rd, subset=subset, hd95=pr.hd95, show_progress=show_bars, device=device)
+            _export(rd, records, pr, say)
+        finally:
+            scoring.release()
         durations.append(time.perf_counter() - t0)
     return [collect(pr, runs_dir, records) for pr in plan]
 

@@ -176,8 +176,8 @@ class RunDir:
         return self._lock.holder()
 
     def _in_use_error(self, doing: str) -> RunInUseError:
-        return RunInUseError(f"cannot {doing}: {self.path} is being trained by {self.lock_holder()}; wait for it "
-                             f"to end, or stop it and use --resume")  # fmt: skip
+        return RunInUseError(f"cannot {doing}: {self.path} is in use by {self.lock_holder()} (training or scoring "
+                             f"it); wait for it to end, or stop it and use --resume")  # fmt: skip
 
     def acquire(self) -> None:
         """Take the writer lock of the (existing) folder; :class:`RunInUseError` when another process has it."""

@@ -83,36 +83,32 @@ def run_plan(
         if report_only:
             say(f"{tag}: not finished ({status}), left out of the tables")
             continue
-        if RunDir(rd).in_use():
-            say(f"{tag}: in use by another process ({RunDir(rd).lock_holder()}), skipped")
+        run = RunDir(rd)
+        if run.in_use():
+            say(f"{tag}: in use by another process ({run.lock_holder()}), skipped")
             continue
         todo = sum(1 for j in mine if j >= i - 1)
         eta = f", ETA {_fmt_s(statistics.mean(durations) * todo)}" if durations else ""
         say(f"{tag}: {'resuming' if status == 'running' else 'training'}{eta}")
         t0 = time.perf_counter()
         try:
-            if status == "running" and RunDir(rd).epochs_done() > 0:
+            if status == "running" and run.epochs_done() > 0:
                 train(None, rd, resume=True, show_progress=show_bars)
             elif status != "finished":
                 if rd.exists():  # started but no finished epoch: start again
                     shutil.rmtree(rd)
                 train(pr.cfg, rd, show_progress=show_bars)
+            run.acquire()  # one process scores and exports it (another runner may reach it once training ends)
         except RunInUseError as exc:  # another process took it between the check above and here
-            say(f"{tag}: {exc}; skipped")
-            continue
-        scoring = RunDir(rd)
-        try:  # one process scores and exports it (another runner may reach the run as soon as training ends)
-            scoring.acquire()
-        except RunInUseError as exc:
             say(f"{tag}: {exc}; skipped")
             continue
         try:
             for subset in pr.subsets:
-                if not (RunDir(rd).eval_dir(subset) / "metrics.json").is_file():
+                if not (run.eval_dir(subset) / "metrics.json").is_file():
                     evaluate_run(rd, subset=subset, hd95=pr.hd95, show_progress=show_bars, device=device)
             _export(rd, records, pr, say)
         finally:
-            scoring.release()
+            run.release()
         durations.append(time.perf_counter() - t0)
     return [collect(pr, runs_dir, records) for pr in plan]
 

@@ -366,12 +366,10 @@ class RunDir:
             try:
                 rename(tmp, self.path)
             except OSError:  # another process created the folder since check_new
-                new.release()
                 remove_tree(tmp)
                 raise RunInUseError(f"run folder {self.path} was created by another process just now; pick "
                                     f"another --out or use --resume") from None  # fmt: skip
-            self.release()
-            self._lock, new._lock = new._lock, self._lock
+            self._lock, new._lock = new._lock, self._lock  # the renamed folder's lock is now this run's
             self._lock.moved_to(self.path)
             fsync_dir(parent)
         finally:

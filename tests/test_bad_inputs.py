@@ -53,6 +53,8 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
     shutil.copy(sample_image, w / "img.jpg")
     (w / "preds").mkdir()  # a folder that already holds a user's earlier prediction
     (w / "preds" / "img_mask.png").write_bytes(b"earlier result")
+    (w / "report").mkdir()  # a folder that already holds an earlier evaluation report
+    (w / "report" / "metrics.json").write_text("{}\n")
     configs = {
         "badyaml.yaml": "epochs: [1\n",
         "list.yaml": "- 1\n- 2\n",
@@ -183,6 +185,7 @@ CASES = [
     case("evaluate", "file.txt", needle="run folder not found"),
     case("evaluate", "emptydir", needle="no best checkpoint"),
     case("evaluate", "run", "--out", "file.txt", needle="is a file"),
+    case("evaluate", "run", "--out", "report", needle="already holds a report (metrics.json)"),
     case("evaluate", "run", "--subset", "bogus", needle="invalid choice: 'bogus'"),
     case("evaluate", "run", "--checkpoint", "worst", needle="invalid choice: 'worst'"),
     case("evaluate", "run", "--data", "missing", needle="dataset folder not found"),

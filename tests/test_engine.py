@@ -17,10 +17,10 @@ from safetensors.torch import load_file
 from scunext.config import TrainConfig, load_config
 from scunext.data import sample_dir
 from scunext.engine import trainer as trainer_mod
-from scunext.engine.evaluate import evaluate_run
+from scunext.engine.evaluate import ReportExistsError, evaluate_run
 from scunext.engine.trainer import RunFolderError, TrainingError, train
 from scunext.models import create_model
-from scunext.runs import CheckpointError, load_model, save_checkpoint
+from scunext.runs import CheckpointError, durable, load_model, save_checkpoint
 
 FAST = dict(model="unext_s", size=64, epochs=2, batch_size=4, lr=1e-3, split="csv")
 
@@ -147,6 +147,43 @@ def test_evaluate_report_and_batch_invariance(finished_run, tmp_path):
     rows = list(csv.DictReader((tmp_path / "a" / "per_image.csv").open()))
     assert len(rows) == 8 and np.mean([float(r["dice"]) for r in rows]) == pytest.approx(a["dice"]["per_image_mean"])
     assert (tmp_path / "a" / "worst.png").is_file() and (tmp_path / "a" / "metrics.json").is_file()
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("crash_at", ["per_image.csv", "worst.png", "metrics.json"])
+def test_evaluate_replaces_a_report_all_or_nothing(finished_run, tmp_path, crash_at):
+    """An existing report in a chosen --out is never overwritten without overwrite=True; a crash while a report
+    is replaced leaves no metrics.json (the mark every reader checks), so no reader sees old metrics beside new
+    per-image rows; the next evaluation sweeps the leftovers and writes the same report."""
+    out = tmp_path / "ev"
+    evaluate_run(finished_run, out_dir=out, hd95=False, show_progress=False)
+    first = _files(out)
+    assert set(first) == {"per_image.csv", "worst.png", "metrics.json"}
+    with pytest.raises(ReportExistsError, match="already holds a report"):
+        evaluate_run(finished_run, out_dir=out, hd95=False, show_progress=False)
+    assert _files(out) == first
+
+    def crash(op, path):
+        if op == "rename" and path.name == crash_at:
+            raise OSError("injected crash")
+
+    durable.FAULT_HOOK = crash
+    try:
+        with pytest.raises(OSError, match="injected"):
+            evaluate_run(finished_run, out_dir=out, hd95=False, show_progress=False, overwrite=True)
+    finally:
+        durable.FAULT_HOOK = None
+    assert not (out / "metrics.json").exists()
+    assert any(".tmp" in name for name in _files(out))  # the interrupted write's leftover
+    evaluate_run(finished_run, out_dir=out, hd95=False, show_progress=False, overwrite=True)
+    again = _files(out)
+    assert set(again) == set(first)
+    assert again["per_image.csv"] == first["per_image.csv"]
+    strip = lambda b: {k: v for k, v in json.loads(b).items() if k != "run"}  # noqa: E731
+    assert strip(again["metrics.json"]) == strip(first["metrics.json"])
 
 
 def test_predict_native_resolution_and_errors(finished_run, tmp_path, capsys):

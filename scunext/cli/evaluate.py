@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="dataset folder (default: the one the run was trained on)")
     p.add_argument("--subset", choices=SUBSETS, default="test", help="part of the run's split (default test)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    p.add_argument("--out", help="report folder (default RUN_DIR/eval/SUBSET)")
+    p.add_argument("--out", help="report folder (default RUN_DIR/eval/SUBSET, whose report is replaced)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     p.add_argument("--no-hd95", action="store_true", help="skip HD95 (faster)")
     p.add_argument("--threshold-masks", action="store_true", help="binarise masks with values other than 0/1/255")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_run(
         args.run_dir, data=args.data, subset=args.subset, checkpoint=args.checkpoint, out_dir=args.out,
         hd95=not args.no_hd95, threshold_masks=args.threshold_masks, device=args.device,
-        show_progress=not args.no_progress,
+        show_progress=not args.no_progress, overwrite=args.overwrite,
     )  # fmt: skip
     if args.json:
         print(json.dumps(report, indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -17,14 +18,41 @@ from scunext.data import DataError, SegmentationDataset, discover_pairs, select_
 from scunext.deploy.predictor import Predictor
 from scunext.metrics import SegmentationMeter, dice_score
 from scunext.runs import RunDir
-from scunext.runs.durable import atomic_write_text
+from scunext.runs.durable import atomic_write, atomic_write_text, remove_tree
 from scunext.visualize import overlay, panel
 
-__all__ = ["evaluate_run", "SUBSETS"]
+__all__ = ["evaluate_run", "SUBSETS", "REPORT_FILES", "ReportExistsError"]
 
 log = logging.getLogger(__name__)
 
 SUBSETS = ("test", "val", "train", "external", "all")
+#: the files of an evaluation report; ``metrics.json`` is written last and marks a complete report
+REPORT_FILES = ("per_image.csv", "worst.png", "metrics.json")
+
+
+class ReportExistsError(FileExistsError, ValueError):
+    """The output would overwrite an earlier report (a user's file); pass ``overwrite=True`` to allow it."""
+
+
+def _write_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]], worst_png: bytes | None) -> None:
+    """Replace the report in ``out`` so that a crash at any point leaves the old report, the new one, or none,
+    never a mix: the old ``metrics.json`` (the completeness mark every reader checks) goes first, each file is
+    written atomically, the new ``metrics.json`` last. ``*.tmp*`` leftovers of an interrupted write are removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    for p in out.iterdir():
+        if any(p.name.startswith(f"{name}.tmp") for name in REPORT_FILES):
+            remove_tree(p)
+    remove_tree(out / "metrics.json")
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(out / "per_image.csv", buf.getvalue().encode("utf-8"))
+    if worst_png is None:
+        remove_tree(out / "worst.png")
+    else:
+        atomic_write(out / "worst.png", worst_png)
+    atomic_write_text(out / "metrics.json", json.dumps(_jsonable(report), indent=2))
 
 
 def _subset_pairs(run: RunDir, data_root: Path, subset: str):
@@ -57,6 +85,7 @@ def evaluate_run(
     batch_size: int = 8,
     device: str = "cpu",
     show_progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Score a run's checkpoint on ``subset`` of ``data`` (default: the run's own data) and write the report.
 
@@ -65,7 +94,10 @@ def evaluate_run(
 
     Writes ``<out_dir>/metrics.json`` (per-image mean, its sd and pooled value of Dice, IoU, precision, recall,
     specificity, HD95 in pixels), ``per_image.csv`` and ``worst.png`` (the ``worst_k`` lowest-Dice images with
-    overlays: prediction red, ground truth outlined green). ``out_dir`` defaults to ``<run_dir>/eval/<subset>``.
+    overlays: prediction red, ground truth outlined green). ``out_dir`` defaults to ``<run_dir>/eval/<subset>``,
+    the run's own report, which is replaced; a report in another ``out_dir`` is replaced only with ``overwrite``
+    (else :class:`ReportExistsError` before anything is computed). A crash while writing leaves the old report,
+    the new one or none (no ``metrics.json``), never a mix of the two.
 
     Returns:
         The metrics dict also written to ``metrics.json``.
@@ -74,6 +106,11 @@ def evaluate_run(
     run = RunDir(run_dir)
     if subset not in SUBSETS:
         raise ValueError(f"subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
+    if out_dir is not None and not overwrite:
+        existing = [f for f in REPORT_FILES if (Path(out_dir) / f).exists()]
+        if existing:
+            raise ReportExistsError(f"{out_dir} already holds a report ({', '.join(existing)}); choose another "
+                                    "--out or pass --overwrite")  # fmt: skip
     predictor = Predictor.from_run(run_dir, checkpoint, device=device)
     cfg = run.load_config()
     data_root = run.data_root(data, cfg)
@@ -116,16 +153,14 @@ def evaluate_run(
         **scores,
     }
     rows = meter.per_image()
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "per_image.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    atomic_write_text(out / "metrics.json", json.dumps(_jsonable(report), indent=2))
+    worst_png = None
     if worst:
         tiles = [overlay(im, pr, m) for _, _, im, m, pr in worst]
         caps = [f"{pid} Dice {d:.3f}" for d, pid, *_ in worst]
-        panel(tiles, caps).save(out / "worst.png")
+        png = io.BytesIO()
+        panel(tiles, caps).save(png, format="PNG")
+        worst_png = png.getvalue()
+    _write_report(out, report, rows, worst_png)
     log.info("%s %s: Dice %.4f (per-image mean), IoU %.4f, n=%d", run_dir, subset,
              scores["dice"]["per_image_mean"], scores["iou"]["per_image_mean"], scores["n_images"])  # fmt: skip
     return _jsonable(report)

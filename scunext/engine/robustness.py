@@ -37,7 +37,7 @@ from scunext.deploy.quality import (
     flipped_probabilities,
     quality_from_probabilities,
 )
-from scunext.engine.evaluate import _subset_pairs
+from scunext.engine.evaluate import ReportExistsError, _subset_pairs
 from scunext.metrics import confusion_counts, dice_score, iou_score
 from scunext.runs import RunDir, data_root_of
 from scunext.runs.durable import atomic_write_text
@@ -45,10 +45,6 @@ from scunext.runs.durable import atomic_write_text
 __all__ = ["stress_test", "calibrate_quality", "RESULT_FILES", "ReportExistsError"]
 
 log = logging.getLogger(__name__)
-
-class ReportExistsError(FileExistsError, ValueError):
-    """The output would overwrite an earlier report (a user's file); pass ``overwrite=True`` to allow it."""
-
 
 RESULT_FILES = ("per_image.csv", "summary.csv", "summary.md", "robustness.json", "robustness.png")
 PER_IMAGE_FIELDS = ("id", "group", "shift", "severity", "parameter", "dice", "iou", "area_px", "score", "review",

@@ -186,6 +186,26 @@ def test_evaluate_replaces_a_report_all_or_nothing(finished_run, tmp_path, crash
     assert strip(again["metrics.json"]) == strip(first["metrics.json"])
 
 
+def test_evaluate_sweeps_only_orphans_of_dead_writers(finished_run, tmp_path):
+    """A ``*.tmpPID`` of a process that is gone is an orphan and removed; one of a process still running is another
+    evaluation's write in progress and is left alone (removing it would crash that process's rename)."""
+    out = tmp_path / "ev"
+    out.mkdir()
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (out / f"per_image.csv.tmp{int(done.stdout)}").write_text("orphan")
+        (out / f"metrics.json.tmp{live.pid}").write_text("in progress")
+        (out / "notes.tmp1").write_text("a user's file")
+        evaluate_run(finished_run, out_dir=out, hd95=False, show_progress=False)
+        assert sorted(p.name for p in out.iterdir()) == sorted(
+            ["metrics.json", "per_image.csv", "worst.png", f"metrics.json.tmp{live.pid}", "notes.tmp1"]
+        )
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_predict_native_resolution_and_errors(finished_run, tmp_path, capsys):
     from scunext.cli.main import main
 

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,28 @@ class ReportExistsError(FileExistsError, ValueError):
     """The output would overwrite an earlier report (a user's file); pass ``overwrite=True`` to allow it."""
 
 
+def _writer_alive(tmp_name: str) -> bool:
+    """Whether the process that is writing ``NAME.tmpPID`` still runs here (its file is then not an orphan)."""
+    pid = tmp_name.rpartition(".tmp")[2]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def _write_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]], worst_png: bytes | None) -> None:
     """Replace the report in ``out`` so that a crash at any point leaves the old report, the new one, or none,
     never a mix: the old ``metrics.json`` (the completeness mark every reader checks) goes first, each file is
-    written atomically, the new ``metrics.json`` last. ``*.tmp*`` leftovers of an interrupted write are removed."""
+    written atomically, the new ``metrics.json`` last. ``*.tmp*`` leftovers of an interrupted write are removed
+    (not those of a writer that is still running)."""
     out.mkdir(parents=True, exist_ok=True)
     for p in out.iterdir():
-        if any(p.name.startswith(f"{name}.tmp") for name in REPORT_FILES):
+        if any(p.name.startswith(f"{name}.tmp") for name in REPORT_FILES) and not _writer_alive(p.name):
             remove_tree(p)
     remove_tree(out / "metrics.json")
     buf = io.StringIO(newline="")

@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from scunext.data import DataError, SegmentationDataset, discover_pairs, select_
 from scunext.deploy.predictor import Predictor
 from scunext.metrics import SegmentationMeter, dice_score
 from scunext.runs import RunDir
-from scunext.runs.durable import atomic_write, atomic_write_text, remove_tree
+from scunext.runs.durable import atomic_write, atomic_write_text, orphan_temps, remove_tree
 from scunext.visualize import overlay, panel
 
 __all__ = ["evaluate_run", "SUBSETS", "REPORT_FILES", "ReportExistsError"]
@@ -35,18 +34,12 @@ class ReportExistsError(FileExistsError, ValueError):
     """The output would overwrite an earlier report (a user's file); pass ``overwrite=True`` to allow it."""
 
 
-def _writer_alive(tmp_name: str) -> bool:
-    """Whether the process that is writing ``NAME.tmpPID`` still runs here (its file is then not an orphan)."""
-    pid = tmp_name.rpartition(".tmp")[2]
-    if not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
+def check_no_report(out: Path, files: tuple[str, ...]) -> None:
+    """Refuse to write a report into ``out`` over one already there (a user's file) when not told to overwrite."""
+    existing = [f for f in files if (Path(out) / f).exists()]
+    if existing:
+        raise ReportExistsError(f"{out} already holds a report ({', '.join(existing)}); choose another --out or "
+                                "pass --overwrite")  # fmt: skip
 
 
 def _write_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]], worst_png: bytes | None) -> None:
@@ -55,9 +48,8 @@ def _write_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]],
     written atomically, the new ``metrics.json`` last. ``*.tmp*`` leftovers of an interrupted write are removed
     (not those of a writer that is still running)."""
     out.mkdir(parents=True, exist_ok=True)
-    for p in out.iterdir():
-        if any(p.name.startswith(f"{name}.tmp") for name in REPORT_FILES) and not _writer_alive(p.name):
-            remove_tree(p)
+    for p in orphan_temps(out, REPORT_FILES):
+        remove_tree(p)
     remove_tree(out / "metrics.json")
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, list(rows[0]))
@@ -123,10 +115,7 @@ def evaluate_run(
     if subset not in SUBSETS:
         raise ValueError(f"subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
     if out_dir is not None and not overwrite:
-        existing = [f for f in REPORT_FILES if (Path(out_dir) / f).exists()]
-        if existing:
-            raise ReportExistsError(f"{out_dir} already holds a report ({', '.join(existing)}); choose another "
-                                    "--out or pass --overwrite")  # fmt: skip
+        check_no_report(Path(out_dir), REPORT_FILES)
     predictor = Predictor.from_run(run_dir, checkpoint, device=device)
     cfg = run.load_config()
     data_root = run.data_root(data, cfg)

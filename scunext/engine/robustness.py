@@ -37,7 +37,7 @@ from scunext.deploy.quality import (
     flipped_probabilities,
     quality_from_probabilities,
 )
-from scunext.engine.evaluate import ReportExistsError, _subset_pairs
+from scunext.engine.evaluate import ReportExistsError, _subset_pairs, check_no_report
 from scunext.metrics import confusion_counts, dice_score, iou_score
 from scunext.runs import RunDir, data_root_of
 from scunext.runs.durable import atomic_write_text
@@ -253,10 +253,8 @@ def stress_test(
         The content of ``robustness.json``.
     """
     run_dir, out = Path(run_dir), Path(out_dir)
-    existing = [f for f in RESULT_FILES if (out / f).exists()]
-    if existing and not overwrite:
-        raise ReportExistsError(f"{out} already holds a report ({', '.join(existing)}); choose another --out or "
-                              "pass --overwrite")  # fmt: skip
+    if not overwrite:
+        check_no_report(out, RESULT_FILES)
     predictor = Predictor.from_run(run_dir, checkpoint)
     if quality_file is not None:
         predictor.quality = QualityCalibration.from_json(quality_file)

@@ -18,7 +18,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["FAULT_HOOK", "write_file", "atomic_write", "atomic_write_text", "fsync_dir", "rename", "remove_tree"]
+__all__ = ["FAULT_HOOK", "write_file", "atomic_write", "atomic_write_text", "fsync_dir", "rename", "remove_tree",
+           "orphan_temps"]
 
 #: a callable ``(op, path) -> None`` called before every durable operation (None: no injection)
 FAULT_HOOK: Callable[[str, Path], None] | None = None
@@ -86,6 +87,30 @@ def atomic_write(path: Path, data: bytes) -> None:
     write_file(tmp, data)
     rename(tmp, path)
     fsync_dir(path.parent)
+
+
+def orphan_temps(folder: Path, names: tuple[str, ...] | list[str]) -> list[Path]:
+    """The ``NAME.tmpPID`` files that :func:`atomic_write` of one of ``names`` left in ``folder`` and whose writing
+    process is gone (this process counts as gone: its own leftovers come from a write that failed). A temporary
+    file of a process that still runs is another writer's write in progress and is not listed."""
+    found = []
+    for p in sorted(Path(folder).iterdir()):
+        stem, sep, pid = p.name.rpartition(".tmp")
+        if sep and stem in names and pid.isdigit() and not _other_process_alive(int(pid)):
+            found.append(p)
+    return found
+
+
+def _other_process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def atomic_write_text(path: Path, text: str) -> None:

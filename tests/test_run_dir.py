@@ -565,3 +565,50 @@ def test_failed_resume_with_wrong_data_changes_nothing(runs, tmp_path, capsys):
     assert main(["train", "--resume", str(work), "--data", str(wrong), "--no-progress"]) == 2
     assert "not in" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("kind", ["file", "folder", "file inside the folder"])
+def test_remove_tree_tolerates_another_process_removing_the_same_path(tmp_path, monkeypatch, kind):
+    """Two writers replacing one report both remove the old files: the loser of that race must not crash."""
+    target = tmp_path / "victim"
+    if kind == "file":
+        target.write_text("x")
+    else:
+        (target / "sub").mkdir(parents=True)
+        for name in ("a", "b", "sub/c"):
+            (target / name).write_text("x")
+
+    def other_process_wins(op, path):  # runs between remove_tree's existence check and its removal
+        if kind == "folder":
+            shutil.rmtree(target)
+        elif kind == "file":
+            target.unlink()
+
+    if kind == "file inside the folder":  # the other process unlinks "a" just before rmtree does
+        real_unlink = os.unlink
+
+        def racing_unlink(path, *args, **kwargs):
+            if os.path.basename(path) == "a":
+                real_unlink(path, *args, **kwargs)
+            real_unlink(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "unlink", racing_unlink)
+    durable.FAULT_HOOK = other_process_wins
+    try:
+        durable.remove_tree(target)
+    finally:
+        durable.FAULT_HOOK = None
+    assert not target.exists()
+
+
+def test_remove_tree_still_reports_real_errors(tmp_path, monkeypatch):
+    target = tmp_path / "victim"
+    (target / "sub").mkdir(parents=True)
+    (target / "sub" / "c").write_text("x")
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "unlink", refuse)
+    with pytest.raises(PermissionError):
+        durable.remove_tree(target)

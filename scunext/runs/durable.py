@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,12 +120,24 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a file or folder if it exists."""
+    """Remove a file or folder if it exists.
+
+    Another process may remove the same path (or files inside it) between the check and the removal (two
+    evaluations replacing one report): what is already gone counts as removed, never as an error.
+    """
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         return
     _fault_point("remove", path)
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=_gone_is_removed)
+        else:  # onerror gets (type, value, traceback)
+            shutil.rmtree(path, onerror=lambda f, p, info: _gone_is_removed(f, p, info[1]))
     else:
-        path.unlink()
+        path.unlink(missing_ok=True)
+
+
+def _gone_is_removed(function: Callable, path: str, error: BaseException) -> None:
+    if not isinstance(error, FileNotFoundError):
+        raise error

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from scunext.deploy.runtimes import ENGINES, make_runner
+from scunext.engine.distributed import cpu_has_native_bf16
 from scunext.losses import DeepSupervisionLoss
 from scunext.models import create_model
 from scunext.profiling import count_macs, count_params
@@ -87,8 +88,11 @@ def _time(fn, x, runs: int) -> list[float]:
 
 
 def _train_step_ms(
-    model_name: str, in_ch: int, size: int, batch: int, steps: int, channels_last: bool = False
+    model_name: str, in_ch: int, size: int, batch: int, steps: int, channels_last: bool = False,
+    bf16: bool = False,
 ) -> list[float]:
+    """Milliseconds per training step (forward + backward + Adam) after 2 warm-up steps; ``bf16``: under CPU
+    bfloat16 autocast, as ``scunext train --cpu-amp`` trains."""
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = create_model(model_name, in_channels=in_ch).train().to(memory_format=layout)
@@ -100,11 +104,17 @@ def _train_step_ms(
     for i in range(steps + 2):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        loss_fn(logits, y).backward()
         opt.step()
         if i >= 2:
             times.append((time.perf_counter() - t0) * 1e3)
     return times
+
+
+def _train_label(channels_last: bool, bf16: bool) -> str:
+    return "torch" + (" channels_last" if channels_last else "") + (" bf16" if bf16 else "")
 
 
 _MEMORY_SNIPPET = """
@@ -181,14 +191,19 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
                 run(xb)
                 ms = statistics.median(_time(run, xb, 2))
                 thr.setdefault((*key, b), []).append(b / ms * 1e3)
-    # training: eager NCHW (the baseline's reference) and the channels_last layout (``--channels-last``)
-    train_keys = [(cfg.baseline, False), (cfg.model, False), (cfg.baseline, True), (cfg.model, True)]
-    train: dict[tuple[str, bool], list[float]] = {k: [] for k in train_keys}
+    # training: eager NCHW (the baseline's reference), the channels_last layout (the default of ``scunext train``)
+    # and, on a CPU with native bfloat16, channels_last under bfloat16 autocast (``--cpu-amp``)
+    train_keys = [(cfg.baseline, False, False), (cfg.model, False, False), (cfg.baseline, True, False),
+                  (cfg.model, True, False)]  # fmt: skip
+    if cpu_has_native_bf16():
+        train_keys += [(cfg.baseline, True, True), (cfg.model, True, True)]
+    train: dict[tuple[str, bool, bool], list[float]] = {k: [] for k in train_keys}
     for r in range(cfg.rounds):
-        for name, cl in train_keys:
-            say(f"training round {r + 1}/{cfg.rounds}: {name}{' channels_last' if cl else ''}")
-            train[(name, cl)] += _train_step_ms(
-                name, cfg.in_channels, cfg.size, cfg.train_batch, cfg.train_steps, channels_last=cl
+        for key in train_keys:
+            name, cl, bf16 = key
+            say(f"training round {r + 1}/{cfg.rounds}: {name} {_train_label(cl, bf16)}")
+            train[key] += _train_step_ms(
+                name, cfg.in_channels, cfg.size, cfg.train_batch, cfg.train_steps, channels_last=cl, bf16=bf16
             )
     gflops = matmul_gflops(cfg.threads)
 
@@ -222,17 +237,18 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
                 peak_inference_memory_mb(name, engine, cfg.in_channels, cfg.size, 8, cfg.threads), 1
             )
         rows.append(row)
-    base_train = cfg.train_batch / statistics.median(train[(cfg.baseline, False)]) * 1e3
+    base_train = cfg.train_batch / statistics.median(train[(cfg.baseline, False, False)]) * 1e3
     training = []
-    for (name, cl), times in train.items():
+    for (name, cl, bf16), times in train.items():
         ips = cfg.train_batch / statistics.median(times) * 1e3
-        engine = "torch channels_last" if cl else "torch"
+        engine = _train_label(cl, bf16)
         training.append({"model": name, "engine": engine, "train_img_s": round(ips, 2),
                          "train_ratio_to_baseline": round(ips / base_train, 3)})  # fmt: skip
     return {
         "config": asdict(cfg),
         "context": {
-            "input": f"{cfg.in_channels}x{cfg.size}x{cfg.size}", "precision": "fp32", "threads": cfg.threads,
+            "input": f"{cfg.in_channels}x{cfg.size}x{cfg.size}", "threads": cfg.threads,
+            "precision": "fp32 (training rows marked bf16: CPU bfloat16 autocast, as scunext train --cpu-amp)",
             "torch": torch.__version__, "onnxruntime": _ort_version(), "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(), "matmul_gflops": round(gflops, 1),
             "baseline": f"{cfg.baseline} on eager torch, measured in the same run",

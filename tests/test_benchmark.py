@@ -31,6 +31,18 @@ def test_report_has_every_figure_and_ratio():
     assert "unext_s" in format_report(report)
 
 
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_training_rows_add_bfloat16_only_where_the_cpu_has_it(monkeypatch, native_bf16):
+    monkeypatch.setattr("scunext.benchmark.cpu_has_native_bf16", lambda: native_bf16)
+    report = run_benchmark(_tiny(engines=["torch"]))
+    engines = {(t["model"], t["engine"]) for t in report["training"]}
+    kinds = ["torch", "torch channels_last"] + (["torch channels_last bf16"] if native_bf16 else [])
+    assert engines == {(m, k) for m in ("unext_s", "sc_unext") for k in kinds}
+    base = next(t for t in report["training"] if (t["model"], t["engine"]) == ("unext_s", "torch"))
+    assert base["train_ratio_to_baseline"] == 1.0
+    assert all(t["train_img_s"] > 0 for t in report["training"])
+
+
 def test_memory_and_floor_measurements():
     assert matmul_gflops(1, n=256, repeats=3) > 0
     # activations of 8 images at 128x128 (UNeXt-S's first feature map alone is 8 x 8 x 128 x 128 float32 = 4 MiB)

@@ -58,7 +58,8 @@ def test_every_config_field_has_a_flag_with_help():
          {"weight_decay": 0.0, "beta1": 0.8, "eval_every": 2, "hd95_in_val": True}),
         (["--set", "model_args.pfm=false", "--set", "loss_args={edge_weight: 0.2}", "--set", "augment.vflip_p=0"],
          {"model_args": {"pfm": False}, "loss_args": {"edge_weight": 0.2}, "augment": AugmentConfig(vflip_p=0.0)}),
-        ([], {"channels_last": True, "augment": AugmentConfig(), "amp": True}),  # defaults
+        ([], {"channels_last": True, "augment": AugmentConfig(), "amp": True, "cpu_amp": False}),  # defaults
+        (["--cpu-amp"], {"cpu_amp": True}),
         (["--channels-last"], {"channels_last": True}),
         (["--no-channels-last"], {"channels_last": False}),
         (["--epochs", "1e3"], {"epochs": 1000}),  # integral floats are accepted as ints

@@ -612,3 +612,41 @@ def test_remove_tree_still_reports_real_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "unlink", refuse)
     with pytest.raises(PermissionError):
         durable.remove_tree(target)
+
+
+@pytest.mark.parametrize("cpu_amp", [False, True])
+def test_cpu_amp_trains_under_bfloat16_autocast_and_is_saved(tmp_path, one_thread, cpu_amp):
+    """``--cpu-amp`` runs the training and validation forwards under CPU bfloat16 autocast (off: float32), is
+    written to config.yaml and kept on resume; an old config without the field loads as float32."""
+    seen: list[torch.dtype | None] = []
+
+    def record(module, args):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+
+    real_create = trainer_mod.create_model
+
+    def create_and_hook(*args, **kwargs):
+        model = real_create(*args, **kwargs)
+        model.register_forward_pre_hook(record)
+        return model
+
+    trainer_mod.create_model = create_and_hook
+    try:
+        train(tiny_cfg(epochs=1, device="cpu", cpu_amp=cpu_amp), tmp_path / "r", show_progress=False)
+    finally:
+        trainer_mod.create_model = real_create
+    assert seen and set(seen) == {torch.bfloat16 if cpu_amp else None}, set(seen)
+    saved = load_config(tmp_path / "r" / "config.yaml")
+    assert saved.cpu_amp is cpu_amp
+    assert trainer_mod.amp_dtype(saved, torch.device("cpu")) == (torch.bfloat16 if cpu_amp else None)
+    old = (tmp_path / "r" / "config.yaml").read_text().replace(f"cpu_amp: {str(cpu_amp).lower()}\n", "")
+    assert "cpu_amp" not in old
+    (tmp_path / "old.yaml").write_text(old)
+    assert load_config(tmp_path / "old.yaml").cpu_amp is False
+
+
+def test_cpu_amp_without_native_bfloat16_warns(tmp_path, one_thread, monkeypatch, caplog):
+    monkeypatch.setattr(trainer_mod, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="scunext.engine.trainer"):
+        train(tiny_cfg(epochs=1, device="cpu", cpu_amp=True), tmp_path / "r", show_progress=False)
+    assert any("no native bfloat16" in r.getMessage() for r in caplog.records)

@@ -36,7 +36,8 @@ _OUTPUTS = {"table1": ("table1.md", "table1.csv", "table1.png"),
             "cross-site": ("cross_site.md", "cross_site.csv", "cross_site_paired.csv")}  # fmt: skip
 #: training settings an experiment shares between all its runs (its own runner sets model, split, seed, fold...)
 SHARED_FLAGS = ("epochs", "max_train_images", "size", "lr", "min_lr", "batch_size", "weight_decay", "augment",
-                "threshold_masks", "device", "num_workers", "amp", "amp_dtype", "channels_last", "eval_every")
+                "threshold_masks", "device", "num_workers", "amp", "amp_dtype", "cpu_amp", "channels_last",
+                "eval_every")
 
 
 def _budget(p: argparse.ArgumentParser) -> None:

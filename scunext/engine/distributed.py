@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "resolve_device", "barrier", "broadcast_object"]
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "resolve_device", "barrier", "broadcast_object",
+           "cpu_has_native_bf16"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,14 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def cpu_has_native_bf16() -> bool:
+    """The CPU computes bfloat16 convolutions and matrix products natively (oneDNN: AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

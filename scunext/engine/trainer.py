@@ -38,7 +38,7 @@ from scunext.data import (
     select_pairs,
 )
 from scunext.data.check import check_pairs
-from scunext.engine.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from scunext.engine.distributed import DistInfo, barrier, cleanup_distributed, cpu_has_native_bf16, init_distributed
 from scunext.losses import DeepSupervisionLoss, build_loss
 from scunext.metrics import SegmentationMeter
 from scunext.models import create_model
@@ -165,7 +165,10 @@ def _plot_curves(run: RunDir) -> None:
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of a run, or None for fp32. ``auto`` = bfloat16 where the GPU supports it (fp32's range:
     ResUNet++'s activations reach ~3e4 at initialisation and overflowed float16's 65,504 on real images), else
-    float16 with loss scaling."""
+    float16 with loss scaling. On the CPU: bfloat16 with ``cpu_amp`` (``amp``/``amp_dtype`` are CUDA settings), else
+    fp32."""
+    if device.type == "cpu":
+        return torch.bfloat16 if cfg.cpu_amp else None
     if not cfg.amp or device.type != "cuda":
         return None
     if cfg.amp_dtype == "auto":
@@ -385,6 +388,9 @@ def _train(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
     dtype = amp_dtype(cfg, device)
     use_amp = dtype is not None
+    if dtype is not None and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("--cpu-amp: this CPU has no native bfloat16 (AVX512-BF16 / AMX), so training will be slower "
+                    "than float32, not faster")  # fmt: skip
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)  # bfloat16 needs no loss scaling
 
     start_epoch, best_dice, best_epoch, elapsed = 1, -math.inf, 0, 0.0

@@ -54,7 +54,7 @@ def budget_line(base: TrainConfig, results: list[dict[str, Any]] | None = None) 
     return (f"Budget: {base.epochs} epochs, Adam lr {base.lr:g} cosine to {base.min_lr:g}, batch {base.batch_size}, "
             f"size {base.size}, loss {base.loss}, augmentation {_augment_text(base)}, "
             f"channels_last {base.channels_last}, max_train_images {base.max_train_images or 'all'}"
-            f"{where}.")  # fmt: skip
+            f"{', bfloat16 autocast on the CPU' if base.cpu_amp else ''}{where}.")  # fmt: skip
 
 
 def bar_plot(path: Path, labels: list[str], means: list[float], sds: list[float], title: str) -> None:

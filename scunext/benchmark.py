@@ -285,10 +285,10 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(line)
     lines.append("")
     head = f"training img/s (batch {report['config']['train_batch']})"
-    lines.append(f"{'model':<10} {'engine':<20} {head:>26} {'x base':>7}")
+    lines.append(f"{'model':<10} {'engine':<24} {head:>22} {'x base':>7}")
     for t in report["training"]:
         lines.append(
-            f"{t['model']:<10} {t['engine']:<20} {t['train_img_s']:>26.2f} {t['train_ratio_to_baseline']:>7.3f}"
+            f"{t['model']:<10} {t['engine']:<24} {t['train_img_s']:>22.2f} {t['train_ratio_to_baseline']:>7.3f}"
         )
     lines.append("")
     lines.append(f"input {ctx['input']}, {ctx['precision']}, {ctx['threads']} threads, torch {ctx['torch']}, "

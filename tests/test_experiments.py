@@ -249,6 +249,19 @@ def test_leaderboard_end_to_end(tmp_path, capsys):
     assert main(argv) == 0
     assert capsys.readouterr().err.count("done, skipped") == 4
     assert (out / "latency.json").read_text() == cached
+    assert "‡" not in md and not any(r["differs_from_budget"] for r in rows)
+    # a run trained with another budget setting (here: as if with --cpu-amp, e.g. a record made elsewhere) is
+    # marked in its row, named under the table and in the CSV; the other runs are not
+    cfg_file = out / "runs" / "unext_s-seed-1" / "config.yaml"
+    cfg_file.write_text(cfg_file.read_text().replace("cpu_amp: false", "cpu_amp: true"))
+    assert main([*argv, "--report-only"]) == 0
+    md = (out / "leaderboard.md").read_text()
+    assert md.count("‡") == 2 and "‡ `unext_s`: trained with cpu_amp=True" in md
+    assert next(line for line in md.splitlines() if line.startswith("| `unext_s`")).count("‡") == 1
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    marks = {(r["model"], r["seed"]): r["differs_from_budget"] for r in rows}
+    assert marks == {("unext_s", "seed 0"): "", ("unext_s", "seed 1"): "cpu_amp=True", ("sc_unext", "seed 0"): "",
+                     ("sc_unext", "seed 1"): ""}  # fmt: skip
 
 
 def test_pareto_front():

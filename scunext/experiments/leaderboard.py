@@ -19,7 +19,7 @@ from typing import Any
 
 from scunext.config import TrainConfig, apply_overrides
 from scunext.experiments.plan import PlannedRun
-from scunext.experiments.report import budget_line, mean_sd, pct, run_in_channels, write_csv
+from scunext.experiments.report import budget_line, mean_sd, pct, protocol_differences, run_in_channels, write_csv
 from scunext.metrics.paired import paired_comparison
 from scunext.models import create_model, list_models
 from scunext.profiling import MAC_COUNTER, count_macs, count_params
@@ -242,6 +242,7 @@ def summarize_leaderboard(
           "IoU % mean ± sd | pooled Dice % | HD95 px | cross-site Dice % | Δ Dice vs SC-UNeXt [95 % CI] | "
           "Wilcoxon p | verdict | published Dice / IoU % | runs |",
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]  # fmt: skip
+    deviating = protocol_differences(base, results)
     csv_rows, paired_rows, sources = [], [], []
     names, dmeans, lats, params_l = [], [], [], []
     for row in rows:
@@ -255,6 +256,8 @@ def summarize_leaderboard(
         secs = [r["train_seconds"] for r in done if r.get("train_seconds")]
         devs = sorted({str(r["device"]) for r in done if r.get("device")})
         mins = f"{statistics.mean(secs) / 60:.1f} ({', '.join(devs)})" if secs else "–"
+        if row in deviating:
+            mins += " ‡"
         lat = latency.get(row)
         lat_s = f"{lat['latency_ms']:.1f} ({lat['fastest']})" if lat else "–"
         xs = cross_site.get(row)
@@ -296,12 +299,16 @@ def summarize_leaderboard(
                              "latency_engine": lat["fastest"] if lat else None, "dice": r.get("dice"),
                              "iou": r.get("iou"), "dice_pooled": r.get("dice_pooled"), "hd95": r.get("hd95"),
                              "train_seconds": r.get("train_seconds"), "device": r.get("device"),
+                             "differs_from_budget": ";".join(protocol_differences(base, [r]).get(row, [])),
                              "cross_site_dice": xs[0] if xs else None, "run": r.get("run")})  # fmt: skip
     md.append("")
     md.append("Δ Dice: per-image difference (row − SC-UNeXt) on the same test images, mean over seeds of each seed's "
               f"mean; 95 % CI by a stratified bootstrap ({n_boot} resamples, seed 0); Wilcoxon signed-rank p over all "
               "pairs. The verdict says \"A beats B\" only when the CI excludes 0 and p < 0.05 "
               "(docs/experiments.md). Per-seed differences: leaderboard_paired.csv.")  # fmt: skip
+    for row, diff in deviating.items():
+        md.append(f"‡ `{row}`: trained with {', '.join(diff)} (the budget line above holds for every other setting; "
+                  "docs/experiments.md).")  # fmt: skip
     if lat_any:
         md.append(f"Latency: batch 1, {lat_any['input']}, untrained weights, fp32, {lat_any['threads']} threads, "
                   f"fastest of {', '.join(LATENCY_ENGINES)} ({lat_any['timing']}); torch {lat_any['torch']}, "

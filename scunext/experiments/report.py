@@ -10,7 +10,13 @@ from typing import Any
 from scunext.config import TrainConfig
 from scunext.data.transforms import AugmentConfig
 
-__all__ = ["mean_sd", "pct", "write_csv", "bar_plot", "run_in_channels", "budget_line"]
+__all__ = ["mean_sd", "pct", "write_csv", "bar_plot", "run_in_channels", "budget_line", "PROTOCOL_KEYS",
+           "protocol_differences"]
+
+#: the training settings that make a table's budget: a run whose saved config differs in one of them is marked
+PROTOCOL_KEYS = ("epochs", "lr", "min_lr", "batch_size", "size", "loss", "loss_args", "weight_decay", "beta1",
+                 "beta2", "augment", "channels_last", "intensity", "intensity_before_augment", "max_train_images",
+                 "cpu_amp")  # fmt: skip
 
 
 def _augment_text(base: TrainConfig) -> str:
@@ -55,6 +61,23 @@ def budget_line(base: TrainConfig, results: list[dict[str, Any]] | None = None) 
             f"size {base.size}, loss {base.loss}, augmentation {_augment_text(base)}, "
             f"channels_last {base.channels_last}, max_train_images {base.max_train_images or 'all'}"
             f"{', bfloat16 autocast on the CPU' if base.cpu_amp else ''}{where}.")  # fmt: skip
+
+
+def protocol_differences(base: TrainConfig, results: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """``{row: ["key=value", ...]}`` for the rows with a run whose saved config differs from ``base`` in one of the
+    :data:`PROTOCOL_KEYS` (a record trained elsewhere with another setting; fields added since an old run take
+    their defaults, as when it is loaded). Rows that follow ``base`` are left out."""
+    want = base.to_dict()
+    out: dict[str, list[str]] = {}
+    for r in results:
+        if not r.get("config") or r.get("dice") is None:
+            continue
+        got = TrainConfig.from_dict(r["config"]).to_dict()
+        diff = [f"{k}={got[k]}" for k in PROTOCOL_KEYS if got[k] != want[k]]
+        for d in diff:
+            if d not in out.setdefault(r["row"], []):
+                out[r["row"]].append(d)
+    return {k: v for k, v in out.items() if v}
 
 
 def bar_plot(path: Path, labels: list[str], means: list[float], sds: list[float], title: str) -> None:

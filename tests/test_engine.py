@@ -206,6 +206,47 @@ def test_evaluate_sweeps_only_orphans_of_dead_writers(finished_run, tmp_path):
         live.wait()
 
 
+def test_a_report_written_meanwhile_by_another_evaluation_is_not_overwritten(finished_run, tmp_path, monkeypatch):
+    """Two evaluations into one new --out: both find it empty at the start; the one that finishes second must
+    refuse (a user's report) instead of overwriting the first one's files, and leave them as they are."""
+    from scunext.engine import evaluate as ev_mod
+
+    out = tmp_path / "ev"
+    real_compute = ev_mod.SegmentationMeter.compute
+
+    def other_finishes_first(self):
+        if not (out / "metrics.json").exists():
+            out.mkdir(exist_ok=True)
+            for name in ("per_image.csv", "metrics.json"):
+                (out / name).write_text(f"the other evaluation's {name}")
+        return real_compute(self)
+
+    monkeypatch.setattr(ev_mod.SegmentationMeter, "compute", other_finishes_first)
+    with pytest.raises(ReportExistsError, match="already holds a report"):
+        evaluate_run(finished_run, out_dir=out, hd95=False, show_progress=False)
+    assert _files(out) == {n: f"the other evaluation's {n}".encode() for n in ("metrics.json", "per_image.csv")}
+
+
+def test_report_writers_of_one_folder_take_turns(finished_run, tmp_path, monkeypatch, lock_holder):
+    """While another process writes a report into the folder (holds its writer lock), an evaluation waits for it;
+    if it does not finish in time the evaluation says who holds it and writes nothing."""
+    from scunext.engine import evaluate as ev_mod
+    from scunext.runs import RunInUseError
+
+    out = tmp_path / "ev"
+    out.mkdir()
+    holder = lock_holder(out)
+    monkeypatch.setattr(ev_mod, "REPORT_LOCK_WAIT_S", 0.3)
+    with pytest.raises(RunInUseError, match=f"pid {holder.proc.pid}"):
+        evaluate_run(finished_run, out_dir=out, hd95=False, show_progress=False)
+    assert not any(n in _files(out) for n in ("metrics.json", "per_image.csv", "worst.png"))
+    monkeypatch.setattr(ev_mod, "REPORT_LOCK_WAIT_S", 60.0)
+    holder.kill()  # the lock dies with its holder: the next evaluation writes at once
+    evaluate_run(finished_run, out_dir=out, hd95=False, show_progress=False)
+    assert {"metrics.json", "per_image.csv", "worst.png"} <= set(_files(out))
+    assert ".writer.lock" not in _files(out)  # released: a folder nobody writes holds no lock file
+
+
 def test_predict_native_resolution_and_errors(finished_run, tmp_path, capsys):
     from scunext.cli.main import main
 

@@ -207,6 +207,22 @@ def test_stress_test_command_on_a_one_epoch_run(lung_run, tmp_path, capsys):
     assert (out / "summary.csv").read_bytes() == before
 
 
+def test_a_stress_test_into_a_folder_another_one_is_writing_is_refused(lung_run, tmp_path, capsys, lock_holder):
+    """Two stress tests into one --out would interleave their rows in one per_image.csv.partial: the second one
+    says who is writing there (one line, exit 2) and writes no report; once the writer is gone it runs."""
+    out = tmp_path / "stress"
+    out.mkdir()
+    holder = lock_holder(out)
+    args = ["robustness", str(lung_run), "--shifts", "invert", "--out", str(out), "--no-progress", "--no-quality"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"pid {holder.proc.pid}" in err and "is writing a report there" in err and err.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == [".writer.lock"]  # the holder's; nothing of ours
+    holder.kill()
+    assert main(args) == 0
+    assert (out / "summary.csv").is_file() and not (out / ".writer.lock").exists()
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["robustness", "--weights", "lungs", "--shifts", "colorcast", "--out", "{o}"], "do not apply to gray"),
     (["robustness", "--weights", "lungs", "--shifts", "fog", "--out", "{o}"], "unknown shift(s) fog"),

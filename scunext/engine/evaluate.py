@@ -7,6 +7,8 @@ import io
 import json
 import logging
 import math
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,9 @@ from tqdm.auto import tqdm
 from scunext.data import DataError, SegmentationDataset, discover_pairs, select_pairs
 from scunext.deploy.predictor import Predictor
 from scunext.metrics import SegmentationMeter, dice_score
-from scunext.runs import RunDir
+from scunext.runs import RunDir, RunInUseError
 from scunext.runs.durable import atomic_write, atomic_write_text, orphan_temps, remove_tree
+from scunext.runs.lock import FolderLock
 from scunext.visualize import overlay, panel
 
 __all__ = ["evaluate_run", "SUBSETS", "REPORT_FILES", "ReportExistsError"]
@@ -42,12 +45,45 @@ def check_no_report(out: Path, files: tuple[str, ...]) -> None:
                                 "pass --overwrite")  # fmt: skip
 
 
-def _write_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]], worst_png: bytes | None) -> None:
+#: how long a report writer waits for another one to finish writing into the same folder (it takes milliseconds)
+REPORT_LOCK_WAIT_S = 60.0
+
+
+@contextmanager
+def report_lock(out: Path, wait_s: float | None = None):
+    """Hold the writer lock of the existing folder ``out`` while a report is written there, so that two processes
+    writing one folder take turns (each file of a report comes from one of them, never half from each). Waits up
+    to ``wait_s`` seconds (default :data:`REPORT_LOCK_WAIT_S`) for another writer, then raises
+    :class:`~scunext.runs.RunInUseError` naming it."""
+    wait_s = REPORT_LOCK_WAIT_S if wait_s is None else wait_s
+    lock = FolderLock(out)
+    deadline = time.monotonic() + wait_s
+    while not lock.acquire():
+        if time.monotonic() >= deadline:
+            raise RunInUseError(f"{out}: another process ({lock.holder()}) is writing a report there; try again "
+                                "when it has finished, or choose another --out")  # fmt: skip
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _write_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]], worst_png: bytes | None,
+                  replace: bool = True) -> None:  # fmt: skip
     """Replace the report in ``out`` so that a crash at any point leaves the old report, the new one, or none,
     never a mix: the old ``metrics.json`` (the completeness mark every reader checks) goes first, each file is
     written atomically, the new ``metrics.json`` last. ``*.tmp*`` leftovers of an interrupted write are removed
-    (not those of a writer that is still running)."""
+    (not those of a writer that is still running). Writers of one folder take turns (:func:`report_lock`);
+    without ``replace``, a report that another process wrote meanwhile is refused, not overwritten."""
     out.mkdir(parents=True, exist_ok=True)
+    with report_lock(out):
+        if not replace:
+            check_no_report(out, REPORT_FILES)
+        _replace_report(out, report, rows, worst_png)
+
+
+def _replace_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]], worst_png: bytes | None) -> None:
     for p in orphan_temps(out, REPORT_FILES):
         remove_tree(p)
     remove_tree(out / "metrics.json")
@@ -165,7 +201,7 @@ def evaluate_run(
         png = io.BytesIO()
         panel(tiles, caps).save(png, format="PNG")
         worst_png = png.getvalue()
-    _write_report(out, report, rows, worst_png)
+    _write_report(out, report, rows, worst_png, replace=out_dir is None or overwrite)
     log.info("%s %s: Dice %.4f (per-image mean), IoU %.4f, n=%d", run_dir, subset,
              scores["dice"]["per_image_mean"], scores["iou"]["per_image_mean"], scores["n_images"])  # fmt: skip
     return _jsonable(report)

@@ -37,7 +37,7 @@ from scunext.deploy.quality import (
     flipped_probabilities,
     quality_from_probabilities,
 )
-from scunext.engine.evaluate import ReportExistsError, _subset_pairs, check_no_report
+from scunext.engine.evaluate import ReportExistsError, _subset_pairs, check_no_report, report_lock
 from scunext.metrics import confusion_counts, dice_score, iou_score
 from scunext.runs import RunDir, data_root_of
 from scunext.runs.durable import atomic_write_text
@@ -265,58 +265,61 @@ def stress_test(
     calibration = predictor.quality if quality else None
     out.mkdir(parents=True, exist_ok=True)
 
-    by_cond: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
-    qrows: list[dict[str, Any]] = []
-    partial = out / "per_image.csv.partial"
-    fields = PER_IMAGE_FIELDS if quality else PER_IMAGE_FIELDS[:8]
-    bar = tqdm(total=len(pairs) * len(conditions), desc=f"stress {subset}", unit="pred", disable=not show_progress)
-    with partial.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fields, extrasaction="ignore")
-        writer.writeheader()
-        for i, pair in enumerate(pairs):
-            image, mask = reader.load(i)
-            if image.shape[2] == 1:
-                image = image[..., 0]
-            group = _group_of(pattern, pair.id)
-            rows = _score_conditions(predictor, image, mask, pair.id, conditions, calibration, batch_size)
-            for r in rows:
-                r["group"] = group
-                writer.writerow({k: _fmt(v) for k, v in r.items()})
-                keep = {k: r[k] for k in ("id", "dice", "score", "review") if k in r}
-                by_cond[(group, r["shift"], r["severity"])].append(keep)
-                if pattern is not None:
-                    by_cond[("all", r["shift"], r["severity"])].append(keep)
-                if quality:
-                    qrows.append({**keep, "shift": r["shift"]})
-            bar.update(len(conditions))
-    bar.close()
-    partial.replace(out / "per_image.csv")
+    with report_lock(out, wait_s=0):  # held from the first row to the last file: one stress test per folder
+        if not overwrite:  # another one may have finished here since the check above
+            check_no_report(out, RESULT_FILES)
+        by_cond: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+        qrows: list[dict[str, Any]] = []
+        partial = out / "per_image.csv.partial"
+        fields = PER_IMAGE_FIELDS if quality else PER_IMAGE_FIELDS[:8]
+        bar = tqdm(total=len(pairs) * len(conditions), desc=f"stress {subset}", unit="pred", disable=not show_progress)
+        with partial.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fields, extrasaction="ignore")
+            writer.writeheader()
+            for i, pair in enumerate(pairs):
+                image, mask = reader.load(i)
+                if image.shape[2] == 1:
+                    image = image[..., 0]
+                group = _group_of(pattern, pair.id)
+                rows = _score_conditions(predictor, image, mask, pair.id, conditions, calibration, batch_size)
+                for r in rows:
+                    r["group"] = group
+                    writer.writerow({k: _fmt(v) for k, v in r.items()})
+                    keep = {k: r[k] for k in ("id", "dice", "score", "review") if k in r}
+                    by_cond[(group, r["shift"], r["severity"])].append(keep)
+                    if pattern is not None:
+                        by_cond[("all", r["shift"], r["severity"])].append(keep)
+                    if quality:
+                        qrows.append({**keep, "shift": r["shift"]})
+                bar.update(len(conditions))
+        bar.close()
+        partial.replace(out / "per_image.csv")
 
-    order = {c: k for k, c in enumerate(conditions)}
-    keys = sorted(by_cond, key=lambda k: (k[0] != "all", k[0], order[(k[1], k[2])]))
-    summary = _summarise({k: by_cond[k] for k in keys}, quality)
-    meta: dict[str, Any] = {
-        "run": str(run_dir), "model": predictor.name, "intensity": predictor.intensity, "data": str(data_root),
-        "subset": subset, "n_images": len(pairs), "shifts": {n: {"description": SHIFTS[n].description,
-        "parameter": SHIFTS[n].parameter, "levels": list(SHIFTS[n].levels)} for n in names},
-        "group_pattern": group_pattern, "resolution": "native (logits resized to each mask's size)",
-        "reduction": "per-image mean Dice; drop = mean over images of (clean - shifted)",
-        "quality_threshold": calibration.threshold if calibration else None,
-        "quality_source": (str(quality_file) if quality_file else calibration.source) if calibration else "off",
-        "quality": _quality_report(qrows) if quality else None,
-    }  # fmt: skip
-    with (out / "summary.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, list(summary[0]))
-        w.writeheader()
-        w.writerows({k: _fmt(v) for k, v in r.items()} for r in summary)
-    atomic_write_text(out / "summary.md", _markdown(meta, summary, quality))
-    report = _jsonable({**meta, "summary": summary})
-    atomic_write_text(out / "robustness.json", json.dumps(report, indent=2))
-    try:
-        _plot(summary, out / "robustness.png", f"{predictor.name} {Path(run_dir).name}: {subset}")
-    except ImportError:  # matplotlib is in the train extra
-        log.warning("matplotlib not installed: no robustness.png (pip install 'scunext[train]')")
-    return report
+        order = {c: k for k, c in enumerate(conditions)}
+        keys = sorted(by_cond, key=lambda k: (k[0] != "all", k[0], order[(k[1], k[2])]))
+        summary = _summarise({k: by_cond[k] for k in keys}, quality)
+        meta: dict[str, Any] = {
+            "run": str(run_dir), "model": predictor.name, "intensity": predictor.intensity, "data": str(data_root),
+            "subset": subset, "n_images": len(pairs), "shifts": {n: {"description": SHIFTS[n].description,
+            "parameter": SHIFTS[n].parameter, "levels": list(SHIFTS[n].levels)} for n in names},
+            "group_pattern": group_pattern, "resolution": "native (logits resized to each mask's size)",
+            "reduction": "per-image mean Dice; drop = mean over images of (clean - shifted)",
+            "quality_threshold": calibration.threshold if calibration else None,
+            "quality_source": (str(quality_file) if quality_file else calibration.source) if calibration else "off",
+            "quality": _quality_report(qrows) if quality else None,
+        }  # fmt: skip
+        with (out / "summary.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, list(summary[0]))
+            w.writeheader()
+            w.writerows({k: _fmt(v) for k, v in r.items()} for r in summary)
+        atomic_write_text(out / "summary.md", _markdown(meta, summary, quality))
+        report = _jsonable({**meta, "summary": summary})
+        atomic_write_text(out / "robustness.json", json.dumps(report, indent=2))
+        try:
+            _plot(summary, out / "robustness.png", f"{predictor.name} {Path(run_dir).name}: {subset}")
+        except ImportError:  # matplotlib is in the train extra
+            log.warning("matplotlib not installed: no robustness.png (pip install 'scunext[train]')")
+        return report
 
 
 def calibrate_quality(

@@ -242,7 +242,8 @@ def summarize_leaderboard(
           "IoU % mean ± sd | pooled Dice % | HD95 px | cross-site Dice % | Δ Dice vs SC-UNeXt [95 % CI] | "
           "Wilcoxon p | verdict | published Dice / IoU % | runs |",
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]  # fmt: skip
-    deviating = protocol_differences(base, results)
+    differs = {(r["row"], r["column"]): protocol_differences(base, r) for r in results}
+    deviating: dict[str, list[str]] = {}  # row -> the settings any of its runs did not follow
     csv_rows, paired_rows, sources = [], [], []
     names, dmeans, lats, params_l = [], [], [], []
     for row in rows:
@@ -256,7 +257,9 @@ def summarize_leaderboard(
         secs = [r["train_seconds"] for r in done if r.get("train_seconds")]
         devs = sorted({str(r["device"]) for r in done if r.get("device")})
         mins = f"{statistics.mean(secs) / 60:.1f} ({', '.join(devs)})" if secs else "–"
-        if row in deviating:
+        row_diff = list(dict.fromkeys(d for c in columns for d in differs.get((row, c), [])))
+        if row_diff:
+            deviating[row] = row_diff
             mins += " ‡"
         lat = latency.get(row)
         lat_s = f"{lat['latency_ms']:.1f} ({lat['fastest']})" if lat else "–"
@@ -299,7 +302,7 @@ def summarize_leaderboard(
                              "latency_engine": lat["fastest"] if lat else None, "dice": r.get("dice"),
                              "iou": r.get("iou"), "dice_pooled": r.get("dice_pooled"), "hd95": r.get("hd95"),
                              "train_seconds": r.get("train_seconds"), "device": r.get("device"),
-                             "differs_from_budget": ";".join(protocol_differences(base, [r]).get(row, [])),
+                             "differs_from_budget": ";".join(differs.get((row, c), [])),
                              "cross_site_dice": xs[0] if xs else None, "run": r.get("run")})  # fmt: skip
     md.append("")
     md.append("Δ Dice: per-image difference (row − SC-UNeXt) on the same test images, mean over seeds of each seed's "

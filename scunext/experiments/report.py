@@ -63,21 +63,14 @@ def budget_line(base: TrainConfig, results: list[dict[str, Any]] | None = None) 
             f"{', bfloat16 autocast on the CPU' if base.cpu_amp else ''}{where}.")  # fmt: skip
 
 
-def protocol_differences(base: TrainConfig, results: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """``{row: ["key=value", ...]}`` for the rows with a run whose saved config differs from ``base`` in one of the
-    :data:`PROTOCOL_KEYS` (a record trained elsewhere with another setting; fields added since an old run take
-    their defaults, as when it is loaded). Rows that follow ``base`` are left out."""
-    want = base.to_dict()
-    out: dict[str, list[str]] = {}
-    for r in results:
-        if not r.get("config") or r.get("dice") is None:
-            continue
-        got = TrainConfig.from_dict(r["config"]).to_dict()
-        diff = [f"{k}={got[k]}" for k in PROTOCOL_KEYS if got[k] != want[k]]
-        for d in diff:
-            if d not in out.setdefault(r["row"], []):
-                out[r["row"]].append(d)
-    return {k: v for k, v in out.items() if v}
+def protocol_differences(base: TrainConfig, result: dict[str, Any]) -> list[str]:
+    """``["key=value", ...]`` where a scored run's saved config differs from ``base`` in one of the
+    :data:`PROTOCOL_KEYS` (e.g. a record trained elsewhere with another setting; fields added since an old run take
+    their defaults, as when it is loaded); empty for a run that follows ``base`` or has no config or score."""
+    if not result.get("config") or result.get("dice") is None:
+        return []
+    got, want = TrainConfig.from_dict(result["config"]).to_dict(), base.to_dict()
+    return [f"{k}={got[k]}" for k in PROTOCOL_KEYS if got[k] != want[k]]
 
 
 def bar_plot(path: Path, labels: list[str], means: list[float], sds: list[float], title: str) -> None:

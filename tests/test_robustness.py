@@ -269,6 +269,47 @@ def test_calibrate_writes_quality_json_used_by_the_predictor(lung_run, tmp_path,
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_calibrate_refuses_a_folder_another_process_is_writing(lung_run, tmp_path, capsys, lock_holder):
+    """A training resumed in the run folder (or another calibration writing there) holds its writer lock: calibrate
+    says who (one line, exit 2) and writes nothing; once the holder is gone it runs."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(lung_run, run)
+    holder = lock_holder(run)
+    argv = ["calibrate", str(run), "--shifts", "washout", "--no-progress", "--max-images", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"pid {holder.proc.pid}" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (run / "quality.json").exists()
+    holder.kill()
+    assert main(argv) == 0 and (run / "quality.json").is_file() and not (run / ".writer.lock").exists()
+
+
+def test_calibrate_never_replaces_a_file_written_meanwhile(lung_run, tmp_path, capsys, monkeypatch):
+    """Fault injection: another calibration writes the target between our first check and our lock. Without
+    --overwrite that file is kept byte for byte and we stop with one line; with --overwrite it is replaced."""
+    import scunext.engine.robustness as rb
+
+    out = tmp_path / "cal" / "q.json"  # its folder does not exist yet: created
+    theirs = b'{"written": "by another process"}'
+    parse = rb.parse_shifts
+
+    def parse_and_race(*a, **k):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(theirs)
+        return parse(*a, **k)
+
+    monkeypatch.setattr(rb, "parse_shifts", parse_and_race)
+    argv = ["calibrate", str(lung_run), "--shifts", "washout", "--no-progress", "--max-images", "2", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "exists; pass --overwrite" in err and err.count("\n") == 1
+    assert out.read_bytes() == theirs and sorted(p.name for p in out.parent.iterdir()) == ["q.json"]
+    assert main([*argv, "--overwrite"]) == 0
+    assert QualityCalibration.from_json(out).source == "calibrated"
+
+
 def _site(tmp_path: Path, n: int = 4) -> Path:
     """A "new hospital": a labelled folder of the first n sample X-rays (symbolic links)."""
     src, site = sample_dir("chest-xray-lungs"), tmp_path / "site"

@@ -346,6 +346,10 @@ def calibrate_quality(
     its images instead (same shifts and rule), and the area prior is kept from the run's own calibrated
     ``quality.json`` (the training masks are not needed, so this works for released weights at a new hospital).
     ``out`` is then required: the run's own calibration is never replaced by a site's.
+
+    The writer lock of the target's folder is held from the first prediction to the written file (a training that
+    holds the run folder, or another calibration writing there, is refused at once), and without ``overwrite`` a
+    file that appeared meanwhile is refused, never replaced.
     """
     check_rule(rule)  # before any scoring
     run_dir = Path(run_dir)
@@ -358,6 +362,16 @@ def calibrate_quality(
     predictor = Predictor.from_run(run_dir, checkpoint)
     names = parse_shifts(shifts, modality_of(predictor.in_channels))
     cfg = RunDir(run_dir).load_config()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with report_lock(target.parent, wait_s=0):
+        if target.exists() and not overwrite:  # written by a process that held the lock before us
+            raise ReportExistsError(f"{target} exists; pass --overwrite to recalibrate")
+        return _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, batch_size, show_progress,
+                          rule)  # fmt: skip
+
+
+def _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, batch_size, show_progress, rule):
+    """The body of :func:`calibrate_quality`, run under the target folder's writer lock."""
     if site is not None:
         return _calibrate_site(predictor, cfg, Path(site), names, target, max_images, batch_size, show_progress, rule)
     data_root = Path(data) if data else data_root_of(cfg)

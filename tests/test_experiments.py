@@ -39,7 +39,9 @@ def test_table1_end_to_end_and_resume(tmp_path, capsys):
     assert len(paired) == 2
     assert all(float(p["difference"]) == pytest.approx(float(p["sc_unext"]) - float(p["unext_s"])) for p in paired)
     assert (out / "table1.png").is_file()
-    capsys.readouterr()
+    written = capsys.readouterr().out.splitlines()[-1]  # the closing line names every file the table wrote
+    assert written.startswith("written: ") and all(str(out / f) in written for f in
+                                                    ("table1.md", "table1.csv", "table1_paired.csv", "table1.png"))
     # resumable: a second call trains nothing
     assert main(argv) == 0
     err = capsys.readouterr().err

@@ -30,7 +30,7 @@ from scunext.experiments import (
     table2_plan,
 )
 
-_OUTPUTS = {"table1": ("table1.md", "table1.csv", "table1.png"),
+_OUTPUTS = {"table1": ("table1.md", "table1.csv", "table1_paired.csv", "table1.png"),
             "table2": ("table2.md", "table2.csv", "table2_paired.csv", "table2.png"),
             "leaderboard": ("leaderboard.md", "leaderboard.csv", "leaderboard_paired.csv", "leaderboard.png"),
             "cross-site": ("cross_site.md", "cross_site.csv", "cross_site_paired.csv")}  # fmt: skip

@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="a local web page to try trained models on your images",
-        description="Serve a web page where a PNG or JPEG image can be uploaded and segmented by the model of "
+        description="Serve a web page where a PNG, JPEG or DICOM image can be uploaded and segmented by the model of "
         "one of the RUN_DIRs or released --weights: it shows the mask overlay, the segmented area, the inference "
         "time and a mask PNG to download. Local use only: binds to 127.0.0.1 unless --host says otherwise. Needs "
         "the 'serve' extra (pip install 'scunext[serve]').",

@@ -66,6 +66,16 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
     for name, text in configs.items():
         (w / name).write_text(text)
     (w / "binary.yaml").write_bytes(b"\xff\xfe\x00\x01")
+    # quality files (predict/robustness/serve --quality) with one wrong value each
+    good = {"format": "scunext-quality/1", "threshold": 0.8, "area_lo": 0.1, "area_hi": 0.5,
+            "min_area_fraction": 0.01, "max_components": 3}  # fmt: skip
+    bad_quality = {"q-text": {"threshold": "high"}, "q-nan": {"threshold": float("nan")},
+                   "q-above": {"threshold": 2.0}, "q-swapped": {"area_lo": 0.6},
+                   "q-components": {"max_components": -1}, "q-bool": {"max_components": True}}  # fmt: skip
+    for name, change in bad_quality.items():
+        (w / f"{name}.json").write_text(json.dumps({**good, **change}))
+    (w / "q-missing.json").write_text(json.dumps({k: v for k, v in good.items() if k != "threshold"}))
+    (w / "q-binary.json").write_bytes(b"\xff\xfe\x00")
     # datasets with one problem each (6 real sample pairs)
     nonbinary = _copy_pairs(w / "nonbinary")
     mask = sorted((nonbinary / "masks").iterdir())[3]
@@ -202,6 +212,22 @@ CASES = [
     case("predict", "run", "img.jpg", needle="the following arguments are required: --out"),
     case("predict", "run", "img.jpg", "--out", "file.txt", needle="file.txt"),
     case("predict", "run", "img.jpg", "--out", "preds", needle="img_mask.png"),
+    case("predict", "--weights", "lungs", "--weights", "isic2017", "img.jpg", "--out", "o", needle="given twice"),
+    case("predict", "run", "img.jpg", "--out", "", needle="--out is empty"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-text.json", needle="threshold must be a finite"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-nan.json", needle="threshold must be a finite"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-above.json", needle="threshold must be in [0, 1]"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-swapped.json", needle="area_lo <= area_hi"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-components.json", needle="max_components"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-bool.json", needle="max_components"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-missing.json", needle="without threshold"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-binary.json", needle="not a readable quality"),
+    case("robustness", "run", "--out", "o", "--group-pattern", "(", needle="not a valid regular expression"),
+    case("robustness", "run", "--out", "file.txt", needle="file.txt is a file"),
+    case("robustness", "run", "--out", "file.txt/r", needle="file.txt is a file"),
+    case("calibrate", "run", "--out", "emptydir", needle="is a folder"),
+    case("calibrate", "run", "--out", "file.txt/q.json", needle="file.txt is a file"),
+    case("export", "run", "--out", "m.onnx", "--size", "100000", needle="--size 100000 is above 4096"),
     # ---------------------------------------------------------------- export
     case("export", needle="either a RUN_DIR or --weights"),
     case("export", "run", "--weights", "isic2017", needle="either a RUN_DIR or --weights"),

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -326,6 +330,94 @@ def test_predictions_csv_is_never_replaced(tmp_path, capsys):
     assert path.read_text() == "keep"
 
 
+def test_a_foreign_predictions_csv_is_replaced_only_with_overwrite(tmp_path, capsys):
+    """The refusal's advice holds: with --overwrite a table that is not today's (an older version's, a user's file
+    of that name) is replaced by a new one; a folder of that name is refused either way."""
+    path = tmp_path / "out" / "predictions.csv"
+    path.parent.mkdir()
+    path.write_text("file,old_column\nx.png,1\n")
+    argv = ["predict", "--weights", "lungs", str(XRAYS[0]), "--out", str(path.parent)]
+    assert main(argv) == 2 and "--overwrite" in _one_line_error(capsys, "predictions.csv")
+    assert main([*argv, "--overwrite"]) == 0
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == 1 and rows[0]["file"] == str(XRAYS[0]) and rows[0]["status"] == "ok"
+    (tmp_path / "f" / "predictions.csv").mkdir(parents=True)
+    argv = ["predict", "--weights", "lungs", str(XRAYS[0]), "--out", str(tmp_path / "f"), "--overwrite"]
+    assert main(argv) == 2
+    _one_line_error(capsys, "is a folder")
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["predictions.csv"]
+
+
+def test_an_unfinished_last_row_is_not_glued_to_the_next_one(tmp_path, capsys):
+    """A run killed while writing a row leaves a table without its final newline; the next run's rows start on a
+    line of their own, so every new row parses with all its columns."""
+    out = tmp_path / "out"
+    out.mkdir()
+    header = ",".join(PredictionRecord.columns())
+    (out / "predictions.csv").write_text(f"{header}\r\nx.png,m.png,256,256,12", newline="")
+    assert main(["predict", "--weights", "lungs", str(XRAYS[0]), "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "predictions.csv").open(newline="")))
+    assert len(rows) == 2 and rows[0]["file"] == "x.png" and rows[0]["area_px"] == "12"
+    assert rows[1]["file"] == str(XRAYS[0]) and rows[1]["status"] == "ok" and None not in rows[1]
+
+
+def test_a_file_name_that_is_not_utf8_is_segmented_and_escaped_in_the_table(tmp_path, capsys):
+    """Linux file names are bytes: one that is not UTF-8 must not stop the run (it did, writing the CSV row);
+    its row shows the bytes as \\xNN escapes and the table stays valid UTF-8."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    try:
+        name = os.fsdecode(b"\xff\xfescan.png")
+        shutil.copy(XRAYS[0], folder / name)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system does not take non-UTF-8 names")
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", "lungs", str(folder), "--out", str(out)]) == 0
+    assert (out / os.fsdecode(b"\xff\xfescan_mask.png")).is_file()
+    rows = list(csv.DictReader((out / "predictions.csv").open(encoding="utf-8")))
+    assert len(rows) == 1 and rows[0]["file"].endswith("\\xff\\xfescan.png") and rows[0]["status"] == "ok"
+    assert "\\xff\\xfescan.png" in capsys.readouterr().out
+
+
+def _predict_process(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "scunext", "predict", "--weights", "lungs", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)  # fmt: skip
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_run(tmp_path):
+    """``scunext predict ... | head -1``: the per-image lines are only a view; every mask and every table row is
+    still written, with no traceback (it stopped after a few images with a BrokenPipeError)."""
+    inputs = _copy(XRAYS[:8], tmp_path / "in")
+    proc = _predict_process([str(inputs), "--out", "out", "--batch-size", "2", "--workers", "1"], tmp_path)
+    proc.stdout.readline()
+    proc.stdout.close()  # what head does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0 and "Traceback" not in err and "BrokenPipe" not in err
+    assert len(list((tmp_path / "out").glob("*_mask.png"))) == 8
+    assert len(list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))) == 8
+
+
+def test_sigterm_stops_like_ctrl_c_and_leaves_no_temporary_file(tmp_path):
+    """``kill PID`` (a scheduler, a container stop) unwinds like Ctrl+C: exit 143, one line, and no hidden
+    ``.NAME.PID.tmp.png`` left in --out (SIGTERM used to kill the process mid-write)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    big = Image.open(XRAYS[0]).resize((2048, 2048))
+    for i in range(24):
+        big.save(inputs / f"x{i:02d}.png", compress_level=1)
+    proc = _predict_process([str(inputs), "--out", "out", "--batch-size", "2", "--workers", "2"], tmp_path)
+    proc.stdout.readline()  # the first image is done: the pipeline is full of work in flight
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    err = err.decode()
+    assert proc.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err
+    leftovers = [p.name for p in (tmp_path / "out").iterdir() if ".tmp" in p.name]
+    assert leftovers == []
+    assert len(list((tmp_path / "out").glob("*_mask.png"))) < 24  # it did stop early
+
+
 # ------------------------------------------------------------------------------------------ bounded memory
 
 
@@ -408,7 +500,8 @@ def test_dicom_seg_path_of_the_pipeline_with_a_stand_in_writer(lungs, tmp_path, 
     and the model's name and version, and publishes what it wrote."""
     calls = []
 
-    def writer(source, mask, out, *, model_name, model_version):
+    def writer(source, mask, out, *, model_name, model_version, segment):
+        assert segment == "auto"  # stream_predict's default: the writer's rule on the model name
         calls.append((source, mask.dtype, mask.shape, out.name, model_name, model_version))
         out.write_bytes(np.packbits(mask).tobytes())
         return out
@@ -444,6 +537,10 @@ def test_dicom_seg_output_equals_the_png_mask(tmp_path, capsys):
     np.testing.assert_array_equal(np.asarray(seg.pixel_array).reshape(png.shape) > 0, png)
     row = next(csv.DictReader((tmp_path / "seg" / "predictions.csv").open()))
     assert float(row["area_mm2"]) == pytest.approx(int(png.sum()) * 0.2 * 0.2)
+    # coded as what the released weights segment (not as generic "Tissue" from the architecture's name)
+    segment = seg.SegmentSequence[0]
+    assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "39607008"  # SCT Lung
+    assert segment.SegmentAlgorithmName == "lungs"
 
 
 # --------------------------------------------------------------------------------------------- the benchmark

@@ -614,6 +614,15 @@ def test_remove_tree_still_reports_real_errors(tmp_path, monkeypatch):
         durable.remove_tree(target)
 
 
+def test_atomic_write_onto_a_folder_fails_before_writing_anything(tmp_path):
+    """The rename cannot replace a folder: refused first, so no ``NAME.tmpPID`` is left beside it (a calibration
+    into an existing folder left one after minutes of work)."""
+    (tmp_path / "quality.json").mkdir()
+    with pytest.raises(IsADirectoryError):
+        durable.atomic_write_text(tmp_path / "quality.json", "{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["quality.json"]
+
+
 @pytest.mark.parametrize("cpu_amp", [False, True])
 def test_cpu_amp_trains_under_bfloat16_autocast_and_is_saved(tmp_path, one_thread, cpu_amp):
     """``--cpu-amp`` runs the training and validation forwards under CPU bfloat16 autocast (off: float32), is

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from scunext.cli.paths import check_out_file
+from scunext.cli.profile import MAX_SIZE
 from scunext.cli.weights import add_weights_option
 from scunext.deploy.export import export_run
 from scunext.errors import UsageError
@@ -53,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else run_dir / "model.onnx"
     if args.size is not None and args.size < 1:
         raise UsageError(f"--size must be a positive number of pixels, got {args.size}")
+    if args.size is not None and args.size > MAX_SIZE:
+        raise UsageError(f"--size {args.size} is above {MAX_SIZE}: tracing at that size would not fit in memory "
+                         "(with dynamic axes the exported model still takes any size)")  # fmt: skip
     check_out_file(out, overwrite=args.overwrite)
     if args.int8:
         check_out_file(out.with_name(out.stem + "-int8.onnx"), overwrite=args.overwrite, flag="--int8 output")

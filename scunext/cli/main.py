@@ -2,7 +2,9 @@
 
 A mistake the user can fix ends in one line ``scunext CMD: error: MESSAGE`` on stderr and exit code 2; a training
 run that failed on its own (non-finite loss) in one line and exit code 1; anything else is a bug and shows its
-traceback (exit code 1). What counts as a user mistake (:func:`user_error_exit_code`):
+traceback (exit code 1). Ctrl+C exits with 130 ("interrupted") and SIGTERM with 143 ("terminated"), both after
+the same cleanup (temporary files removed; run folders resume); a reader of the output that went away (``| head``)
+ends the command quietly with 141. What counts as a user mistake (:func:`user_error_exit_code`):
 
 - the project's typed errors (:mod:`scunext.errors`, and the ``ValueError`` subclasses defined in this package:
   ConfigError, DataError, CheckpointError, RunFolderError, UnknownModelError, InputShapeError...), and a plain
@@ -21,14 +23,17 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from scunext import __version__
 from scunext.cli import benchmark, evaluate, experiment, export, predict, profile, robustness, serve, train, weights
+from scunext.cli.output import silence
 from scunext.errors import UsageError, missing_dependency
 
 __all__ = ["main", "build_parser", "CLIError", "user_error_exit_code"]
@@ -120,15 +125,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    previous = _stop_on_sigterm()
     try:
         if isinstance(getattr(args, "device", None), str):  # an unavailable --device: one line before any work
             from scunext.engine.distributed import resolve_device
 
             resolve_device(args.device)
         return int(args.func(args) or 0)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (`| head`): nobody is left to tell
+        silence(sys.stdout)
+        return 141
     except Exception as exc:
         code = user_error_exit_code(exc)
         if code is None:
@@ -137,6 +149,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.exception("failed")
         print(f"scunext {args.command}: error: {_message(exc)}", file=sys.stderr)
         return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler, a container stop) raised in the main thread, so that it unwinds like
+    Ctrl+C: temporary files are removed and run folders are left as after any crash, then exit code 143."""
+
+
+def _raise_terminated(signum, frame) -> NoReturn:
+    raise Terminated()
+
+
+def _stop_on_sigterm():
+    """Turn SIGTERM into :class:`Terminated` while a command runs; returns the handler to restore (None: left as it
+    was, because this is not the main thread or a program around us already handles SIGTERM)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from scunext.cli.output import Echo
 from scunext.cli.weights import add_quality_option, add_weights_option
 from scunext.deploy.predictor import Predictor
 from scunext.deploy.quality import QualityCalibration
@@ -69,6 +70,18 @@ def model_source(weights: str | None, paths: list[str]) -> tuple[Path, list[str]
     return run_dir, list(paths[1:])
 
 
+def _segment(args: argparse.Namespace, run_dir: Path) -> str:
+    """What a DICOM SEG's segment is coded as: from the released weights' name and the name of the dataset folder
+    the model was trained on (``chest-xray-lungs``: lung field; ``isic2017``: lesion; the shipped default sample is
+    ISIC), not from the architecture's name, which says nothing about the anatomy."""
+    if args.fmt != "dicom-seg":
+        return "auto"
+    from scunext.deploy.dicom_seg import segment_for_model
+
+    data = RunDir(run_dir).load_config().data
+    return segment_for_model(f"{args.weights or ''} {Path(data).name if data else 'isic2017'}")
+
+
 #: the one-line summary suggests recalibrating when more than this share of at least SITE_HINT_MIN images is flagged
 SITE_HINT_SHARE, SITE_HINT_MIN = 0.5, 10
 
@@ -100,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     run_dir, inputs = model_source(args.weights, args.paths)
     if not inputs:
         raise ValueError("give at least one INPUT image or folder after RUN_DIR")
+    if not args.out.strip():
+        raise ValueError("--out is empty; give an output folder")
     out = Path(args.out)
     jobs = plan_predictions(inputs, out, fmt=args.fmt, overlay=not args.no_overlay, overwrite=args.overwrite)
     predictor = Predictor.from_run(run_dir, args.checkpoint, device=args.device, engine=args.engine)
@@ -109,11 +124,13 @@ def run(args: argparse.Namespace) -> int:
     version = f"weights {args.weights}" if args.weights else f"{run_dir.resolve().name} ({args.checkpoint})"
     out.mkdir(parents=True, exist_ok=True)
     skipped, flagged, start = _Tally(), _Tally(), time.perf_counter()
-    with PredictionsCSV(out / CSV_NAME) as table, \
+    echo = Echo()
+    with PredictionsCSV(out / CSV_NAME, replace=args.overwrite) as table, \
             tqdm(total=len(jobs), unit="image", desc="predict", disable=None) as bar:  # fmt: skip
         records = stream_predict(predictor, jobs, batch_size=args.batch_size, workers=args.workers, fmt=args.fmt,
-                                 overwrite=args.overwrite, model_version=version,
-                                 quality=not args.no_quality)  # fmt: skip
+                                 overwrite=args.overwrite, model_version=version, quality=not args.no_quality,
+                                 model_name=args.weights or predictor.name,
+                                 segment=_segment(args, run_dir))  # fmt: skip
         for rec in records:
             table.write(rec)
             bar.update()
@@ -123,11 +140,11 @@ def run(args: argparse.Namespace) -> int:
                     f", REVIEW ({rec.review_reason})" if rec.review else "")
                 if rec.review:
                     flagged.add(rec)
-                tqdm.write(f"{rec.file}: {rec.area_px} px ({100 * rec.area_px / (rec.height * rec.width):.2f}% of "
-                           f"image{mm2}{flag}) -> {rec.mask}")  # fmt: skip
+                echo(f"{rec.file}: {rec.area_px} px ({100 * rec.area_px / (rec.height * rec.width):.2f}% of "
+                     f"image{mm2}{flag}) -> {rec.mask}")  # fmt: skip
             else:
                 skipped.add(rec)
-                tqdm.write(f"scunext predict: {rec.file}: {rec.status}", file=sys.stderr)
+                echo(f"scunext predict: {rec.file}: {rec.status}", sys.stderr)
     secs = time.perf_counter() - start
     done = len(jobs) - skipped.count
     summary = f"{done} of {len(jobs)} images segmented in {secs:.1f} s ({len(jobs) / max(secs, 1e-9):.1f} images/s)"
@@ -135,9 +152,9 @@ def run(args: argparse.Namespace) -> int:
         summary += f"; {flagged.count} flagged for review" + (f" ({flagged})" if flagged.count else "")
     if skipped.count:
         summary += f"; {skipped.count} skipped ({skipped})"
-    print(f"{summary}; table: {out / CSV_NAME}")
+    echo(f"{summary}; table: {out / CSV_NAME}")
     if not args.no_quality and done >= SITE_HINT_MIN and flagged.count > SITE_HINT_SHARE * done:
-        print(f"note: {100 * flagged.count / done:.0f} % of the masks are flagged: these images may come from a "
+        echo(f"note: {100 * flagged.count / done:.0f} % of the masks are flagged: these images may come from a "
               "site, scanner or protocol unlike the training data. Check a few masks; if they are good, recalibrate "
               "the review threshold on a few labelled local images (scunext calibrate, docs/robustness.md).")
     return 1 if skipped.count else 0

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from scunext.cli.paths import check_out_file, check_out_folder
 from scunext.cli.weights import add_quality_option, add_weights_option
 from scunext.data.shifts import SHIFTS
 from scunext.deploy.quality import THRESHOLD_RULES
@@ -84,6 +85,7 @@ def _check_max_images(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from scunext.engine.robustness import stress_test
 
+    check_out_folder(Path(args.out))
     run_dir = _run_dir(args)
     _check_max_images(args)
     report = stress_test(
@@ -102,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
 def run_calibrate(args: argparse.Namespace) -> int:
     from scunext.engine.robustness import calibrate_quality
 
+    if args.out:
+        check_out_file(Path(args.out), overwrite=args.overwrite, example="quality.json")
     run_dir = _run_dir(args)
     _check_max_images(args)
     if args.site and args.data:

@@ -8,9 +8,21 @@ import json
 from scunext.weights import list_weights, weights_card
 
 
+class _Once(argparse.Action):
+    """An option that takes one value: given twice with different values it is an error, not "the last one wins"
+    (``--weights lungs --weights isic2017`` must not quietly segment a chest X-ray with the skin model)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        before = getattr(namespace, self.dest, None)
+        if before is not None and before != values:
+            parser.error(f"{option_string} given twice ({before}, {values}); give one")
+        setattr(namespace, self.dest, values)
+
+
 def add_weights_option(p: argparse.ArgumentParser, help: str, repeatable: bool = False) -> None:
-    """``--weights NAME`` for the commands that take a model (predict, export, serve); the help lists the names."""
-    more = {"action": "append", "default": []} if repeatable else {}
+    """``--weights NAME`` for the commands that take a model (predict, export, serve, robustness, calibrate); the
+    help lists the names. Not ``repeatable``: given twice it is an error."""
+    more = {"action": "append", "default": []} if repeatable else {"action": _Once}
     p.add_argument("--weights", metavar="NAME", help=f"{help}: {', '.join(list_weights())}", **more)
 
 

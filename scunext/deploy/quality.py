@@ -95,15 +95,49 @@ class QualityCalibration:
 
     @classmethod
     def from_json(cls, path: str | Path) -> QualityCalibration:
+        """Read a calibration; every value is checked (:meth:`check`), so a hand-edited or foreign file is refused
+        in one line before any image is scored, never applied with a wrong or missing threshold."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: not a readable quality file ({exc.__class__.__name__})") from None
         if not isinstance(data, dict) or data.pop("format", None) != QUALITY_FORMAT:
             raise ValueError(f"{path}: not a {QUALITY_FORMAT} file")
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            raise ValueError(f"{path}: quality file without {', '.join(missing)}")
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        cal = cls(**{k: v for k, v in data.items() if k in known})
+        problem = cal.problem()
+        if problem:
+            raise ValueError(f"{path}: {problem}")
+        return cal
+
+    def problem(self) -> str | None:
+        """What is wrong with these values (None: nothing): numbers that are not finite or out of range, an area
+        prior whose bounds are swapped, a component count below 1."""
+
+        def number(x: Any) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+        for name in _REQUIRED:
+            if not number(getattr(self, name)):
+                return f"{name} must be a finite number, got {getattr(self, name)!r}"
+        if not 0 <= self.threshold <= 1 + 1e-6:  # scores are in [0, 1]; just above 1 flags every image
+            return f"threshold must be in [0, 1], got {self.threshold}"
+        if not 0 <= self.min_area_fraction <= 1 or not 0 <= self.area_lo <= self.area_hi <= 1:
+            return (f"the area prior needs 0 <= area_lo <= area_hi <= 1 and 0 <= min_area_fraction <= 1, got "
+                    f"{self.area_lo}, {self.area_hi}, {self.min_area_fraction}")  # fmt: skip
+        if self.max_components < 1 or self.max_components != int(self.max_components):
+            return f"max_components must be a whole number >= 1, got {self.max_components}"
+        if not isinstance(self.stats, dict) or not isinstance(self.source, str):
+            return "source must be text and stats a mapping"
+        return None
+
+
+#: the values a quality file must hold (a missing one would silently fall back to the uncalibrated default)
+_REQUIRED = ("threshold", "area_lo", "area_hi", "min_area_fraction", "max_components")
 
 
 def load_calibration(run_dir: str | Path) -> QualityCalibration:

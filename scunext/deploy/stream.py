@@ -58,6 +58,7 @@ __all__ = [
     "PredictionsCSV",
     "image_info",
     "plan_predictions",
+    "printable",
     "stream_predict",
 ]
 
@@ -243,6 +244,9 @@ def plan_predictions(
                              f"{_examples(not_dicom)}")  # fmt: skip
         dicom_seg_writer()  # the writer and its packages are there, before anything is written
     existing = [p for j in jobs for p in j.outputs if p.exists()]
+    if (out / CSV_NAME).is_dir():
+        raise OutputExistsError(f"{out / CSV_NAME} is a folder; the predictions table cannot be written there: move "
+                                "it away or choose another --out")  # fmt: skip
     if (out / CSV_NAME).exists() and not PredictionsCSV.appendable(out / CSV_NAME):
         existing.append(out / CSV_NAME)
     if existing and not overwrite:
@@ -283,12 +287,23 @@ class PredictionRecord:
         return [f.name for f in fields(cls)]
 
     def row(self) -> dict[str, str]:
-        """The CSV row: ``None`` as an empty cell, floats with 6 significant digits."""
+        """The CSV row: ``None`` as an empty cell, floats with 6 significant digits, text :func:`printable`."""
         out = {}
         for name in self.columns():
             value = getattr(self, name)
-            out[name] = "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+            out[name] = "" if value is None else f"{value:.6g}" if isinstance(value, float) else printable(str(value))
         return out
+
+
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: a file name that is not UTF-8 on disk (Python holds its bytes as lone surrogates,
+    which cannot be written to a UTF-8 file or terminal) shows those bytes as ``\\xNN`` escapes; other text is
+    returned unchanged."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _measure(record: PredictionRecord, mask: np.ndarray, logits: torch.Tensor, info: Any,
@@ -316,18 +331,34 @@ class PredictionsCSV:
     """``predictions.csv``, written row by row (flushed, so a crash keeps the rows done); a context manager.
 
     An existing file with the same header is appended to, never replaced: the table then keeps every run into the
-    folder, and the last row of a file is its latest result. Any other existing file is an error.
+    folder, and the last row of a file is its latest result. If its last row is unfinished (a run killed while
+    writing it), the new rows start on a line of their own. Any other existing file is an error, unless
+    ``replace`` (``--overwrite``, which the planner asked for): then a new table replaces it.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], replace: bool = False) -> None:
         self.path = Path(path)
-        append = self.path.exists()
-        if append and not self.appendable(self.path):
-            raise OutputExistsError(f"{self.path}: exists and is not a predictions table of this version; not replaced")
-        self._fh = self.path.open("a" if append else "x", newline="", encoding="utf-8")
+        append = self.path.exists() and self.appendable(self.path)
+        if self.path.exists() and not append and not replace:
+            raise OutputExistsError(f"{self.path}: exists and is not a predictions table of this version; pass "
+                                    "--overwrite to replace it, or choose another --out")  # fmt: skip
+        self._fh = self.path.open("a" if append else "w" if replace else "x", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._fh, fieldnames=PredictionRecord.columns())
         if not append:
             self._writer.writeheader()
+        elif not self._ends_with_newline(self.path):
+            log.warning("%s: its last row is unfinished (a run stopped while writing it); new rows start on a new "
+                        "line", self.path)  # fmt: skip
+            self._fh.write("\r\n")  # the csv module's line terminator
+
+    @staticmethod
+    def _ends_with_newline(path: Path) -> bool:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return True
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
 
     @staticmethod
     def appendable(path: Path) -> bool:
@@ -431,6 +462,7 @@ class _WriteSpec:
     model_name: str
     model_version: str
     seg_writer: Any = field(default=None, repr=False)
+    segment: str = "auto"
 
 
 def _write(predictor: Predictor, job: PredictJob, logits: torch.Tensor, image: np.ndarray | None,
@@ -443,7 +475,7 @@ def _write(predictor: Predictor, job: PredictJob, logits: torch.Tensor, image: n
         tmp = _tmp_name(job.mask)
         try:
             written = spec.seg_writer(job.source, mask, tmp, model_name=spec.model_name,
-                                      model_version=spec.model_version)  # fmt: skip
+                                      model_version=spec.model_version, segment=spec.segment)  # fmt: skip
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -485,6 +517,8 @@ def stream_predict(
     overwrite: bool = False,
     model_version: str = "",
     quality: bool = True,
+    model_name: str | None = None,
+    segment: str = "auto",
 ) -> Iterator[PredictionRecord]:
     """Segment ``jobs`` (from :func:`plan_predictions`) and write their outputs; yields one record per job, in order.
 
@@ -502,6 +536,10 @@ def stream_predict(
         fmt: ``png`` or ``dicom-seg`` (:func:`scunext.deploy.dicom_seg.write_dicom_seg`).
         overwrite: let outputs replace existing files (the plan has already refused them otherwise).
         model_version: recorded in DICOM SEG outputs.
+        model_name: the algorithm name recorded in DICOM SEG outputs (default: the architecture, ``predictor.name``;
+            ``scunext predict --weights NAME`` gives the weights' name).
+        segment: what the DICOM SEG segment is coded as (:data:`scunext.deploy.dicom_seg.SEGMENTS`; ``auto``: from
+            ``model_name``).
         quality: also score each prediction (``score``, ``review``; :mod:`scunext.deploy.quality`): one more
             forward pass per image, of the horizontally flipped input.
     """
@@ -512,8 +550,8 @@ def stream_predict(
         raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
     for folder in {p.parent for j in jobs for p in j.outputs}:
         folder.mkdir(parents=True, exist_ok=True)
-    spec = _WriteSpec(fmt, overwrite, predictor.name, model_version,
-                      dicom_seg_writer() if fmt == "dicom-seg" else None)  # fmt: skip
+    spec = _WriteSpec(fmt, overwrite, model_name or predictor.name, model_version,
+                      dicom_seg_writer() if fmt == "dicom-seg" else None, segment)  # fmt: skip
     lookahead = max(batch_size, workers)  # decodes queued or running
     max_slots = 2 * batch_size + 2 * workers  # images between decode and the end of their write
     kept = 0  # bytes of full-size images held for overlays (and of the overlays), at most MAX_KEPT_BYTES

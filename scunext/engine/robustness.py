@@ -253,6 +253,10 @@ def stress_test(
         The content of ``robustness.json``.
     """
     run_dir, out = Path(run_dir), Path(out_dir)
+    try:
+        pattern = re.compile(group_pattern) if group_pattern else None
+    except re.error as exc:
+        raise ValueError(f"--group-pattern {group_pattern!r} is not a valid regular expression ({exc})") from None
     if not overwrite:
         check_no_report(out, RESULT_FILES)
     predictor = Predictor.from_run(run_dir, checkpoint)
@@ -261,7 +265,6 @@ def stress_test(
     names = parse_shifts(shifts, modality_of(predictor.in_channels))
     cfg, data_root, pairs, reader = _prepare(run_dir, data, subset, max_images, predictor)
     conditions = shift_conditions(names)
-    pattern = re.compile(group_pattern) if group_pattern else None
     calibration = predictor.quality if quality else None
     out.mkdir(parents=True, exist_ok=True)
 

@@ -13,6 +13,7 @@ operation is appended to FILE as ``N OP PATH``).
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -84,6 +85,8 @@ def rename(src: Path, dst: Path) -> None:
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` by ``data`` atomically and durably (temp file, fsync, rename, fsync of the folder)."""
     path = Path(path)
+    if path.is_dir():  # checked first, so that no temporary file is left beside a folder the rename cannot replace
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     write_file(tmp, data)
     rename(tmp, path)

@@ -31,15 +31,26 @@ separately: the IODs that use it (DX, MG, IO) require it to agree with the photo
 
 Every problem raises :class:`~scunext.data.errors.DataError` with a one-line message naming the file; a compressed
 file whose decoder is not installed raises :class:`DicomDecoderMissingError`, which is both a ``DataError`` and a
-:class:`~scunext.errors.MissingDependencyError` and names the packages to ``pip install``.
+:class:`~scunext.errors.MissingDependencyError` and names the packages to ``pip install``. That includes a file cut
+short before its Pixel Data (pydicom reads such a file without complaint, as a header missing everything after the
+cut), and a Rescale Slope/Intercept or window whose result is not finite (NaN or infinite values would otherwise
+become an all-black image that is segmented as if it were real). pydicom's own log records and numpy's warnings
+about such files are kept out of the output: the ``DataError`` is the one report.
+
+The pixel spacing (:attr:`DicomHeader.pixel_spacing_mm`) is Pixel Spacing, else Imager Pixel Spacing; a value that
+is malformed, not finite, or outside :data:`SPACING_RANGE_MM` is ignored with a logged warning (the next attribute,
+or no spacing, is used), so a damaged spacing never yields an area of 0 mm² or infinity.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import re
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -51,6 +62,7 @@ from scunext.errors import MissingDependencyError
 
 __all__ = [
     "DICOM_EXTENSIONS",
+    "SPACING_RANGE_MM",
     "DicomDecoderMissingError",
     "DicomHeader",
     "has_dicom_preamble",
@@ -64,8 +76,17 @@ logger = logging.getLogger(__name__)
 DICOM_EXTENSIONS: tuple[str, ...] = (".dcm",)
 """File extensions always read as DICOM (case-insensitive)."""
 
+SPACING_RANGE_MM: tuple[float, float] = (1e-4, 100.0)
+"""The pixel spacings (mm per pixel, each of row and column) taken as physical: 0.1 µm (beyond light microscopy) to
+10 cm (coarser than any imaging modality). A value outside it can only be a damaged or mistyped header, and would
+turn a mask's area into nonsense (up to infinity for ``1e300``), so it is ignored like a negative spacing."""
+
 _MAGIC_OFFSET = 128
 _MAGIC = b"DICM"
+#: the file meta information starts after the preamble and magic; its first element, the group length (12 bytes
+#: in the explicit VR little endian of every file meta), gives the length of the rest
+_META_START = _MAGIC_OFFSET + 4 + 12
+_PIXEL_GROUP = 0x7FE0
 
 #: SOP classes that carry Pixel Data but are not images to segment
 _NOT_IMAGES: dict[str, str] = {
@@ -169,29 +190,57 @@ def _dcmread(source: Source, label: str, *, header_only: bool) -> Any:
     data = _as_bytes(source)
     fp: str | os.PathLike[str] | BinaryIO
     if data is not None:
-        if not data:
-            raise DataError(f"{label}: file is empty (0 bytes)")
+        size = len(data)
         fp = io.BytesIO(data)
     else:
         path = Path(source)  # type: ignore[arg-type]
         if not path.is_file():
             raise DataError(f"{label}: file not found" if not path.exists() else f"{label}: not a regular file")
-        if path.stat().st_size == 0:
-            raise DataError(f"{label}: file is empty (0 bytes)")
+        size = path.stat().st_size
         fp = path
+    if size == 0:
+        raise DataError(f"{label}: file is empty (0 bytes)")
     # header only: values above 1 KB (the pixel data) are left unread, but their presence is still known
     kwargs: dict[str, Any] = {"defer_size": "1 KB"} if header_only else {}
     try:
-        return pydicom.dcmread(fp, **kwargs)
+        ds = pydicom.dcmread(fp, **kwargs)
     except InvalidDicomError as exc:
         raise DataError(f"{label}: not a DICOM file (no 'DICM' preamble at byte 128; {_reason(exc)})") from exc
     except Exception as exc:  # pydicom raises many types (struct.error, IndexError, ...) for a corrupt header
         raise DataError(f"{label}: corrupt DICOM header ({_reason(exc)})") from exc
+    _check_not_cut(ds, size, label)
+    return ds
 
 
-def _checked_header(ds: Any, label: str) -> DicomHeader:
+def _check_not_cut(ds: Any, size: int, label: str) -> None:
+    """Refuse a file that ends before its Pixel Data: a partial download or copy.
+
+    pydicom reads such a file without an error: the element the file ends in gets a shortened value and every
+    element after it is simply missing. Without this check a file cut in its header reads as an image of size 0x0
+    (or one without Pixel Data), which names the wrong problem. A file cut inside its Pixel Data is left to the
+    decoder, which reports it as truncated pixel data; until then its header is still good (sizes, UIDs).
+    """
+    if len(ds) == 0:  # nothing after the file meta: every DICOM data set has at least its SOP Class/Instance UIDs
+        meta = getattr(ds, "file_meta", None)
+        group_length = _int(meta, "FileMetaInformationGroupLength", 0) if meta is not None else 0
+        where = "inside its file meta information" if size < _META_START + group_length else "after its file meta"
+        raise DataError(f"{label}: truncated DICOM file ({size} bytes; it ends {where}, before any image data)")
+    tag = max(ds.keys())
+    if tag.group == _PIXEL_GROUP:
+        return
+    elem = ds.get_item(tag, keep_deferred=True)
+    length, tell = getattr(elem, "length", None), getattr(elem, "value_tell", None)
+    if isinstance(length, int) and isinstance(tell, int) and length != 0xFFFFFFFF and tell + length > size:
+        from pydicom.datadict import keyword_for_tag
+
+        name = f"{tag} {keyword_for_tag(tag)}".rstrip()
+        raise DataError(f"{label}: truncated DICOM file ({size} bytes; it ends inside {name}, before the Pixel Data)")
+
+
+def _checked_header(ds: Any, label: str, *, spacing: bool = True) -> DicomHeader:
     try:
-        return _header(ds)  # values are converted from their raw bytes here, where malformed ones fail
+        # values are converted from their raw bytes here, where malformed ones fail
+        return _header(ds, spacing=spacing)
     except Exception as exc:
         raise DataError(f"{label}: corrupt DICOM header ({_reason(exc)})") from exc
 
@@ -205,6 +254,9 @@ def _int(ds: Any, keyword: str, default: int) -> int:
 
 
 def _spacing(ds: Any) -> tuple[float, float] | None:
+    """Pixel Spacing, else Imager Pixel Spacing, each used only when both values lie in :data:`SPACING_RANGE_MM`
+    (which also excludes 0, negative, NaN and infinite values)."""
+    low, high = SPACING_RANGE_MM
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword, None)
         if value is None:
@@ -214,13 +266,15 @@ def _spacing(ds: Any) -> tuple[float, float] | None:
         except (TypeError, ValueError):
             logger.warning("ignoring a malformed %s %r", keyword, value)
             continue
-        if row > 0 and col > 0 and np.isfinite(row) and np.isfinite(col):
+        if low <= row <= high and low <= col <= high:  # False for NaN
             return (row, col)
-        logger.warning("ignoring a non-positive %s %r", keyword, value)
+        logger.warning("ignoring a %s %r outside %g..%g mm (not a physical spacing)", keyword, value, low, high)
     return None
 
 
-def _header(ds: Any) -> DicomHeader:
+def _header(ds: Any, *, spacing: bool = True) -> DicomHeader:
+    """The :class:`DicomHeader` of ``ds``; ``spacing=False`` leaves ``pixel_spacing_mm`` None without reading it, so
+    that a caller that does not use the spacing neither pays for it nor repeats its warnings."""
     meta = getattr(ds, "file_meta", None)
     return DicomHeader(
         rows=_int(ds, "Rows", 0),
@@ -229,7 +283,7 @@ def _header(ds: Any) -> DicomHeader:
         photometric=str(ds.get("PhotometricInterpretation", "") or "").strip().upper(),
         frames=_int(ds, "NumberOfFrames", 1),
         has_pixels="PixelData" in ds,
-        pixel_spacing_mm=_spacing(ds),
+        pixel_spacing_mm=_spacing(ds) if spacing else None,
         sop_class_uid=str(ds.get("SOPClassUID", "") or ""),
         sop_instance_uid=str(ds.get("SOPInstanceUID", "") or ""),
         study_instance_uid=str(ds.get("StudyInstanceUID", "") or ""),
@@ -239,14 +293,21 @@ def _header(ds: Any) -> DicomHeader:
     )
 
 
-def read_dicom_header(source: Source, *, label: str | None = None) -> DicomHeader:
+def read_dicom_header(source: Source, *, label: str | None = None, spacing: bool = True) -> DicomHeader:
     """The header of a DICOM file or bytes, without decoding (or, for a path, reading) the pixel data.
 
+    Args:
+        source: a DICOM file path, or its bytes.
+        label: how to name the source in messages (default: the path, or ``"image data"`` for bytes).
+        spacing: read the pixel spacing. ``False`` leaves ``pixel_spacing_mm`` None, and logs nothing about a bad
+            spacing: for callers that read a header already read (and warned about) by
+            :func:`scunext.data.io.read_image_info`.
+
     Raises:
-        DataError: missing, empty or non-DICOM file, corrupt header.
+        DataError: missing, empty, truncated or non-DICOM file, corrupt header.
     """
     label = _label(source, label)
-    return _checked_header(_dcmread(source, label, header_only=True), label)
+    return _checked_header(_dcmread(source, label, header_only=True), label, spacing=spacing)
 
 
 def _check_image(ds: Any, head: DicomHeader, label: str, max_pixels: int) -> None:
@@ -326,6 +387,64 @@ def _pip_packages(missing: list[str]) -> list[str]:
     return [p for _, p in sorted(found, key=lambda t: t[0])]
 
 
+def _finite(values: np.ndarray, *bounds: float) -> bool:
+    """All of ``values`` and ``bounds`` are finite (integer arrays always are)."""
+    return bool(np.isfinite(bounds).all()) and (values.dtype.kind in "iub" or bool(np.isfinite(values).all()))
+
+
+def _first(value: Any) -> float:
+    """The first of a multi-valued number (Window Center/Width may hold several windows), as a float."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        value = value[0]
+    return float(value)
+
+
+def _values_text(ds: Any, *keywords: str) -> str:
+    return ", ".join(f"{k} {ds.get(k, None)!s}" for k in keywords if k in ds)
+
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_quiet_saved_level = logging.NOTSET
+
+
+@contextlib.contextmanager
+def _pydicom_log_quiet() -> Iterator[None]:
+    """Silence pydicom's loggers (below CRITICAL) while pixel data is decoded, and restore their level after.
+
+    When a decoder plugin fails, pydicom logs the error with its full traceback (``logger.exception``) before it
+    raises; :func:`read_dicom` turns that exception into the one-line DataError that is the report, so the log
+    record would only repeat it as a traceback on stderr (the DataError is raised from pydicom's exception, which
+    keeps every plugin's message). Only the ``pydicom`` logger's level is changed, never logging's global
+    configuration. Reentrant and thread-safe: the level is saved by the first decode to start and restored by the
+    last one to end.
+    """
+    global _quiet_depth, _quiet_saved_level
+    pydicom_logger = logging.getLogger("pydicom")
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_saved_level = pydicom_logger.level
+            pydicom_logger.setLevel(logging.CRITICAL)
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                pydicom_logger.setLevel(_quiet_saved_level)
+
+
+def _decode_reason(exc: BaseException) -> str:
+    """One line for a failed decode. pydicom's "Unable to decode as exceptions were raised by all available
+    plugins:" says nothing about the file; the plugins' own messages (``"pillow: ..."``), on the lines after it,
+    are what is kept, joined."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return "; ".join(lines[1:])
+    return _reason(exc)
+
+
 def _to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``floor(255 * (v - lo) / (hi - lo) + 0.5)`` clipped to 0..255; all 0 when ``hi == lo``."""
     if hi == lo:
@@ -342,24 +461,36 @@ def _voi_to_uint8(values: np.ndarray, ds: Any, label: str, present: np.ndarray |
     """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    # numpy warnings off: a NaN or infinite Rescale Slope/Intercept or window (a damaged header) makes non-finite
+    # values, which are refused just below with a DataError naming the attributes, instead of being warned about
+    # and then cast to an all-black image. SIGMOID's exp() also overflows far from the centre, giving its limit.
     try:
-        values = apply_modality_lut(values, ds)
-        if ds.get("VOILUTSequence"):
-            if not np.issubdtype(values.dtype, np.integer):
-                values = np.rint(values).astype(np.int64)  # a LUT is indexed by integers
-            item = ds.VOILUTSequence[0]
-            bits = int(item.LUTDescriptor[2])
-            out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
-            return _to_uint8(out, 0.0, float(2**bits - 1))
-        if "WindowCenter" in ds and "WindowWidth" in ds:
-            with np.errstate(over="ignore"):  # SIGMOID: exp() overflows far from the centre, giving the limit
+        with np.errstate(all="ignore"):
+            values = np.asarray(apply_modality_lut(values, ds))
+            if not _finite(values):
+                what = _values_text(ds, "RescaleSlope", "RescaleIntercept") or "the Modality LUT"
+                raise DataError(f"{label}: corrupt DICOM rescale: {what} give non-finite pixel values")
+            if ds.get("VOILUTSequence"):
+                if not np.issubdtype(values.dtype, np.integer):  # a LUT is indexed by integers
+                    values = np.rint(np.clip(values, -(2.0**62), 2.0**62)).astype(np.int64)
+                item = ds.VOILUTSequence[0]
+                bits = int(item.LUTDescriptor[2])
                 out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
+                return _to_uint8(out, 0.0, float(2**bits - 1))
+            if "WindowCenter" in ds and "WindowWidth" in ds:
+                # the first window is the one applied; an infinite width maps every value to one grey, finite
+                window = [_first(ds.WindowCenter), _first(ds.WindowWidth)]
+                out = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True))
                 # the window function's output range: its values far below and far above the window
                 lo, hi = apply_voi_lut(np.array([-1e300, 1e300]), ds, index=0, prefer_lut=True).tolist()
-            return _to_uint8(out, lo, hi)
+                if not _finite(out, lo, hi, *window):
+                    what = _values_text(ds, "WindowCenter", "WindowWidth")
+                    raise DataError(f"{label}: corrupt DICOM window: {what} (not finite, or giving non-finite values)")
+                return _to_uint8(out, lo, hi)
+    except DataError:
+        raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError) as exc:
         raise DataError(f"{label}: cannot apply the DICOM LUTs ({_reason(exc)})") from exc
-    values = np.asarray(values)
     used = values if present is None else values[present]
     if used.size == 0:
         return np.zeros(values.shape, dtype=np.uint8)
@@ -401,7 +532,7 @@ def read_dicom(source: Source, *, max_pixels: int, label: str | None = None) -> 
     """
     label = _label(source, label)
     ds = _dcmread(source, label, header_only=False)
-    head = _checked_header(ds, label)
+    head = _checked_header(ds, label, spacing=False)  # the spacing is read_dicom_header's; it would warn again
     try:
         _check_image(ds, head, label, max_pixels)
     except DataError:
@@ -409,11 +540,12 @@ def read_dicom(source: Source, *, max_pixels: int, label: str | None = None) -> 
     except Exception as exc:  # a malformed value met while checking (e.g. Bits Allocated that is not a number)
         raise DataError(f"{label}: corrupt DICOM header ({_reason(exc)})") from exc
     try:
-        arr = ds.pixel_array
+        with _pydicom_log_quiet():
+            arr = ds.pixel_array
     except MemoryError as exc:
         raise DataError(f"{label}: not enough memory to decode the DICOM pixel data") from exc
     except Exception as exc:  # pydicom and its plugins raise many types for corrupt or truncated data
-        raise DataError(f"{label}: corrupt or truncated DICOM pixel data ({_reason(exc)})") from exc
+        raise DataError(f"{label}: corrupt or truncated DICOM pixel data ({_decode_reason(exc)})") from exc
     expected = (head.rows, head.columns) + ((3,) if head.samples_per_pixel == 3 else ())
     if arr.shape != expected:
         raise DataError(f"{label}: decoded DICOM pixel data has shape {arr.shape}, expected {expected}")

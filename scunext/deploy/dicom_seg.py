@@ -175,7 +175,7 @@ def write_dicom_seg(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: already exists; not overwritten")
 
-    head = read_dicom_header(source_dicom)
+    head = read_dicom_header(source_dicom, spacing=False)  # the caller has the spacing (and its warnings)
     if not head.has_pixels or head.rows < 1:
         raise DataError(f"{source_dicom}: not a DICOM image (no Pixel Data); a SEG needs an image to reference")
     if head.frames > 1:

@@ -162,7 +162,7 @@ def test_table1_records_round_trip(tmp_path, capsys):
     assert all(Path(r["run"]).parent == rec for r in rows)
     # no data folder needed to rebuild the tables from records
     out3 = tmp_path / "nodata"
-    argv3 = [*argv2[:3], str(tmp_path / "gone"), argv2[4], str(out3), *argv2[6:]]
+    argv3 = [*argv2[:3], str(tmp_path / "gone" / "chest-xray-lungs"), argv2[4], str(out3), *argv2[6:]]
     assert main(argv3) == 0
     table = [ln for ln in md.splitlines() if ln.startswith("| `")]
     assert [ln for ln in (out3 / "table1.md").read_text().splitlines() if ln.startswith("| `")] == table

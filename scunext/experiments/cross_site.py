@@ -19,13 +19,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scunext.config import TrainConfig, apply_overrides
 from scunext.data import DataError, random_split
 from scunext.experiments.plan import PlannedRun, slug
-from scunext.experiments.records import is_complete, load_result
-from scunext.experiments.report import budget_line, mean_sd, pct, write_csv
+from scunext.experiments.records import RecordError, is_complete, load_result
+from scunext.experiments.report import PROTOCOL_KEYS, budget_line, mean_sd, pct, write_csv
 from scunext.experiments.table2 import TABLE2_CONFIGS, component_effects, paired_markdown
 from scunext.metrics.paired import paired_comparison
 from scunext.models import create_model
@@ -256,10 +254,24 @@ def cross_site_scores(folder: Path) -> dict[str, tuple[float, int]]:
         if cand.name not in seen and cand.is_dir() and is_complete(cand, ("test", "external")):
             seen[cand.name] = cand
     by_model: dict[str, list[float]] = {}
+    runs: dict[tuple[Any, ...], Path] = {}  # (model, seed, split file): each run counted once, whatever its folder
+    protocol: tuple[Path, dict[str, Any]] | None = None
     for path in seen.values():
-        cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        r = load_result(path, ("external",))
+        cfg = r["config"]
         if cfg.get("model_args") or cfg.get("loss", "bce_dice") != TrainConfig().loss:
             continue
-        r = load_result(path, ("external",))
+        key = (cfg.get("model"), cfg.get("seed"), Path(str(cfg.get("split_csv") or "")).name)
+        if key in runs:
+            raise RecordError(f"{path}: the same run ({key[0]}, seed {key[1]}, {key[2]}) as {runs[key]}; keep one "
+                              "of the two folders")  # fmt: skip
+        runs[key] = path
+        budget = {k: cfg.get(k) for k in PROTOCOL_KEYS}
+        if protocol is None:
+            protocol = (path, budget)
+        elif budget != protocol[1]:
+            diff = [k for k in PROTOCOL_KEYS if budget[k] != protocol[1][k]]
+            raise RecordError(f"{path}: trained under another protocol than {protocol[0]} ({', '.join(diff)}); "
+                              "a cross-site score averages runs of one protocol")  # fmt: skip
         by_model.setdefault(cfg["model"], []).append(r["metrics"]["external"]["dice"]["per_image_mean"])
     return {m: (sum(v) / len(v), len(v)) for m, v in by_model.items()}

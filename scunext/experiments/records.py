@@ -8,6 +8,13 @@ one machine to the next; every table of the experiment runners can be rebuilt fr
 
 Only those files of a run folder are read (not checkpoints, not other metadata files), so a record can be made from
 any run folder of this format and a record folder reads like a run folder.
+
+Records travel between machines and through hand merges, so every file is checked when it is read
+(:func:`load_result`): unreadable or misshapen files, metrics that are not finite or outside [0, 1], per-image rows
+with repeated ids, ids that are not the run's own scored part (``split.json``), summary metrics that disagree with
+the per-image rows, negative epoch times, and (:func:`check_identity`) a record that belongs to another model,
+seed, split or dataset than the run it stands for. Each is a :class:`RecordError` naming the file: a table is never
+built from a damaged record.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -26,7 +34,8 @@ import yaml
 
 from scunext.runs import RunDir
 
-__all__ = ["RECORD_FORMAT", "export_record", "is_complete", "load_result", "train_seconds_from_log", "find_source"]
+__all__ = ["RECORD_FORMAT", "RecordError", "check_identity", "export_record", "is_complete", "load_result",
+           "train_seconds_from_log", "find_source"]
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +44,37 @@ _FILES = ("config.yaml", "split.json", "log.csv")
 _EVAL_FILES = ("metrics.json", "per_image.csv")
 
 
+class RecordError(ValueError):
+    """A run folder or record whose files are damaged or belong to another run; the message names the file."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecordError(f"{path}: not readable JSON ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise RecordError(f"{path}: not a JSON object")
+    return data
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RecordError(f"{path}: not readable YAML ({exc.__class__.__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecordError(f"{path}: not a YAML mapping")
+    return data
+
+
 def _status(run_dir: Path) -> str:
     """``finished`` for a finished run folder or a record; else the run's status (``new`` when none)."""
     rec = run_dir / "record.json"
     if rec.is_file():
-        return json.loads(rec.read_text()).get("status", "new")
+        return str(_read_json(rec).get("status", "new"))
     return RunDir(run_dir).status()
 
 
@@ -55,10 +90,16 @@ def train_seconds_from_log(log_csv: Path) -> float | None:
     if not log_csv.is_file():
         return None
     per_epoch: dict[str, float] = {}
-    with log_csv.open(newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get("epoch_seconds"):
-                per_epoch[row["epoch"]] = float(row["epoch_seconds"])
+    try:
+        with log_csv.open(newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if row.get("epoch_seconds"):
+                    seconds = float(row["epoch_seconds"])
+                    if not (math.isfinite(seconds) and seconds >= 0):
+                        raise ValueError(f"epoch_seconds {seconds} of epoch {row.get('epoch')}")
+                    per_epoch[row["epoch"]] = seconds
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        raise RecordError(f"{log_csv}: not a readable training log ({exc})") from None
     return round(sum(per_epoch.values()), 2) if per_epoch else None
 
 
@@ -66,12 +107,12 @@ def _run_device(run_dir: Path) -> str:
     for name in ("record.json", "run.json"):
         p = run_dir / name
         if p.is_file():
-            dev = json.loads(p.read_text()).get("device")
+            dev = _read_json(p).get("device")
             if dev:
                 return str(dev)
     cfg = RunDir(run_dir).config_file
     if cfg.is_file():
-        return str((yaml.safe_load(cfg.read_text()) or {}).get("device", "?"))
+        return str(_read_yaml(cfg).get("device", "?"))
     return "?"
 
 
@@ -133,32 +174,126 @@ def find_source(folder: str, runs_dir: Path, records_dir: Path | None, subsets: 
     return None
 
 
+#: per-image scores that are fractions (HD95 is a distance: finite and >= 0 where defined)
+_FRACTIONS = ("dice", "iou")
+
+
 def _per_image(path: Path) -> dict[str, dict[str, float]]:
+    """``{id: {dice, iou, hd95}}`` of a ``per_image.csv``; every id once, Dice and IoU in [0, 1] where defined (``nan``:
+    undefined under the metrics' empty-mask policy, counted against its ``n_undefined``; HD95 of an empty mask)."""
     out: dict[str, dict[str, float]] = {}
     if not path.is_file():
         return out
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            rec = {}
-            for k in ("dice", "iou", "hd95"):
-                v = row.get(k)
-                if v not in (None, "", "nan", "None"):
-                    rec[k] = float(v)
-            out[row["id"]] = rec
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = {"id", "dice"} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(f"no {', '.join(sorted(missing))} column")
+            for n, row in enumerate(reader, 2):
+                rec = {}
+                for k in ("dice", "iou", "hd95"):
+                    v = row.get(k)
+                    if k == "dice" and v in (None, ""):
+                        raise ValueError(f"line {n}: no dice value")
+                    if v in (None, "", "None", "nan"):  # undefined (empty-mask policy; HD95 of an empty mask)
+                        continue
+                    x = float(v)
+                    if k in _FRACTIONS and not 0 <= x <= 1:  # also NaN
+                        raise ValueError(f"line {n}: {k} {v} is not in [0, 1]")
+                    if k == "hd95" and not (math.isfinite(x) and x >= 0):
+                        raise ValueError(f"line {n}: hd95 {v} is not a finite distance")
+                    rec[k] = x
+                if row["id"] in out:
+                    raise ValueError(f"line {n}: image {row['id']!r} a second time")
+                out[row["id"]] = rec
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        raise RecordError(f"{path}: damaged per-image table ({exc})") from None
     return out
 
 
+def _check_metrics(path: Path, m: dict[str, Any], per_image: dict[str, dict[str, float]],
+                   part_ids: list[str] | None) -> None:  # fmt: skip
+    """The summary of one scored part agrees with itself, with its per-image rows and with the run's split."""
+
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    for k in _FRACTIONS:
+        entry = m.get(k)
+        values = [entry.get(v) for v in ("per_image_mean", "pooled")] if isinstance(entry, dict) else [None]
+        if not all(number(x) and 0 <= x <= 1 for x in values):
+            raise RecordError(f"{path}: {k} needs per_image_mean and pooled in [0, 1], got {entry!r:.80}")
+    hd = m.get("hd95")
+    hd = hd.get("per_image_mean") if isinstance(hd, dict) else hd
+    if hd is not None and not (number(hd) and hd >= 0):
+        raise RecordError(f"{path}: hd95 per_image_mean {hd!r} is not a finite distance")
+    n = m.get("n_images")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise RecordError(f"{path}: n_images {n!r} is not a positive count")
+    if per_image:
+        if len(per_image) != n:
+            raise RecordError(f"{path}: n_images {n} but per_image.csv has {len(per_image)} images")
+        defined = [r["dice"] for r in per_image.values() if "dice" in r]
+        undefined = m["dice"].get("n_undefined") or 0
+        if len(defined) + undefined != n:
+            raise RecordError(f"{path}: per_image.csv has {n - len(defined)} images without a Dice value, the "
+                              f"summary {undefined}")  # fmt: skip
+        mean = sum(defined) / max(len(defined), 1)
+        if abs(mean - m["dice"]["per_image_mean"]) > 1e-4:
+            raise RecordError(f"{path}: dice per_image_mean {m['dice']['per_image_mean']:.6f} but the mean of "
+                              f"per_image.csv is {mean:.6f}")  # fmt: skip
+    if part_ids is not None and per_image and set(per_image) != set(part_ids):
+        differ = len(set(per_image) ^ set(part_ids))
+        raise RecordError(f"{path}: its images are not the run's scored part in split.json ({len(per_image)} "
+                          f"scored, {len(part_ids)} in the part, {differ} differ)")  # fmt: skip
+
+
+def _part_ids(source: Path, part: str) -> list[str] | None:
+    """The ids of a part in the run's ``split.json`` (None: no split file, or the part is not listed there)."""
+    path = source / "split.json"
+    if not path.is_file():
+        return None
+    ids = _read_json(path).get(part)
+    return [str(i) for i in ids] if isinstance(ids, list) else None
+
+
 def load_result(source: Path, subsets: tuple[str, ...] = ("test",)) -> dict[str, Any]:
-    """The numbers of a complete run folder or record: ``metrics``/``per_image`` per part, seconds, device, config."""
-    cfg = yaml.safe_load((source / "config.yaml").read_text()) if (source / "config.yaml").is_file() else {}
+    """The numbers of a complete run folder or record: ``metrics``/``per_image`` per part, seconds, device, config.
+
+    Raises:
+        RecordError: a damaged file, or numbers that disagree (module docstring); the message names the file.
+    """
+    cfg = _read_yaml(source / "config.yaml") if (source / "config.yaml").is_file() else {}
     host = None
     if (source / "record.json").is_file():
-        h = json.loads((source / "record.json").read_text()).get("host") or {}
-        host = f"{h.get('cpu', '?')}, {h.get('cpu_count', '?')} cores, torch {h.get('torch', '?')}"
-    res: dict[str, Any] = {"source": str(source), "config": cfg or {}, "device": _run_device(source), "host": host,
+        h = _read_json(source / "record.json").get("host") or {}
+        if isinstance(h, dict):
+            host = f"{h.get('cpu', '?')}, {h.get('cpu_count', '?')} cores, torch {h.get('torch', '?')}"
+    res: dict[str, Any] = {"source": str(source), "config": cfg, "device": _run_device(source), "host": host,
                            "train_seconds": train_seconds_from_log(source / "log.csv"), "metrics": {},
                            "per_image": {}}  # fmt: skip
     for s in subsets:
-        res["metrics"][s] = json.loads((source / "eval" / s / "metrics.json").read_text())
+        metrics_file = source / "eval" / s / "metrics.json"
+        res["metrics"][s] = _read_json(metrics_file)
         res["per_image"][s] = _per_image(source / "eval" / s / "per_image.csv")
+        _check_metrics(metrics_file, res["metrics"][s], res["per_image"][s], _part_ids(source, s))
     return res
+
+
+#: the settings that make a run the one a table planned (a change of budget, e.g. epochs, is marked in the tables
+#: instead: :data:`scunext.experiments.report.PROTOCOL_KEYS`)
+IDENTITY_KEYS = ("model", "model_args", "seed", "split", "fold", "split_column", "loss", "loss_args")
+
+
+def check_identity(source: Path, recorded: dict[str, Any], planned: dict[str, Any]) -> None:
+    """Refuse the numbers of ``source`` for a planned run when its saved config is another run's: another model,
+    seed, split, fold, loss or dataset (by the data folder's name, so that records from another machine match).
+    Keys a config does not hold (older runs) are not compared."""
+    diffs = [f"{k} {recorded[k]!r} (planned {planned[k]!r})" for k in IDENTITY_KEYS
+             if k in recorded and k in planned and recorded[k] != planned[k]]  # fmt: skip
+    data = (Path(str(recorded.get("data") or "")).name, Path(str(planned.get("data") or "")).name)
+    if "data" in recorded and "data" in planned and data[0] != data[1]:
+        diffs.append(f"data {data[0]!r} (planned {data[1]!r})")
+    if diffs:
+        raise RecordError(f"{source / 'config.yaml'}: another run than the one planned here: {'; '.join(diffs)}")

@@ -19,7 +19,15 @@ from typing import Any
 from scunext.engine.evaluate import evaluate_run
 from scunext.engine.trainer import train
 from scunext.experiments.plan import PlannedRun
-from scunext.experiments.records import _status, export_record, find_source, is_complete, load_result
+from scunext.experiments.records import (
+    RecordError,
+    _status,
+    check_identity,
+    export_record,
+    find_source,
+    is_complete,
+    load_result,
+)
 from scunext.runs import RunDir, RunInUseError
 
 __all__ = ["run_plan", "collect"]
@@ -61,6 +69,8 @@ def run_plan(
     if not report_only:
         runs_dir.mkdir(parents=True, exist_ok=True)
     if records is not None:
+        if report_only and not records.is_dir():  # a mistyped path would give a table of empty rows
+            raise RecordError(f"--records {records}: folder not found; --report-only reads records, it creates none")
         records.mkdir(parents=True, exist_ok=True)
     durations: list[float] = []
     mine = set(range(shard[0] - 1, len(plan), shard[1])) if shard else set(range(len(plan)))
@@ -140,6 +150,7 @@ def collect(pr: PlannedRun, runs_dir: Path, records: Path | None = None) -> dict
     if source is None:
         return res
     r = load_result(source, pr.subsets)
+    check_identity(source, r["config"], pr.cfg.to_dict())
     if r["host"] is None and records is not None and (records / pr.folder / "record.json").is_file():
         r["host"] = load_result(records / pr.folder, ())["host"]  # the training machine, as its record says
     m = r["metrics"]["test"] if "test" in r["metrics"] else next(iter(r["metrics"].values()))

@@ -1,0 +1,156 @@
+"""Damaged or foreign run records: every table is built from records that carry across machines and hand merges,
+so each damage found by a fuzzing pass must stop the table with one line naming the file (RecordError, exit 2),
+never give a traceback or a wrong number."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from scunext.cli.main import main
+from scunext.experiments.cross_site import cross_site_scores
+from scunext.experiments.records import RecordError, check_identity, load_result
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "results"
+RECORD = DOCS / "leaderboard-lungs" / "malunet-seed-1"  # a committed record: 141 test images
+
+
+@pytest.fixture
+def record(tmp_path) -> Path:
+    dest = tmp_path / "malunet-seed-1"
+    shutil.copytree(RECORD, dest)
+    return dest
+
+
+def _edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _edit_lines(path: Path, change) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(change(lines)))
+
+
+def _cell(lines: list[str], row: int, column: str, value: str) -> list[str]:
+    header = lines[0].rstrip("\r\n").split(",")
+    cells = lines[row].rstrip("\r\n").split(",")
+    cells[header.index(column)] = value
+    lines[row] = ",".join(cells) + "\n"
+    return lines
+
+
+M, P, L = "eval/test/metrics.json", "eval/test/per_image.csv", "log.csv"
+CASES = {
+    "record truncated": ("record.json", lambda p: p.write_text('{"status": "fini'), "not readable JSON"),
+    "record a list": ("record.json", lambda p: p.write_text("[]"), "not a JSON object"),
+    "metrics empty": (M, lambda p: p.write_text(""), "not readable JSON"),
+    "metrics binary": (M, lambda p: p.write_bytes(b"\xff\xfe\x00"), "not readable JSON"),
+    "dice as text": (M, lambda p: _edit_json(p, lambda d: d["dice"].update(per_image_mean="0.95")), "in [0, 1]"),
+    "dice NaN": (M, lambda p: _edit_json(p, lambda d: d["dice"].update(pooled=float("nan"))), "in [0, 1]"),
+    "dice above 1": (M, lambda p: _edit_json(p, lambda d: d["dice"].update(per_image_mean=1.7)), "in [0, 1]"),
+    "no iou": (M, lambda p: _edit_json(p, lambda d: d.pop("iou")), "iou needs"),
+    "hd95 text": (M, lambda p: _edit_json(p, lambda d: d["hd95"].update(per_image_mean="abc")), "finite distance"),
+    "n_images off": (M, lambda p: _edit_json(p, lambda d: d.update(n_images=140)), "per_image.csv has 141"),
+    "mean off": (M, lambda p: _edit_json(p, lambda d: d["dice"].update(per_image_mean=0.5)), "the mean of"),
+    "rows binary": (P, lambda p: p.write_bytes(b"\xff\xfe\x00\x01"), "damaged per-image table"),
+    "no id column": (P, lambda p: _edit_lines(p, lambda ls: [ls[0].replace("id,", "name,", 1), *ls[1:]]), "no id"),
+    "duplicate id": (P, lambda p: _edit_lines(p, lambda ls: [*ls, ls[1]]), "a second time"),
+    "dice nan cell": (P, lambda p: _edit_lines(p, lambda ls: _cell(ls, 3, "dice", "nan")), "without a Dice value", M),
+    "dice inf cell": (P, lambda p: _edit_lines(p, lambda ls: _cell(ls, 3, "dice", "inf")), "not in [0, 1]"),
+    "dice text cell": (P, lambda p: _edit_lines(p, lambda ls: _cell(ls, 3, "dice", "abc")), "damaged per-image"),
+    "config broken": ("config.yaml", lambda p: p.write_text("model: [\n"), "not readable YAML"),
+    "config a list": ("config.yaml", lambda p: p.write_text("- 1\n"), "not a YAML mapping"),
+    "negative epoch": (L, lambda p: _edit_lines(p, lambda ls: _cell(ls, 2, "epoch_seconds", "-9")), "epoch_seconds"),
+    "epoch text": (L, lambda p: _edit_lines(p, lambda ls: _cell(ls, 2, "epoch_seconds", "abc")), "training log"),
+}
+
+
+def test_an_intact_record_loads(record):
+    r = load_result(record)
+    assert r["metrics"]["test"]["n_images"] == len(r["per_image"]["test"]) == 141
+    assert r["config"]["model"] == "malunet" and r["train_seconds"] > 0
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_damaged_record_is_refused_naming_its_file(record, case):
+    name, damage, needle, *named = CASES[case]  # named: the file the message names, when not the damaged one
+    damage(record / name)
+    with pytest.raises(RecordError) as exc:
+        load_result(record)
+    assert str(exc.value).startswith(str(record / (named or [name])[0])) and needle in str(exc.value)
+
+
+def test_rows_of_another_image_set_are_refused(record):
+    """Rows cut to 100 images with a consistent summary: still not the run's scored part (split.json)."""
+    import csv
+
+    path = record / P
+    rows = list(csv.DictReader(path.open()))[:100]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    mean = sum(float(r["dice"]) for r in rows) / 100
+    _edit_json(record / M, lambda d: (d.update(n_images=100), d["dice"].update(per_image_mean=mean)))
+    with pytest.raises(RecordError, match="not the run's scored part in split.json"):
+        load_result(record)
+
+
+def test_a_record_of_another_run_is_refused():
+    cfg = {"model": "unext_s", "seed": 1, "data": "/elsewhere/chest-xray-lungs", "model_args": {}}
+    check_identity(RECORD, cfg, {**cfg, "data": "../shared/data/chest-xray-lungs", "epochs": 50})  # same run
+    check_identity(RECORD, {"model": "unext_s"}, cfg)  # an older config without the other keys
+    with pytest.raises(RecordError, match="model 'unext_s' \\(planned 'malunet'\\); seed 1 \\(planned 2\\)"):
+        check_identity(RECORD, cfg, {**cfg, "model": "malunet", "seed": 2})
+    with pytest.raises(RecordError, match="data 'chest-xray-lungs' \\(planned 'isic2017'\\)"):
+        check_identity(RECORD, cfg, {**cfg, "data": "../shared/data/isic2017"})
+
+
+def test_the_cross_site_column_counts_each_run_once_and_one_protocol(tmp_path):
+    src = DOCS / "cross-site-lungs-robust-e20" / "records"
+    folder = tmp_path / "records"
+    shutil.copytree(src, folder)
+    assert cross_site_scores(folder) == cross_site_scores(src)
+    shutil.copytree(folder / "sc-unext-train-chncxr-seed-0", folder / "sc-unext-train-chncxr-seed-0 copy")
+    with pytest.raises(RecordError, match="the same run"):
+        cross_site_scores(folder)
+    shutil.rmtree(folder / "sc-unext-train-chncxr-seed-0 copy")
+    other = DOCS / "cross-site-lungs-e20" / "records" / "sc-unext-train-chncxr-seed-0"  # the older pipeline
+    shutil.rmtree(folder / "sc-unext-train-chncxr-seed-0")
+    shutil.copytree(other, folder / "sc-unext-train-chncxr-seed-0")
+    with pytest.raises(RecordError, match="another protocol"):
+        cross_site_scores(folder)
+
+
+def test_report_only_from_a_damaged_or_missing_records_folder_is_one_line(tmp_path, capsys):
+    """End to end through the leaderboard's --report-only (no data needed): exit 2, one line naming the file."""
+    records = tmp_path / "leaderboard-lungs"
+    records.mkdir()
+    for name in ("unext_s-seed-0", "sc_unext-seed-0", "latency.json"):
+        src = DOCS / "leaderboard-lungs" / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, records / name)
+    data = tmp_path / "absent" / "chest-xray-lungs"  # not read: the tables come from the records
+    argv = ["experiment", "leaderboard", "--data", str(data), "--out", str(tmp_path / "lb"),
+            "--config", str(DOCS.parents[1] / "configs" / "robust-cpu.yaml"), "--epochs", "50", "--seeds", "1",
+            "--models", "unext_s,sc_unext", "--records", str(records), "--report-only"]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    _edit_lines(records / "sc_unext-seed-0" / P, lambda ls: [*ls, ls[1]])
+    assert main(argv) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln.lower() or "Traceback" in ln]
+    assert len(err) == 1 and err[0].startswith("scunext experiment: error: ")  # after the runs' progress lines
+    assert "sc_unext-seed-0/eval/test/per_image.csv" in err[0] and "a second time" in err[0]
+    shutil.copytree(DOCS / "leaderboard-lungs" / "sc_unext-seed-0", records / "sc_unext-seed-0", dirs_exist_ok=True)
+    shutil.rmtree(records / "unext_s-seed-0")
+    shutil.copytree(DOCS / "leaderboard-lungs" / "unext-seed-0", records / "unext_s-seed-0")  # the wrong model
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "another run than the one planned here: model 'unext' (planned 'unext_s')" in err
+    typo = [a if a != str(records) else str(tmp_path / "leaderbord-lungs") for a in argv]
+    assert main(typo) == 2
+    assert "folder not found" in capsys.readouterr().err and not (tmp_path / "leaderbord-lungs").exists()

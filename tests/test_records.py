@@ -154,3 +154,23 @@ def test_report_only_from_a_damaged_or_missing_records_folder_is_one_line(tmp_pa
     typo = [a if a != str(records) else str(tmp_path / "leaderbord-lungs") for a in argv]
     assert main(typo) == 2
     assert "folder not found" in capsys.readouterr().err and not (tmp_path / "leaderbord-lungs").exists()
+
+
+@pytest.mark.parametrize("name, text, needle", [
+    ("latency.json", '{"trunc', "latency.json: not readable JSON"),
+    ("latency.json", "[]", "latency.json: not a JSON object"),
+    ("latency.json", '{"unext_s @ 1x256, 2 threads": {"latency_ms": "fast"}}', "no positive latency_ms"),
+    ("experiment.json", '{"trunc', "experiment.json: not readable JSON"),
+])  # fmt: skip
+def test_a_damaged_cache_or_experiment_file_is_one_line(tmp_path, capsys, name, text, needle):
+    records, out = tmp_path / "records", tmp_path / "lb"
+    records.mkdir()
+    shutil.copytree(DOCS / "leaderboard-lungs" / "unext_s-seed-0", records / "unext_s-seed-0")
+    out.mkdir()
+    (records if name == "latency.json" else out).joinpath(name).write_text(text)
+    argv = ["experiment", "leaderboard", "--data", str(tmp_path / "absent" / "chest-xray-lungs"), "--out", str(out),
+            "--config", str(DOCS.parents[1] / "configs" / "robust-cpu.yaml"), "--epochs", "50", "--seeds", "1",
+            "--models", "unext_s", "--records", str(records), "--report-only"]  # fmt: skip
+    assert main(argv) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln.lower() or "Traceback" in ln]
+    assert len(err) == 1 and needle in err[0]

@@ -19,6 +19,7 @@ from typing import Any
 
 from scunext.config import TrainConfig, apply_overrides
 from scunext.experiments.plan import PlannedRun
+from scunext.experiments.records import RecordError, read_json
 from scunext.experiments.report import budget_line, mean_sd, pct, protocol_differences, run_in_channels, write_csv
 from scunext.metrics.paired import paired_comparison
 from scunext.models import create_model, list_models
@@ -146,11 +147,17 @@ def engine_latency(
 
 def latencies(models: list[str], in_ch: int, cache: Path, *, measure: bool = True, **kwargs) -> dict[str, Any]:
     """Latency per model, read from ``cache`` (``latency.json``) or measured and added to it."""
-    data = json.loads(cache.read_text()) if cache.is_file() else {}
+    data = read_json(cache) if cache.is_file() else {}
     key = f"{in_ch}x{kwargs.get('size', 256)}, {kwargs.get('threads', 2)} threads"
     changed = False
     for m in models:
-        if f"{m} @ {key}" not in data and measure:
+        entry = data.get(f"{m} @ {key}")
+        if entry is not None:
+            ms = entry.get("latency_ms") if isinstance(entry, dict) else None
+            if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not 0 < ms < float("inf"):
+                raise RecordError(f"{cache}: the entry '{m} @ {key}' has no positive latency_ms ({entry!r:.60}); "
+                                  "delete the entry to measure it again")  # fmt: skip
+        elif measure:
             data[f"{m} @ {key}"] = engine_latency(m, in_ch, **kwargs)
             changed = True
     if changed:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from scunext.config import TrainConfig
+from scunext.experiments.records import read_json
 
 __all__ = ["PlannedRun", "parse_shard", "check_experiment_record", "slug"]
 
@@ -54,7 +55,7 @@ def check_experiment_record(out_dir: Path, record: dict[str, Any]) -> None:
     """Store the experiment's settings in ``experiment.json``; refuse to continue an experiment with others."""
     path = out_dir / "experiment.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = read_json(path)
         if isinstance(old.get("base_config"), dict):  # settings added to TrainConfig since: their defaults
             old["base_config"] = TrainConfig.from_dict(old["base_config"]).to_dict()  # + typed augment
         if old != record:

@@ -34,7 +34,7 @@ import yaml
 
 from scunext.runs import RunDir
 
-__all__ = ["RECORD_FORMAT", "RecordError", "check_identity", "export_record", "is_complete", "load_result",
+__all__ = ["RECORD_FORMAT", "RecordError", "check_identity", "read_json", "export_record", "is_complete", "load_result",
            "train_seconds_from_log", "find_source"]
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ class RecordError(ValueError):
     """A run folder or record whose files are damaged or belong to another run; the message names the file."""
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or :class:`RecordError` naming the file (unreadable, not JSON, not an object)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -74,7 +75,7 @@ def _status(run_dir: Path) -> str:
     """``finished`` for a finished run folder or a record; else the run's status (``new`` when none)."""
     rec = run_dir / "record.json"
     if rec.is_file():
-        return str(_read_json(rec).get("status", "new"))
+        return str(read_json(rec).get("status", "new"))
     return RunDir(run_dir).status()
 
 
@@ -107,7 +108,7 @@ def _run_device(run_dir: Path) -> str:
     for name in ("record.json", "run.json"):
         p = run_dir / name
         if p.is_file():
-            dev = _read_json(p).get("device")
+            dev = read_json(p).get("device")
             if dev:
                 return str(dev)
     cfg = RunDir(run_dir).config_file
@@ -254,7 +255,7 @@ def _part_ids(source: Path, part: str) -> list[str] | None:
     path = source / "split.json"
     if not path.is_file():
         return None
-    ids = _read_json(path).get(part)
+    ids = read_json(path).get(part)
     return [str(i) for i in ids] if isinstance(ids, list) else None
 
 
@@ -267,7 +268,7 @@ def load_result(source: Path, subsets: tuple[str, ...] = ("test",)) -> dict[str,
     cfg = _read_yaml(source / "config.yaml") if (source / "config.yaml").is_file() else {}
     host = None
     if (source / "record.json").is_file():
-        h = _read_json(source / "record.json").get("host") or {}
+        h = read_json(source / "record.json").get("host") or {}
         if isinstance(h, dict):
             host = f"{h.get('cpu', '?')}, {h.get('cpu_count', '?')} cores, torch {h.get('torch', '?')}"
     res: dict[str, Any] = {"source": str(source), "config": cfg, "device": _run_device(source), "host": host,
@@ -275,7 +276,7 @@ def load_result(source: Path, subsets: tuple[str, ...] = ("test",)) -> dict[str,
                            "per_image": {}}  # fmt: skip
     for s in subsets:
         metrics_file = source / "eval" / s / "metrics.json"
-        res["metrics"][s] = _read_json(metrics_file)
+        res["metrics"][s] = read_json(metrics_file)
         res["per_image"][s] = _per_image(source / "eval" / s / "per_image.csv")
         _check_metrics(metrics_file, res["metrics"][s], res["per_image"][s], _part_ids(source, s))
     return res

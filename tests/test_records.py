@@ -174,3 +174,22 @@ def test_a_damaged_cache_or_experiment_file_is_one_line(tmp_path, capsys, name, 
     assert main(argv) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln.lower() or "Traceback" in ln]
     assert len(err) == 1 and needle in err[0]
+
+
+def test_out_is_never_the_records_folder_nor_a_folder_of_other_tables(tmp_path, capsys):
+    records, out = tmp_path / "records", tmp_path / "lb"
+    records.mkdir()
+    shutil.copytree(DOCS / "leaderboard-lungs" / "unext_s-seed-0", records / "unext_s-seed-0")
+    argv = ["experiment", "leaderboard", "--data", str(tmp_path / "absent" / "chest-xray-lungs"), "--out", str(out),
+            "--config", str(DOCS.parents[1] / "configs" / "robust-cpu.yaml"), "--epochs", "50", "--seeds", "1",
+            "--models", "unext_s", "--records", str(records), "--report-only"]  # fmt: skip
+    same = [a if a != str(out) else str(records) for a in argv]
+    assert main(same) == 2 and "same folder" in capsys.readouterr().err
+    assert sorted(p.name for p in records.iterdir()) == ["unext_s-seed-0"]
+    out.mkdir()
+    (out / "leaderboard.md").write_text("a user's table of another experiment")
+    assert main(argv) == 2 and "no experiment.json" in capsys.readouterr().err
+    assert (out / "leaderboard.md").read_text() == "a user's table of another experiment"
+    (out / "leaderboard.md").unlink()
+    assert main(argv) == 0 and (out / "experiment.json").is_file()
+    assert main(argv) == 0  # its own folder: rebuilt

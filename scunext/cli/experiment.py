@@ -10,6 +10,7 @@ from scunext.cli.config_flags import add_config_flags, config_from_args
 from scunext.config import apply_overrides
 from scunext.data import discover_pairs
 from scunext.engine.distributed import resolve_device
+from scunext.errors import UsageError
 from scunext.experiments import (
     CROSS_SITE_MODELS,
     TABLE1_MODELS,
@@ -34,6 +35,21 @@ _OUTPUTS = {"table1": ("table1.md", "table1.csv", "table1_paired.csv", "table1.p
             "table2": ("table2.md", "table2.csv", "table2_paired.csv", "table2.png"),
             "leaderboard": ("leaderboard.md", "leaderboard.csv", "leaderboard_paired.csv", "leaderboard.png"),
             "cross-site": ("cross_site.md", "cross_site.csv", "cross_site_paired.csv")}  # fmt: skip
+def _check_out(out: Path, records: Path | None, table: str) -> None:
+    """``--out`` is an experiment's own folder: not the records folder (whose files are committed), and not a folder
+    that holds tables without the ``experiment.json`` that says they are this experiment's (a user's earlier tables
+    of another experiment would be overwritten)."""
+    if records is not None and out.resolve() == records.resolve():
+        raise UsageError("--out and --records are the same folder; the records folder holds only records (choose "
+                         "another --out)")  # fmt: skip
+    if (out / "experiment.json").exists():
+        return
+    found = [f for outputs in _OUTPUTS.values() for f in outputs if (out / f).exists()]
+    if found:
+        raise UsageError(f"{out} holds {', '.join(found[:3])} but no experiment.json: not this experiment's folder, "
+                         "and its tables would be replaced; choose another --out")  # fmt: skip
+
+
 #: training settings an experiment shares between all its runs (its own runner sets model, split, seed, fold...)
 SHARED_FLAGS = ("epochs", "max_train_images", "size", "lr", "min_lr", "batch_size", "weight_decay", "augment",
                 "threshold_masks", "device", "num_workers", "amp", "amp_dtype", "cpu_amp", "channels_last",
@@ -120,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     base = apply_overrides(config_from_args(args), overrides).validate()
     out = Path(args.out)
     records = Path(args.records) if args.records else None
+    _check_out(out, records, args.table)
     if args.table == "table1":
         models = _models_arg(args.models) or TABLE1_MODELS
         plan = table1_plan(base, args.seeds, models)

@@ -77,8 +77,11 @@ def test_verdict_rule_table():
 def test_not_the_same_images_is_refused():
     a, b = _scores([0.1, 0.2])
     b = {"other": 0.5, "img0": 0.5}
-    with pytest.raises(ValueError, match="not scored on the same images"):
+    with pytest.raises(ValueError, match="A vs B, group 1: .*not scored on the same images"):
         paired_comparison([a], [b])
+    # the message names the table's column (the second seed that both have is not "seed 2" when seed 1 is missing)
+    with pytest.raises(ValueError, match="malunet vs sc_unext, seed 2:"):
+        paired_comparison([a, a], [a, b], "malunet", "sc_unext", group_names=["seed 0", "seed 2"])
     with pytest.raises(ValueError, match="same number"):
         paired_comparison([a], [])
 

@@ -207,7 +207,8 @@ def summarize_cross_site(
             for part, where in (("external", "other site"), ("test", "own site")):
                 a = [_scores(by[(row, site, s)], part) for s in both]
                 b = [_scores(by[(ref, site, s)], part) for s in both]
-                pr = paired_comparison(a, b, row, ref, n_boot=n_boot, seed=0)
+                pr = paired_comparison(a, b, row, ref, n_boot=n_boot, seed=0,
+                                       group_names=[f"train {site}, seed {s}, {part}" for s in both])
                 md.append(f"| {row} | {site} | {where} | {100 * pr.mean_difference:+.2f} [{100 * pr.ci_low:+.2f}, "
                           f"{100 * pr.ci_high:+.2f}] | {pr.p_value:.3g} | "
                           f"{', '.join(f'{100 * d:+.2f}' for d in pr.per_group)} | {pr.verdict} |")  # fmt: skip

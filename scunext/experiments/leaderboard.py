@@ -283,7 +283,7 @@ def summarize_leaderboard(
             if both:
                 a = [{i: v["dice"] for i, v in by[(row, c)]["per_image"]["test"].items()} for c in both]
                 b = [{i: v["dice"] for i, v in by[(REFERENCE, c)]["per_image"]["test"].items()} for c in both]
-                pr = paired_comparison(a, b, row, REFERENCE, n_boot=n_boot, seed=0)
+                pr = paired_comparison(a, b, row, REFERENCE, n_boot=n_boot, seed=0, group_names=both)
                 cmp_s = (f"{100 * pr.mean_difference:+.2f} [{100 * pr.ci_low:+.2f}, {100 * pr.ci_high:+.2f}]")
                 p_s, verdict = f"{pr.p_value:.3g}", pr.verdict
                 paired_rows.append({"model": row, "reference": REFERENCE, "seeds": ";".join(both),

@@ -137,7 +137,7 @@ def summarize_table2(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
             common = [c for c in columns if c in scores[row] and c in scores["UNeXt"]]
             if row != "UNeXt" and common:
                 r = paired_comparison([scores[row][c] for c in common], [scores["UNeXt"][c] for c in common], row,
-                                      "UNeXt", n_boot=n_boot)  # fmt: skip
+                                      "UNeXt", n_boot=n_boot, group_names=common)  # fmt: skip
                 paired.append((row, r))
     effects = component_effects(scores, n_boot=n_boot)
     if paired:

@@ -117,16 +117,19 @@ def paired_comparison(
     *,
     n_boot: int = 10_000,
     seed: int = 0,
+    group_names: Sequence[str] | None = None,
 ) -> PairedResult:
     """Compare A and B on the same images, one mapping ``image id -> score`` per seed (group) for each model.
 
     ``a_groups[k]`` and ``b_groups[k]`` must hold the same image ids (the same split of seed k). See the module
-    docstring for the statistics and the verdict rule.
+    docstring for the statistics and the verdict rule. ``group_names`` name the groups in error messages (e.g. the
+    table's columns ``seed 2``, ``fold 3``; default ``group 1``, ``group 2``, ...).
     """
     if len(a_groups) != len(b_groups) or not a_groups:
         raise ValueError(f"need the same number (>= 1) of seeds for both models, got {len(a_groups)} and "
                          f"{len(b_groups)}")  # fmt: skip
-    groups = [pair_scores(ga, gb, f"{a} vs {b}, seed {k + 1}") for k, (ga, gb) in enumerate(zip(a_groups, b_groups))]
+    names = list(group_names) if group_names is not None else [f"group {k + 1}" for k in range(len(a_groups))]
+    groups = [pair_scores(ga, gb, f"{a} vs {b}, {name}") for name, ga, gb in zip(names, a_groups, b_groups)]
     per_group = [float(g.mean()) for g in groups]
     mean = float(np.mean(per_group))
     low, high = bootstrap_ci(groups, n_boot=n_boot, seed=seed)

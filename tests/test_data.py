@@ -217,6 +217,33 @@ def test_rgba_la_palette_and_1bit(tmp_path: Path) -> None:
     assert read_mask(tmp_path / "one.png").sum() == 1
 
 
+def test_palette_masks_read_by_gray_level_or_label_index(tmp_path: Path) -> None:
+    """A binary mask saved as a palette image may have white at index 0 (Pillow's quantize does): read by index it
+    was inverted and trained on the background. Gray palettes are read by gray level; a coloured label map by index."""
+    disk = _disk()
+    m = Image.fromarray(disk.astype(np.uint8) * 255)
+    for i, pal in enumerate([m.convert("RGB").quantize(2), m.convert("P", palette=Image.Palette.ADAPTIVE, colors=2)]):
+        pal.save(tmp_path / f"q{i}.png")
+        assert Image.open(tmp_path / f"q{i}.png").mode == "P"
+        np.testing.assert_array_equal(read_mask(tmp_path / f"q{i}.png"), disk)
+    labels = Image.fromarray(disk.astype(np.uint8), mode="L").convert("P")  # index 0/1 ...
+    labels.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # ... coloured black / red: a label map
+    labels.save(tmp_path / "labels.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "labels.png"), disk)
+
+
+def test_threshold_that_erases_a_mask_is_refused(tmp_path: Path) -> None:
+    """--threshold-masks on a label map {0, 1, 2} or on 0..255 values in a 16-bit file left every mask empty (and a
+    model trained on nothing): refused, one line, naming the values."""
+    labels = np.array([[0, 1], [2, 0]], np.uint8)
+    low16 = np.array([[0, 100], [255, 0]], np.uint16)
+    for name, arr in (("labels.png", labels), ("low16.png", low16)):
+        path = _save(tmp_path / name, arr)
+        with pytest.raises(DataError, match="leaves this mask empty") as exc:
+            read_mask(path, threshold=True)
+        assert "\n" not in str(exc.value)
+
+
 def test_mask_value_conventions(tmp_path: Path) -> None:
     disk = _disk()
     for name, arr in {

@@ -337,6 +337,22 @@ def _distinct(arr: np.ndarray) -> np.ndarray:
     return np.unique(arr)
 
 
+def _palette_values(im: Image.Image) -> np.ndarray:
+    """A palette mask's pixels as gray levels when every colour it uses is gray, else as palette indices."""
+    index = np.array(im, dtype=np.uint8)
+    palette = im.getpalette()
+    if not palette:
+        return index
+    colours = np.array(palette, dtype=np.uint8).reshape(-1, 3)
+    used = np.unique(index)
+    if used.max() >= len(colours):
+        return index
+    rgb = colours[used]
+    if np.array_equal(rgb[:, 0], rgb[:, 1]) and np.array_equal(rgb[:, 0], rgb[:, 2]):
+        return colours[:, 0][index]
+    return index
+
+
 def read_mask(path: PathLike, threshold: bool = False, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read a binary mask file as a ``bool`` array ``(H, W)``; ``True`` is foreground.
 
@@ -346,8 +362,10 @@ def read_mask(path: PathLike, threshold: bool = False, *, max_pixels: int = MAX_
     type's range: ``>= 128`` for 8-bit files, ``>= 32768`` for 16-bit ones (use it for anti-aliased or
     JPEG-damaged masks).
 
-    Mode handling: ``1`` is used as is; ``L``, ``I;16``/``I`` by value; palette (``P``) masks by palette *index*,
-    not colour (index 0 = background); ``LA`` by its gray channel (alpha ignored); ``RGB``/``RGBA`` only when the
+    Mode handling: ``1`` is used as is; ``L``, ``I;16``/``I`` by value; palette (``P``) masks by the palette's
+    *gray level* when every colour used is gray (a binary mask saved as a palette image, where the encoder may put
+    white at index 0: read by index it would be inverted), else by palette *index* (a coloured label map, index 0 =
+    background); ``LA`` by its gray channel (alpha ignored); ``RGB``/``RGBA`` only when the
     three colour channels are equal everywhere (alpha ignored), otherwise DataError. Float masks are refused.
 
     Args:
@@ -367,7 +385,9 @@ def read_mask(path: PathLike, threshold: bool = False, *, max_pixels: int = MAX_
         mode = im.mode
         if mode == "1":
             return np.array(im, dtype=bool)
-        if mode in ("L", "P"):
+        if mode == "P":
+            arr = _palette_values(im)
+        elif mode == "L":
             arr = np.array(im, dtype=np.uint8)
         elif mode in _GRAY16_MODES:
             arr = np.array(im)
@@ -392,7 +412,12 @@ def read_mask(path: PathLike, threshold: bool = False, *, max_pixels: int = MAX_
     if present <= {0, 1} or present <= {0, 255} or present <= {0, full}:
         return arr > 0
     if threshold:
-        return arr >= (full + 1) // 2
+        out = arr >= (full + 1) // 2
+        if not out.any() and present - {0}:
+            raise DataError(f"{path}: binarising at >= {(full + 1) // 2} (--threshold-masks) leaves this mask empty, "
+                            f"but it holds values {format_values(values)}: a label map, or a mask in the low values "
+                            "of a 16-bit file? Save masks as {0, 255}")  # fmt: skip
+        return out
     raise DataError(
         f"{path}: mask is not binary, values {format_values(values)}; expected {{0, 1}} or {{0, 255}} "
         f"(binarise at >= {(full + 1) // 2} with --threshold-masks; in Python threshold=True / threshold_masks=True)"

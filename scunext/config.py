@@ -120,6 +120,7 @@ class TrainConfig:
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0 and self.min_lr >= 0 and self.min_lr <= self.lr, "need 0 <= min_lr <= lr and lr > 0"),
+            (self.lr <= MAX_LR, f"lr must be <= {MAX_LR:g} (larger steps overflow the optimiser's float32 state)"),
             (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (0 < self.test_fraction < 1, "test_fraction must be in (0, 1)"),
@@ -133,6 +134,25 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"invalid config: {msg}")
+        return self
+
+    def check_split_settings(self) -> TrainConfig:
+        """Refuse split settings that the chosen ``split`` would ignore (``--split-csv F`` without ``--split csv``
+        trained on a random split; ``--fold 3`` without ``--split kfold`` likewise): checked for new runs, so that a
+        run is never trained on another split than the one asked for. Old runs' configs are not re-checked."""
+        default = TrainConfig()
+        ignored = {
+            "csv": [("split_csv", "--split-csv"), ("split_column", "--split-column")],
+            "kfold": [("folds", "--folds"), ("fold", "--fold")],
+        }
+        for mode, settings in ignored.items():
+            given = [flag for name, flag in settings if getattr(self, name) != getattr(default, name)]
+            if given and self.split != mode:
+                raise ConfigError(f"invalid config: {' and '.join(given)} apply only to --split {mode} (this run "
+                                  f"splits {self.split!r}); add --split {mode} or drop them")  # fmt: skip
+        if self.split == "kfold" and self.test_fraction != default.test_fraction:
+            raise ConfigError("invalid config: --test-fraction does not apply to --split kfold (the held-out fold is "
+                              "the test part); drop it")  # fmt: skip
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,6 +170,11 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config key(s) {unknown}; valid: {', '.join(sorted(known))}")
         return apply_overrides(cls(), dict(data))
+
+
+#: the largest learning rate accepted: Adam with lr 1e38 overflows float32 inside its update (a traceback instead of
+#: the non-finite-loss stop that lr 1e6 already gets); no training of this package uses more than 1e-2
+MAX_LR = 1e3
 
 
 def choices_of(f: dataclasses.Field) -> list[Any] | None:

@@ -208,6 +208,31 @@ def test_orphans_are_removed_on_resume(runs, tmp_path):
     assert_same_as_reference(work, runs / "ref")
 
 
+def test_a_users_files_that_merely_contain_tmp_are_not_orphans(runs, tmp_path):
+    """Only this package's own temporary names are swept (``NAME.tmpPID``, ``.NAME.creatingPID``): a user's
+    ``notes.tmpl`` or ``extra.tmp_keep/`` in a run folder, or ``.run.creating-backup/`` beside it, are kept."""
+    from scunext.config import load_config
+    from scunext.data import sample_dir
+
+    work = tmp_path / "w"
+    shutil.copytree(runs / "base", work)
+    (work / "last.safetensors.tmp1234").write_bytes(b"half")  # ours: swept
+    (work / "notes.tmpl").write_text("user notes")
+    (work / "extra.tmp_keep").mkdir()
+    (work / "extra.tmp_keep" / "a.txt").write_text("user file")
+    train(None, work, resume=True, show_progress=False)
+    assert not (work / "last.safetensors.tmp1234").exists()
+    assert (work / "notes.tmpl").read_text() == "user notes" and (work / "extra.tmp_keep" / "a.txt").is_file()
+    backup = tmp_path / ".new.creating-backup"
+    backup.mkdir()
+    (backup / "keep.txt").write_text("user file")
+    (tmp_path / ".new.creating999999").mkdir()  # ours, from a crash during an earlier create: swept
+    cfg = load_config(None, {"data": str(sample_dir("chest-xray-lungs")), "model": "unext_s", "size": 64,
+                             "epochs": 1, "batch_size": 4, "max_train_images": 4})  # fmt: skip
+    train(cfg, tmp_path / "new", show_progress=False)
+    assert (backup / "keep.txt").read_text() == "user file" and not (tmp_path / ".new.creating999999").exists()
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>")
             for p in sorted(folder.rglob("*")) if p.name != RunDir.LOCK}  # fmt: skip

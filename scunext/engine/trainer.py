@@ -244,6 +244,7 @@ def train(
             cfg, moved = _move_run(cfg, resume_overrides)
     else:
         assert cfg is not None
+        cfg.check_split_settings()
         run.check_new()
         if cfg.data:  # the run records where its data is, independent of the working directory
             cfg = load_config(None, {**cfg.to_dict(), "data": str(Path(cfg.data).resolve())})

@@ -22,7 +22,7 @@ with a commit record ``{"epoch": k, "staging": ..., "files": {name: {size, sha25
 point: before it the folder is epoch k-1 in every file, after it epoch k. The staged files are then renamed into
 place, the folder fsync'ed and the staging folder removed; a crash in that phase is finished by
 :meth:`RunDir.recover` (roll forward), and readers meanwhile read the staged copies. ``recover`` also removes
-orphans (``*.tmp*`` files, uncommitted staging folders) and refuses a folder whose files disagree with the record.
+orphans (``NAME.tmpPID`` files, uncommitted staging folders) and refuses a folder whose files disagree with the record.
 
 **One writer.** The trainer holds the folder's writer lock from creation (or from resume) to its end; a second
 ``train --resume`` of the same folder, or an experiment runner reaching a run another process is training, is
@@ -42,6 +42,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,11 @@ LOG_FIELDS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "e
 #: the model checkpoints of a run
 CHECKPOINTS = ("best", "last")
 _STAGING = ".staging-e"
+#: the temporary files of :func:`~scunext.runs.durable.atomic_write` (``NAME.tmpPID``): the only loose files this
+#: package leaves after a crash. A user's ``notes.tmpl`` or ``extra.tmp_keep/`` is not one of them and is kept.
+_ORPHAN = re.compile(r"\.tmp\d+$")
+#: the hidden sibling folder :meth:`RunDir.create` writes a new run in (``.NAME.creatingPID``)
+_CREATING = r"\.creating\d+$"
 
 
 class RunFolderError(ValueError):
@@ -336,7 +342,7 @@ class RunDir:
         raise RunFolderError(f"run folder {self.path} exists and is not empty; pick another --out or use --resume")
 
     def _removable(self, name: str) -> bool:
-        return name in self._known_names() or name.startswith(_STAGING) or ".tmp" in name
+        return name in self._known_names() or name.startswith(_STAGING) or _ORPHAN.search(name) is not None
 
     def create(self, cfg: TrainConfig, split: Split, **status: Any) -> None:
         """Start a new run: config.yaml, split.json and run.json (``running``, commit of epoch 0), written in a
@@ -345,8 +351,10 @@ class RunDir:
         self.check_new()
         parent = self.path.parent
         parent.mkdir(parents=True, exist_ok=True)
+        creating = re.compile(re.escape(f".{self.path.name}") + _CREATING)
         for old in parent.glob(f".{self.path.name}.creating*"):  # left by a crash during an earlier create
-            remove_tree(old)
+            if creating.fullmatch(old.name):
+                remove_tree(old)
         tmp = parent / f".{self.path.name}.creating{os.getpid()}"
         tmp.mkdir()
         new = RunDir(tmp)
@@ -414,7 +422,7 @@ class RunDir:
             log.info("%s: completing the commit of epoch %d interrupted by a crash", self.path, self.epochs_done())
             self._apply(staged)
         for p in list(self.path.iterdir()):
-            if p.name.startswith(_STAGING) or ".tmp" in p.name:
+            if p.name.startswith(_STAGING) or _ORPHAN.search(p.name):
                 log.info("%s: removing %s left by an interrupted write", self.path, p.name)
                 remove_tree(p)
         self.verify()

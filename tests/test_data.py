@@ -232,6 +232,33 @@ def test_palette_masks_read_by_gray_level_or_label_index(tmp_path: Path) -> None
     np.testing.assert_array_equal(read_mask(tmp_path / "labels.png"), disk)
 
 
+def test_entries_left_out_of_a_dataset_are_announced(tmp_path: Path, caplog) -> None:
+    """Images in a subfolder of images/ and broken or looping links were dropped without a word: now a warning
+    names them (the UNeXt layout's masks/0/ class folder is not such an entry)."""
+    root = _make_folder(tmp_path / "d", ["a", "b"])
+    (root / "images" / "more").mkdir()
+    (root / "images" / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "images" / "loop1.png").symlink_to(root / "images" / "loop2.png")
+    (root / "images" / "loop2.png").symlink_to(root / "images" / "loop1.png")
+    with caplog.at_level("WARNING", logger="scunext.data.dataset"):
+        assert [p.id for p in discover_pairs(root)] == ["a", "b"]
+    text = caplog.text
+    assert "left out 4 item(s) that are not readable files" in text and "dangling.png" in text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="scunext.data.dataset"):
+        discover_pairs(_make_folder(tmp_path / "unext", ["x"], mask_dir="masks/0"))
+    assert "left out" not in caplog.text
+
+
+def test_csv_ids_that_are_not_on_disk_are_announced(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "splits.csv"
+    path.write_text("image_id,isic2017_split\na,train\nb,test\nmissing1,test\nmissing2,val\n")
+    with caplog.at_level("WARNING", logger="scunext.data.splits"):
+        split = csv_split(path, ids=["a", "b"])
+    assert split.test == ["b"] and split.description["listed_but_absent"] == 2
+    assert "2 id(s) listed for a part are not among the dataset's images" in caplog.text and "missing1" in caplog.text
+
+
 def test_threshold_that_erases_a_mask_is_refused(tmp_path: Path) -> None:
     """--threshold-masks on a label map {0, 1, 2} or on 0..255 values in a 16-bit file left every mask empty (and a
     model trained on nothing): refused, one line, naming the values."""
@@ -323,7 +350,7 @@ def test_discover_layouts(tmp_path: Path) -> None:
     isic = tmp_path / "isic"
     _make_folder(isic, ["ISIC_1"])
     (isic / "masks" / "ISIC_1.png").rename(isic / "masks" / "ISIC_1_segmentation.png")
-    with pytest.raises(DataError, match="try mask_suffix='_segmentation'"):
+    with pytest.raises(DataError, match=r"discover_pairs\(..., mask_suffix='_segmentation'\)"):
         discover_pairs(isic)
     assert discover_pairs(isic, mask_suffix="_segmentation")[0].id == "ISIC_1"
     assert [p.id for p in select_pairs(discover_pairs(plain), ["c", "a"])] == ["c", "a"]

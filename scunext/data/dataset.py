@@ -92,8 +92,22 @@ def image_id(path: Path) -> str:
     return path.stem if path.suffix.lower() in IMAGE_EXTENSIONS else path.name
 
 
-def _list_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+def _list_files(folder: Path, warn: bool = True) -> list[Path]:
+    """The visible regular files of ``folder`` (not searched recursively). Other visible entries (subfolders,
+    broken or looping symbolic links) are left out with a warning, so that no image is dropped unannounced."""
+    files, others = [], []
+    for p in folder.iterdir():
+        if p.name.startswith("."):
+            continue
+        try:
+            (files if p.is_file() else others).append(p)
+        except OSError:  # a symbolic link loop
+            others.append(p)
+    if others and warn:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in others)
+        logger.warning("%s: left out %d item(s) that are not readable files (subfolders are not searched; broken "
+                       "links): %s", folder, len(others), _examples(names))  # fmt: skip
+    return sorted(files)
 
 
 def _index(
@@ -117,7 +131,7 @@ def _index(
 
 def _resolve_mask_dir(mask_dir: Path) -> Path:
     """Return ``mask_dir`` or, for the official UNeXt layout, ``mask_dir/0``."""
-    files = [f for f in _list_files(mask_dir) if f.suffix.lower() in MASK_EXTENSIONS]
+    files = [f for f in _list_files(mask_dir, warn=False) if f.suffix.lower() in MASK_EXTENSIONS]
     subdirs = sorted(p.name for p in mask_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     class_dirs = [d for d in subdirs if d.isdigit()]
     if "0" not in class_dirs:
@@ -213,7 +227,9 @@ def _pairing_hint(no_mask: list[str], by_mask: dict[str, Path], mask_all: list[P
     first = no_mask[0]
     for key in sorted(by_mask):
         if key.startswith(first) and len(key) > len(first):
-            return f"; mask names carry a suffix? try mask_suffix={key[len(first) :]!r}"
+            suffix = key[len(first) :]
+            return (f"; mask names carry the suffix {suffix!r}? name each mask like its image ({first}.png, not "
+                    f"{first}{suffix}.png), or in Python discover_pairs(..., mask_suffix={suffix!r})")  # fmt: skip
     return ""
 
 

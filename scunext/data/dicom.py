@@ -328,7 +328,8 @@ def _check_image(ds: Any, head: DicomHeader, label: str, max_pixels: int) -> Non
         n = head.rows * head.columns
         raise DataError(
             f"{label}: image is {head.columns}x{head.rows} = {n / 1e6:.1f} megapixels, above the limit of "
-            f"{max_pixels / 1e6:g} megapixels (possible decompression bomb); pass a larger max_pixels if genuine"
+            f"{max_pixels / 1e6:g} megapixels (possible decompression bomb); if genuine, downscale it "
+            "(in Python: a larger max_pixels)"
         )
     allocated, stored = _int(ds, "BitsAllocated", 0), _int(ds, "BitsStored", 0)
     if allocated not in (8, 16) or not 1 <= stored <= allocated:

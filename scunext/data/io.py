@@ -126,7 +126,8 @@ def _open_checked(
             im.close()
             raise DataError(
                 f"{path}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
-                f"{max_pixels / 1e6:g} megapixels (possible decompression bomb); pass a larger max_pixels if genuine"
+                f"{max_pixels / 1e6:g} megapixels (possible decompression bomb); if genuine, downscale it "
+                "(in Python: a larger max_pixels)"
             )
         if not decode:
             return im

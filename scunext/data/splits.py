@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from scunext.data.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SPLIT_FORMAT",
@@ -427,6 +430,7 @@ def csv_split(
     parts: dict[str, list[str]] = {p: [] for p in PARTS + EXTRA_PARTS}
     seen: set[str] = set()
     unknown: dict[str, int] = {}
+    absent: list[str] = []  # listed for a part, but not among ``ids``
     wanted = None if ids is None else set(_check_ids(ids))
     for line, row in enumerate(rows, start=2):
         sample = (row.get(id_column) or "").strip()
@@ -443,6 +447,8 @@ def csv_split(
         target = mapping[key]
         if target is not None and (wanted is None or sample in wanted):
             parts[target].append(sample)
+        elif target is not None:
+            absent.append(sample)
     if unknown:
         shown = ", ".join(f"{v!r} (line {n})" for v, n in list(unknown.items())[:5])
         raise DataError(f"{path}: unknown value(s) in column {column!r}: {shown}; known: {', '.join(sorted(mapping))}")
@@ -450,6 +456,9 @@ def csv_split(
         missing = sorted(wanted - seen)
         if missing:
             raise DataError(f"{path}: {len(missing)} id(s) are not listed in the CSV: {_examples(missing)}")
+    if absent:  # a partial download, or a CSV of a larger dataset: the parts are smaller than the CSV says
+        logger.warning("%s: %d id(s) listed for a part are not among the dataset's images and are left out: %s",
+                       path, len(absent), _examples(sorted(absent)))  # fmt: skip
     description = {
         "method": "csv",
         "csv": str(path),
@@ -458,6 +467,8 @@ def csv_split(
         "id_column": id_column,
         "n_ids": sum(len(v) for v in parts.values()),
     }
+    if absent:
+        description["listed_but_absent"] = len(absent)
     return Split(
         train=sorted(parts["train"]), val=sorted(parts["val"]), test=sorted(parts["test"]), description=description,
         external=sorted(parts["external"]),

@@ -93,7 +93,7 @@ def _user_message(exc: DataError) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable image"
     if text.startswith(BYTES_LABEL):
         text = text[len(BYTES_LABEL) :].lstrip(": ")
-    text = text.replace("; pass a larger max_pixels if genuine", "")
+    text = text.replace("; if genuine, downscale it (in Python: a larger max_pixels)", "")
     return f"cannot use this image: {text}"
 
 

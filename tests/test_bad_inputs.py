@@ -90,6 +90,9 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
     sizes = _copy_pairs(w / "sizes")
     mask = sorted((sizes / "masks").iterdir())[1]
     Image.fromarray(np.array(Image.open(mask))[:200]).save(mask)
+    empty = _copy_pairs(w / "emptymasks")  # every mask all background (e.g. masks kept in an alpha channel)
+    for m in (empty / "masks").iterdir():
+        Image.fromarray(np.zeros_like(np.array(Image.open(m)))).save(m)
     # an interrupted run whose last checkpoint belongs to another model
     other = w / "other-model"
     shutil.copytree(tiny_run, other)
@@ -188,6 +191,7 @@ CASES = [
     case("train", "--resume", "run", "--lr", "0.1", needle="only --device, --data and --num-workers"),
     case("train", "--resume", "run", "--out", "x", needle="drop --out"),
     case("train", "--out", "r", "--data", "nonbinary", *TINY, needle="not binary"),
+    case("train", "--out", "r", "--data", "emptymasks", *TINY, needle="every one of the 6 masks is empty"),
     case("train", "--out", "r", "--data", "corrupt", *TINY, needle="corrupt/images/"),
     case("train", "--out", "r", "--data", "sizes", *TINY, needle="mask is 256x200"),
     case("train", "--out", "r", *TINY, "--size", "250", needle="250"),

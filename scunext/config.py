@@ -173,8 +173,8 @@ class TrainConfig:
 
 
 #: the largest learning rate accepted: Adam with lr 1e38 overflows float32 inside its update (a traceback instead of
-#: the non-finite-loss stop that lr 1e6 already gets); no training of this package uses more than 1e-2
-MAX_LR = 1e3
+#: the non-finite-loss stop that a diverging lr such as 1e4 or 1e6 gets, which is kept: the user sees the run fail)
+MAX_LR = 1e6
 
 
 def choices_of(f: dataclasses.Field) -> list[Any] | None:

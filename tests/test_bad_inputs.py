@@ -130,7 +130,7 @@ CASES = [
     case("train", "--out", "r", "--lr", "nan", needle="finite"),
     case("train", "--out", "r", "--lr", "-1", needle="lr > 0"),
     case("train", "--out", "r", "--min-lr", "1", "--lr", "0.1", needle="min_lr <= lr"),
-    case("train", "--out", "r", "--lr", "1e38", needle="lr must be <= 1000"),
+    case("train", "--out", "r", "--lr", "1e38", needle="lr must be <= 1e+06"),
     case("train", "--out", "r", *TINY, "--split-csv", "file.txt", needle="--split-csv apply only to --split csv"),
     case("train", "--out", "r", *TINY, "--split-column", "x", needle="--split-column apply only to --split csv"),
     case("train", "--out", "r", *TINY, "--fold", "2", needle="--fold apply only to --split kfold"),

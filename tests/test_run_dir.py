@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from scunext.config import load_config
-from scunext.data import sample_dir
+from scunext.data import DataError, sample_dir
 from scunext.engine import trainer as trainer_mod
 from scunext.engine.trainer import TrainingError, train
 from scunext.models import create_model
@@ -231,6 +231,31 @@ def test_a_users_files_that_merely_contain_tmp_are_not_orphans(runs, tmp_path):
                              "epochs": 1, "batch_size": 4, "max_train_images": 4})  # fmt: skip
     train(cfg, tmp_path / "new", show_progress=False)
     assert (backup / "keep.txt").read_text() == "user file" and not (tmp_path / ".new.creating999999").exists()
+
+
+def test_a_stray_file_added_to_the_data_does_not_block_resume_or_evaluate(tmp_path, caplog):
+    """The run's split.json names its images: an image without a mask copied into the data folder afterwards is
+    left out with a warning (it stopped the resume and every evaluation); an image of the run that lost its mask is
+    still an error."""
+    from scunext.config import load_config
+    from scunext.data import sample_dir
+    from scunext.engine.evaluate import evaluate_run
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir("chest-xray-lungs"), data)
+    cfg = load_config(None, {"data": str(data), "model": "unext_s", "size": 64, "epochs": 2, "batch_size": 4,
+                             "max_train_images": 4})  # fmt: skip
+    run = tmp_path / "run"
+    train(cfg, run, show_progress=False, stop_after_epoch=1)
+    stray = sorted((data / "images").iterdir())[0]
+    shutil.copy(stray, data / "images" / "stray_new_scan.png")
+    with caplog.at_level("WARNING", logger="scunext.data.dataset"):
+        train(None, run, resume=True, show_progress=False)
+    assert RunDir(run).status() == "finished" and "stray_new_scan.png" in caplog.text
+    assert evaluate_run(run, subset="test", show_progress=False)["n_images"] > 0
+    (data / "masks" / f"{RunDir(run).load_split().test[0]}.png").unlink()
+    with pytest.raises(DataError, match="1 of the .* images of this run are not in"):
+        evaluate_run(run, subset="test", show_progress=False)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

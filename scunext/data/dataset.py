@@ -154,6 +154,7 @@ def discover_pairs(
     images: str = "images",
     masks: str = "masks",
     mask_suffix: str = "",
+    unpaired: str = "error",
 ) -> list[Pair]:
     """Find all image/mask pairs under ``root``, sorted by id.
 
@@ -168,6 +169,10 @@ def discover_pairs(
         masks: name of the mask sub-folder.
         mask_suffix: text between the id and ``.png`` in mask names, e.g. ``"_segmentation"`` for the official
             ISIC file names (``ISIC_0000000_segmentation.png``).
+        unpaired: ``"error"`` (default): an image without a mask or a mask without an image is a DataError;
+            ``"skip"``: they are left out with a warning naming them. For callers whose ids come from elsewhere (a
+            run's ``split.json``): a stray file added to the folder since must not block a resume or an
+            evaluation, and an id of the split that lost its file is still reported by the caller.
 
     Returns:
         The pairs, sorted by id.
@@ -205,7 +210,14 @@ def discover_pairs(
     by_mask = _index(mask_files, mask_dir, mask_suffix)
     no_mask = sorted(set(by_image) - set(by_mask))
     no_image = sorted(set(by_mask) - set(by_image))
-    if no_mask or no_image:
+    if unpaired not in ("error", "skip"):
+        raise ValueError(f"unpaired must be 'error' or 'skip', got {unpaired!r}")
+    if (no_mask or no_image) and unpaired == "skip":
+        stray = [by_image[k].name for k in no_mask] + [by_mask[k].name for k in no_image]
+        logger.warning("%s: left out %d file(s) without a partner (image without a mask, or mask without an image): "
+                       "%s", root, len(stray), _examples(sorted(stray)))  # fmt: skip
+        by_image = {k: v for k, v in by_image.items() if k in by_mask}
+    elif no_mask or no_image:
         parts = []
         if no_mask:
             parts.append(f"{len(no_mask)} image(s) without a mask ({_examples([by_image[k].name for k in no_mask])})")

@@ -100,9 +100,9 @@ def _replace_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]
 
 
 def _subset_pairs(run: RunDir, data_root: Path, subset: str):
-    pairs = discover_pairs(data_root)
     if subset == "all":
-        return pairs
+        return discover_pairs(data_root)
+    pairs = discover_pairs(data_root, unpaired="skip")  # the run's split.json names the images: strays do not count
     split = run.load_split()
     ids = getattr(split, subset)
     if not ids:

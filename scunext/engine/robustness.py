@@ -381,7 +381,7 @@ def _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, b
     split = Split.from_json(run_dir / "split.json")
     if not split.train or not split.val:
         raise DataError("calibration needs the run's train part (area prior) and val part (threshold)")
-    all_pairs = discover_pairs(data_root)
+    all_pairs = discover_pairs(data_root, unpaired="skip")  # the split names the images
     train_pairs = select_pairs(all_pairs, split.train)
     fracs, comps = [], []
     for p in tqdm(train_pairs, desc="area prior", unit="mask", disable=not show_progress):

@@ -310,7 +310,7 @@ class _Plan:
 def _plan(cfg: TrainConfig, run: RunDir, resume: bool, show_progress: bool) -> _Plan:
     """Check the data and every option; build the model, loss and augmentation. Writes nothing."""
     data_root = data_root_of(cfg)
-    pairs = discover_pairs(data_root)
+    pairs = discover_pairs(data_root, unpaired="skip" if resume else "error")  # resume: split.json has the ids
     if resume:
         split = run.load_split()
         known = {p.id for p in pairs}

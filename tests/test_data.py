@@ -259,6 +259,17 @@ def test_csv_ids_that_are_not_on_disk_are_announced(tmp_path: Path, caplog) -> N
     assert "2 id(s) listed for a part are not among the dataset's images" in caplog.text and "missing1" in caplog.text
 
 
+def test_csv_header_with_spaces_and_images_that_is_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "splits.csv"
+    path.write_text("image_id, isic2017_split\na,train\nb, test\n")  # spaces after the commas
+    assert csv_split(path, ids=["a", "b"]).counts() == {"train": 1, "val": 0, "test": 1}
+    root = tmp_path / "d"
+    (root / "masks").mkdir(parents=True)
+    (root / "images").write_text("not a folder")
+    with pytest.raises(DataError, match="images: a file, not the image folder"):
+        discover_pairs(root)
+
+
 def test_threshold_that_erases_a_mask_is_refused(tmp_path: Path) -> None:
     """--threshold-masks on a label map {0, 1, 2} or on 0..255 values in a 16-bit file left every mask empty (and a
     model trained on nothing): refused, one line, naming the values."""

@@ -258,6 +258,18 @@ def test_a_stray_file_added_to_the_data_does_not_block_resume_or_evaluate(tmp_pa
         evaluate_run(run, subset="test", show_progress=False)
 
 
+def test_a_split_without_a_test_part_is_announced_before_training(tmp_path, caplog):
+    from scunext.config import load_config
+    from scunext.engine.trainer import build_split
+
+    rows = "".join(f"i{k},{'val' if k < 2 else 'train'}\n" for k in range(8))  # train and val, no test
+    (tmp_path / "splits.csv").write_text("image_id,isic2017_split\n" + rows)
+    cfg = load_config(None, {"split": "csv"})
+    with caplog.at_level("WARNING", logger="scunext.engine.trainer"):
+        split = build_split(cfg, [f"i{k}" for k in range(8)], tmp_path)
+    assert not split.test and split.val and "the split has no test part" in caplog.text
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>")
             for p in sorted(folder.rglob("*")) if p.name != RunDir.LOCK}  # fmt: skip

@@ -186,7 +186,8 @@ def discover_pairs(
     image_dir, mask_dir = root / images, root / masks
     for folder, what in ((image_dir, "image"), (mask_dir, "mask")):
         if not folder.is_dir():
-            raise DataError(f"{folder}: {what} folder not found (expected {root}/{images}/ and {root}/{masks}/)")
+            found = f"a file, not the {what} folder" if folder.exists() else f"{what} folder not found"
+            raise DataError(f"{folder}: {found} (expected {root}/{images}/ and {root}/{masks}/)")
     mask_dir = _resolve_mask_dir(mask_dir)
 
     image_all = _list_files(image_dir)

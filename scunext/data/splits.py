@@ -418,7 +418,8 @@ def csv_split(
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            header = list(reader.fieldnames or [])
+            reader.fieldnames = [h.strip() for h in reader.fieldnames or []]  # "image_id, isic2017_split"
+            header = list(reader.fieldnames)
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read CSV ({exc})") from exc

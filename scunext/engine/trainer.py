@@ -105,6 +105,9 @@ def build_split(cfg: TrainConfig, ids: list[str], data_root: Path) -> Split:
         split.description["max_images"] = cfg.max_images
     if not split.train or not split.val:
         raise DataError(f"split leaves no training or validation images ({split.counts()}); use more data")
+    if not split.test:  # trains fine, but evaluate has nothing held out to score: say so now, not after training
+        log.warning("the split has no test part (%s): `scunext evaluate RUN` needs --subset val or --data of another "
+                    "dataset with --subset all", split.counts())  # fmt: skip
     return split
 
 

@@ -295,3 +295,13 @@ def test_predict_skips_hostile_dicom_with_one_line_each_and_nothing_else(tmp_pat
     assert rows["nan.dcm"]["status"].startswith("skipped: decode: corrupt DICOM rescale")
     for name in ("huge.dcm", "neg.dcm"):
         assert rows[name]["status"] == "ok" and rows[name]["area_mm2"] == ""
+
+
+def test_decode_reasons_carry_no_python_object_reprs():
+    """A web client was told "... cannot identify image file <_io.BytesIO object at 0x7f3dde0a5670>"."""
+    from scunext.data.dicom import _decode_reason, _reason
+
+    exc = ValueError("Unable to decode as exceptions were raised by all available plugins:\n"
+                     "  pillow: cannot identify image file <_io.BytesIO object at 0x7f3dde0a5670>")  # fmt: skip
+    assert _decode_reason(exc) == "pillow: cannot identify image file the data"
+    assert "0x" not in _reason(OSError("cannot open <_io.BufferedReader object at 0x7f00aa>"))

@@ -171,7 +171,7 @@ def test_models_listing_and_page(models, run_dir):
     assert [m["id"] for m in body["models"]] == ["0", "1"]
     assert body["models"][0]["model"] == "unext_s" and run_dir.name in body["models"][0]["label"]
     assert len({m["label"] for m in body["models"]}) == 2  # same folder twice: labels still distinct
-    assert body["max_upload_mb"] == 10 and body["formats"] == ["PNG", "JPEG"]
+    assert body["max_upload_mb"] == 10 and body["formats"] == ["PNG", "JPEG", "DICOM"]  # DICOM is accepted too
     assert str(run_dir.parent) not in r.get_data(as_text=True)  # no server paths
     r = _post(client, ISIC_IMAGE.read_bytes())
     assert r.status_code == 400 and "choose a model" in r.json["error"]
@@ -243,7 +243,7 @@ def test_serve_warns_when_not_loopback(models, monkeypatch, caplog, host, warned
 
     seen = {}
 
-    def fake_make_server(app, host, port):
+    def fake_make_server(app, host, port, read_timeout):
         seen["app"] = app
         return _FakeServer()
 
@@ -441,9 +441,12 @@ def test_cross_origin_post_over_the_wire_gets_a_json_403(live_server):
 
 def test_cli_pool_options(run_dir, capsys):
     from scunext.cli import serve as cli_serve
+    from scunext.serve.app import DEFAULT_READ_TIMEOUT_S
 
     assert (cli_serve.DEFAULT_WORKERS, cli_serve.DEFAULT_QUEUE) == (DEFAULT_WORKERS, DEFAULT_QUEUE)
-    for argv, needle in [(["--workers", "0"], "--workers"), (["--queue", "-1"], "--queue")]:
+    assert cli_serve.DEFAULT_READ_TIMEOUT_S == DEFAULT_READ_TIMEOUT_S
+    for argv, needle in [(["--workers", "0"], "--workers"), (["--queue", "-1"], "--queue"),
+                         (["--read-timeout", "0"], "--read-timeout"), (["--read-timeout", "nan"], "--read-timeout")]:
         assert main(["serve", str(run_dir), *argv]) == 2
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -590,3 +593,54 @@ def test_quality_score_and_review_flag_in_the_answer(client, run_dir):
     blank = _post(client, buf.getvalue()).json
     if blank["area_px"] < 0.001 * 256 * 256:
         assert blank["review"] is True and "near-empty" in blank["review_reason"]
+
+
+def test_the_work_size_of_an_extreme_aspect_ratio_stays_within_the_cap():
+    """A 50,000,000 x 1 image (at the upload cap) was "fitted" to 14,481,546 x 1: 3.6x the 4-megapixel work cap,
+    because the short side was rounded back up to 1 without shrinking the long one."""
+    from scunext.serve.upload import fit_size
+
+    for size in [(1, 50_000_000), (50_000_000, 1), (3, 20_000_000), (7000, 7000), (2048, 2048), (1, 1)]:
+        h, w = fit_size(size, max_pixels=WORK_MAX_PIXELS)
+        assert h * w <= max(WORK_MAX_PIXELS, 1) and h >= 1 and w >= 1, (size, h, w)
+    assert fit_size((2048, 2048), max_pixels=WORK_MAX_PIXELS) == (2048, 2048)
+    assert fit_size((1, 5000), max_side=1024) == (1, 1024)
+
+
+def test_an_upload_that_stops_arriving_frees_its_place(run_dir):
+    """A client that sends half a body and waits held one of the workers + queue places forever (six of them
+    blocked the server): after the read timeout it gets 408 and the next upload is served."""
+    models = load_models([run_dir])
+    app = create_app(models, workers=1, queue=0)
+    server = make_server(app, "127.0.0.1", 0, read_timeout=1.0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        png = io.BytesIO()
+        Image.fromarray(read_image(sorted((sample_dir("isic2017") / "images").iterdir())[0])).save(png, "PNG")
+        boundary = "xyz"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+                "Content-Type: image/png\r\n\r\n").encode() + png.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+        head = (f"POST /api/segment HTTP/1.1\r\nHost: 127.0.0.1:{server.server_port}\r\nContent-Type: "
+                f"multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        slow = socket.create_connection(("127.0.0.1", server.server_port))
+        slow.sendall(head + body[: len(body) // 2])  # and then nothing
+        slow.settimeout(20)
+        answer = slow.recv(65536).decode("latin-1")
+        assert answer.startswith("HTTP/1.1 408") and "stopped arriving" in answer, answer[:300]
+        slow.close()
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
+        conn.request("POST", "/api/segment", body=body, headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}"})  # fmt: skip
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        server.shutdown()
+
+
+def test_a_413_from_the_form_parser_names_the_real_limit(client):
+    """A 600 KB text field (under the 1 MB upload limit of this client) trips the form parser's field limit: the
+    answer said "the upload is larger than the 1 MB limit", which it is not."""
+    r = _post(client, _png(64, 64), model="x" * 600_000)
+    assert r.status_code == 413 and "text field" in r.json["error"] and "MB limit" not in r.json["error"]
+    r = _post(client, _png(2000, 2000) + bytes(2_000_000))  # a body that is over the limit still says so
+    assert r.status_code == 413 and "1 MB limit" in r.json["error"]

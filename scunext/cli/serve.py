@@ -15,6 +15,7 @@ from scunext.weights import list_weights, weights_dir
 DEFAULT_MAX_UPLOAD_MB = 10.0
 DEFAULT_WORKERS = 2
 DEFAULT_QUEUE = 4
+DEFAULT_READ_TIMEOUT_S = 30.0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +61,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_QUEUE,
         help=f"uploads that may wait for a worker (default {DEFAULT_QUEUE}); more get 503 with Retry-After",
     )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=DEFAULT_READ_TIMEOUT_S,
+        help=f"seconds a connection may stay silent before it is closed (default {DEFAULT_READ_TIMEOUT_S:g}): an "
+        "upload that stops arriving gets 408 and frees its place",
+    )
     p.set_defaults(func=run)
 
 
@@ -89,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.queue < 0:
         raise UsageError(f"--queue must be >= 0, got {args.queue}")
+    if not 0 < args.read_timeout < float("inf"):
+        raise UsageError(f"--read-timeout must be a positive number of seconds, got {args.read_timeout}")
     if args.quality and len(args.run_dirs) + len(args.weights) != 1:
         raise UsageError("--quality FILE applies to one model: serve exactly one RUN_DIR or --weights NAME with it")
     try:
@@ -107,5 +117,6 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=int(args.max_megapixels * 1e6),
         workers=args.workers,
         queue=args.queue,
+        read_timeout=args.read_timeout,
     )
     return 0

@@ -144,8 +144,13 @@ class DicomHeader:
 
 
 def _reason(exc: BaseException) -> str:
+    """The first line of a library's error, without Python object reprs (``<_io.BytesIO object at 0x7f...>``: a
+    memory address means nothing to a user and must not reach a web client)."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return _OBJECT_REPR.sub("the data", text[0]) if text else type(exc).__name__
+
+
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 def _as_bytes(source: Source) -> bytes | None:
@@ -442,7 +447,7 @@ def _decode_reason(exc: BaseException) -> str:
     are what is kept, joined."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].endswith(":"):
-        return "; ".join(lines[1:])
+        return _OBJECT_REPR.sub("the data", "; ".join(lines[1:]))
     return _reason(exc)
 
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flask import Flask, Request, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 from werkzeug.serving import make_server as _werkzeug_server
 
@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 #: default cap on the size of a request body (the upload plus a little form overhead), in megabytes
 DEFAULT_MAX_UPLOAD_MB = 10.0
+#: seconds a connection may stay silent (headers or body) before it is closed: a client that sends half an upload
+#: and waits would otherwise hold one of the workers + queue places forever, and enough of them block the server
+DEFAULT_READ_TIMEOUT_S = 30.0
 #: the ``Server`` header of every answer (no server or Python version)
 SERVER_HEADER = "scunext"
 
@@ -180,8 +183,11 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        if exc.code == 413:
+        if exc.code == 413 and (request.content_length or 0) > max_bytes:
             return _error(f"the upload is larger than the {max_upload_mb:g} MB limit", 413)
+        if exc.code == 413:  # a form field or the number of parts over the form parser's limits, not the size
+            return _error("the form has too large a text field or too many parts; send one file field 'image' "
+                          "and at most a short 'model' field", 413)  # fmt: skip
         message = (exc.description or exc.name or "bad request").strip().splitlines()[0]
         return _error(message, exc.code or 400)
 
@@ -200,7 +206,7 @@ def create_app(
             models=[m.describe() for m in models],
             max_upload_mb=max_upload_mb,
             max_megapixels=max_pixels / 1e6,
-            formats=["PNG", "JPEG"],
+            formats=["PNG", "JPEG", "DICOM"],
         )
 
     @app.post("/api/segment")
@@ -215,7 +221,10 @@ def create_app(
             response.headers["Retry-After"] = str(seconds)
             return response
         try:
-            upload = request.files.get("image")  # reading the form enforces MAX_CONTENT_LENGTH first
+            try:
+                upload = request.files.get("image")  # reading the form enforces MAX_CONTENT_LENGTH first
+            except (ClientDisconnected, TimeoutError):  # it stopped sending (the read timeout): free the place
+                return _error("the upload stopped arriving; send the whole image in one request", 408)
             if upload is None:
                 return _error("no image in the request (send a multipart form with a file field named 'image')", 400)
             model_id = request.form.get("model") or (models[0].id if len(models) == 1 else None)
@@ -256,12 +265,15 @@ class _RequestHandler(WSGIRequestHandler):
         return SERVER_HEADER
 
 
-def make_server(app: Flask, host: str = "127.0.0.1", port: int = 8000) -> BaseWSGIServer:
+def make_server(app: Flask, host: str = "127.0.0.1", port: int = 8000,
+                read_timeout: float = DEFAULT_READ_TIMEOUT_S) -> BaseWSGIServer:  # fmt: skip
     """A threaded WSGI server for ``app`` (not started); ``port=0`` picks a free port (``server.server_port``).
 
-    Each connection gets a thread, but the work is bounded by the app's :class:`~scunext.serve.pool.WorkPool`.
+    Each connection gets a thread, but the work is bounded by the app's :class:`~scunext.serve.pool.WorkPool`; a
+    connection silent for ``read_timeout`` seconds is closed (an upload cut short answers 408 and frees its place).
     """
-    return _werkzeug_server(host, port, app, threaded=True, request_handler=_RequestHandler)
+    handler = type("_TimedRequestHandler", (_RequestHandler,), {"timeout": read_timeout})
+    return _werkzeug_server(host, port, app, threaded=True, request_handler=handler)
 
 
 def serve(
@@ -273,6 +285,7 @@ def serve(
     max_pixels: int = MAX_IMAGE_PIXELS,
     workers: int = DEFAULT_WORKERS,
     queue: int = DEFAULT_QUEUE,
+    read_timeout: float = DEFAULT_READ_TIMEOUT_S,
 ) -> None:
     """Serve the page until interrupted (Ctrl+C).
 
@@ -291,7 +304,7 @@ def serve(
             "(there is no authentication); use --host 127.0.0.1 for local use only",
             host,
         )
-    server = make_server(app, host, port)
+    server = make_server(app, host, port, read_timeout)
     shown = f"[{host}]" if ":" in host else host
     for m in models:
         log.info("model %s: %s from %s", m.id, m.label, m.source)

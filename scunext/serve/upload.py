@@ -131,7 +131,13 @@ def fit_size(size: tuple[int, int], *, max_pixels: int | None = None, max_side: 
         scale = min(scale, max_side / max(h, w))
     if scale >= 1.0:
         return h, w
-    return max(1, math.floor(h * scale)), max(1, math.floor(w * scale))
+    nh, nw = max(1, math.floor(h * scale)), max(1, math.floor(w * scale))
+    # a side that rounds up to 1 pixel (a 50,000,000 x 1 image) must not take the other side past the limits
+    if max_pixels is not None and nh * nw > max_pixels:
+        nh, nw = (nh, max(1, max_pixels // nh)) if nh <= nw else (max(1, max_pixels // nw), nw)
+    if max_side is not None:
+        nh, nw = min(nh, max_side), min(nw, max_side)
+    return nh, nw
 
 
 def _header(data: bytes) -> tuple[tuple[int, int], tuple[float, float] | None] | None:

@@ -134,6 +134,29 @@ def test_upload_segment_and_read_area(driver, base_url, run_dirs):
         assert driver.save_screenshot(shot)
 
 
+def test_a_dicom_upload_shows_the_overlay_not_a_broken_original(driver, base_url, tmp_path):
+    """A browser cannot show a DICOM file: the page showed a broken image for it. Now only the overlay (drawn by
+    the server) is shown; a JPEG uploaded afterwards shows its original again."""
+    pytest.importorskip("pydicom")
+    from scunext.deploy.stream_benchmark import _write_dicom
+
+    dcm = tmp_path / "scan.dcm"
+    _write_dicom(read_image(ISIC_IMAGE).mean(axis=2).astype("uint8"), dcm, 0)
+    wait = _open_page(driver, base_url)
+    driver.find_element(By.ID, "file").send_keys(str(dcm))
+    driver.find_element(By.ID, "segment").click()
+    wait.until(EC.visibility_of_element_located((By.ID, "result")))
+    wait.until(lambda d: d.execute_script(
+        "const i = document.getElementById('overlay'); return i.complete && i.naturalWidth > 0;"))  # fmt: skip
+    assert not driver.find_element(By.ID, "original").is_displayed()
+    assert driver.find_element(By.ID, "area-mm2-box").is_displayed()  # the DICOM's pixel spacing
+    driver.find_element(By.ID, "file").send_keys(str(ISIC_IMAGE))
+    driver.find_element(By.ID, "segment").click()
+    wait.until(lambda d: d.execute_script(
+        "const i = document.getElementById('original'); return i.complete && i.naturalWidth > 0;"))  # fmt: skip
+    assert driver.find_element(By.ID, "original").is_displayed()
+
+
 def test_bad_file_shows_a_message(driver, base_url, tmp_path):
     fake = tmp_path / "notes.png"
     fake.write_text("not an image at all\n")

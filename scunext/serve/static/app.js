@@ -94,9 +94,15 @@
 
   function showResult(body, file) {
     forgetBlobs();
-    const original = URL.createObjectURL(file);
-    blobUrls.push(original);
-    $("original").src = original;
+    // the browser can show a PNG or JPEG as uploaded; a DICOM it cannot: only the overlay (drawn by the server)
+    const viewable = /^image\/(png|jpeg)$/.test(file.type);
+    $("original").closest("figure").hidden = !viewable;
+    $("original").removeAttribute("src");
+    if (viewable) {
+      const original = URL.createObjectURL(file);
+      blobUrls.push(original);
+      $("original").src = original;
+    }
     $("overlay").src = pngUrl(body.overlay_png);
     $("area-px").textContent = body.area_px.toLocaleString("en-US");
     $("area-pct").textContent = body.area_percent.toFixed(2);

@@ -226,7 +226,9 @@ def create_app(
             except (ClientDisconnected, TimeoutError):  # it stopped sending (the read timeout): free the place
                 return _error("the upload stopped arriving; send the whole image in one request", 408)
             if upload is None:
-                return _error("no image in the request (send a multipart form with a file field named 'image')", 400)
+                # (Werkzeug also drops a whole form whose part headers are not UTF-8, e.g. a Latin-1 file name)
+                return _error("no image in the request (send a multipart form with a file field named 'image'; "
+                              "part headers such as the file name must be UTF-8)", 400)  # fmt: skip
             model_id = request.form.get("model") or (models[0].id if len(models) == 1 else None)
             if model_id is None:
                 return _error("choose a model ('model' form field, an id from /api/models)", 400)

@@ -62,6 +62,7 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
         "aug.yaml": "augment: {hflip: 1}\n",
         "evil.yaml": "lr: !!python/object/apply:os.system [ls]\n",
         "badvalue.yaml": "epochs: many\n",
+        "tf.yaml": "test_fraction: 0.3\n",  # Table 2's k-fold ignores it
     }
     for name, text in configs.items():
         (w / name).write_text(text)
@@ -274,6 +275,8 @@ CASES = [
     case("experiment", "table1", "--data", "emptydir", "--out", "e", "--models", "nope", needle="unknown model"),
     case("experiment", "table1", "--data", "emptydir", "--out", "e", "--shard", "3/2", needle="--shard"),
     case("experiment", "table2", "--data", "emptydir", "--out", "e", "--folds", "1", needle="--folds"),
+    case("experiment", "table2", "--data", "nonbinary", "--out", "e", "--config", "tf.yaml", "--epochs", "1",
+         needle="--test-fraction does not apply to --split kfold"),
     case("experiment", "table3", "--data", "emptydir", "--out", "e", needle="invalid choice: 'table3'"),
     case("nope", needle="invalid choice: 'nope'"),
 ]

@@ -166,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         plan = cross_site_plan(base, sites, out, seeds, models, args.configs)
     if not args.report_only:
         discover_pairs(Path(base.data))  # a missing or unusable dataset: one line before the experiment folder exists
+        for pr in plan:  # a setting the runs' split ignores: one line now, not at the first run (trainer checks too)
+            pr.cfg.check_split_settings()
     check_experiment_record(out, record)
     device = str(resolve_device(base.device))
     results = run_plan(plan, out, progress=lambda m: print(m, file=sys.stderr, flush=True),

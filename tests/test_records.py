@@ -193,3 +193,15 @@ def test_out_is_never_the_records_folder_nor_a_folder_of_other_tables(tmp_path, 
     (out / "leaderboard.md").unlink()
     assert main(argv) == 0 and (out / "experiment.json").is_file()
     assert main(argv) == 0  # its own folder: rebuilt
+
+
+def test_latencies_measured_into_an_unwritable_cache_are_still_used(tmp_path, monkeypatch, caplog):
+    """A read-only records checkout: the latencies were measured for every model, then the cache write failed and
+    the table was lost; now the table gets them and a warning says they were not cached."""
+    from scunext.experiments import leaderboard
+
+    monkeypatch.setattr(leaderboard, "engine_latency", lambda m, in_ch, **kw: {"latency_ms": 1.5, "fastest": "torch"})
+    (tmp_path / "file.txt").write_text("a file where the records folder should be")
+    with caplog.at_level("WARNING", logger="scunext.experiments.leaderboard"):
+        got = leaderboard.latencies(["unext_s"], 1, tmp_path / "file.txt" / "latency.json")
+    assert got["unext_s"]["latency_ms"] == 1.5 and "not cached" in caplog.text

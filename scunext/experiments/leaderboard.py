@@ -161,7 +161,10 @@ def latencies(models: list[str], in_ch: int, cache: Path, *, measure: bool = Tru
             data[f"{m} @ {key}"] = engine_latency(m, in_ch, **kwargs)
             changed = True
     if changed:
-        cache.write_text(json.dumps(data, indent=2) + "\n")
+        try:
+            cache.write_text(json.dumps(data, indent=2) + "\n")
+        except OSError as exc:  # a read-only records checkout: the table still gets the numbers just measured
+            log.warning("%s: latencies not cached (%s); they are measured again next time", cache, exc.strerror or exc)
     return {m: data.get(f"{m} @ {key}") for m in models}
 
 

@@ -205,3 +205,17 @@ def test_latencies_measured_into_an_unwritable_cache_are_still_used(tmp_path, mo
     with caplog.at_level("WARNING", logger="scunext.experiments.leaderboard"):
         got = leaderboard.latencies(["unext_s"], 1, tmp_path / "file.txt" / "latency.json")
     assert got["unext_s"]["latency_ms"] == 1.5 and "not cached" in caplog.text
+
+
+def test_an_incomplete_record_is_named_not_silently_ignored(tmp_path, capsys):
+    records = tmp_path / "records"
+    records.mkdir()
+    shutil.copytree(DOCS / "leaderboard-lungs" / "unext_s-seed-0", records / "unext_s-seed-0")
+    _edit_json(records / "unext_s-seed-0" / "record.json", lambda d: d.update(status="failed"))
+    argv = ["experiment", "leaderboard", "--data", str(tmp_path / "absent" / "chest-xray-lungs"), "--out",
+            str(tmp_path / "lb"), "--config", str(DOCS.parents[1] / "configs" / "robust-cpu.yaml"), "--epochs", "50",
+            "--seeds", "1", "--models", "unext_s", "--records", str(records), "--report-only"]  # fmt: skip
+    shutil.copy(DOCS / "leaderboard-lungs" / "latency.json", records / "latency.json")
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "unext_s-seed-0 is not complete (status 'failed'" in err

@@ -87,6 +87,9 @@ def run_plan(
         if records is not None and is_complete(records / pr.folder, pr.subsets):
             say(f"{tag}: done elsewhere (record {records / pr.folder}), skipped")
             continue
+        if records is not None and (records / pr.folder / "record.json").is_file():
+            say(f"{tag}: its record {records / pr.folder} is not complete (status {_status(records / pr.folder)!r} "
+                f"or parts missing), not used")  # fmt: skip
         if status == "failed":
             say(f"{tag}: failed earlier ({RunDir(rd).status_file}), skipped")
             continue

@@ -97,12 +97,8 @@ def _list_files(folder: Path, warn: bool = True) -> list[Path]:
     broken or looping symbolic links) are left out with a warning, so that no image is dropped unannounced."""
     files, others = [], []
     for p in folder.iterdir():
-        if p.name.startswith("."):
-            continue
-        try:
-            (files if p.is_file() else others).append(p)
-        except OSError:  # a symbolic link loop
-            others.append(p)
+        if not p.name.startswith("."):
+            (files if p.is_file() else others).append(p)  # is_file() is False for a broken or looping link
     if others and warn:
         names = sorted(p.name + ("/" if p.is_dir() else "") for p in others)
         logger.warning("%s: left out %d item(s) that are not readable files (subfolders are not searched; broken "

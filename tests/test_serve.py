@@ -644,3 +644,24 @@ def test_a_413_from_the_form_parser_names_the_real_limit(client):
     assert r.status_code == 413 and "text field" in r.json["error"] and "MB limit" not in r.json["error"]
     r = _post(client, _png(2000, 2000) + bytes(2_000_000))  # a body that is over the limit still says so
     assert r.status_code == 413 and "1 MB limit" in r.json["error"]
+
+
+def test_a_chunked_upload_over_the_limit_is_told_the_size_limit(run_dir):
+    """No Content-Length (chunked): werkzeug counts the body as it arrives and stops it at the limit; the answer
+    names the upload limit, not the form parser's field limits."""
+    app = create_app(load_models([run_dir]), max_upload_mb=1)
+    server = make_server(app, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        head = (b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png'
+                b"\r\n\r\n")  # fmt: skip
+        chunks = [head, _png(64, 64), *(bytes(100_000) for _ in range(20)), b"\r\n--b--\r\n"]
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
+        conn.request("POST", "/api/segment", body=iter(chunks), encode_chunked=True,
+                     headers={"Content-Type": "multipart/form-data; boundary=b"})  # fmt: skip
+        r = conn.getresponse()
+        body = json.loads(r.read())
+        assert r.status == 413 and "1 MB limit" in body["error"], body
+        conn.close()
+    finally:
+        server.shutdown()

@@ -183,11 +183,14 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        if exc.code == 413 and (request.content_length or 0) > max_bytes:
+        if exc.code == 413:
+            # a body that declared a size within the limit tripped the form parser's field or part limits; one
+            # that declared more, or none (chunked, counted as it arrives), is over the upload limit
+            length = request.content_length
+            if length is not None and length <= max_bytes:
+                return _error("the form has too large a text field or too many parts; send one file field 'image' "
+                              "and at most a short 'model' field", 413)  # fmt: skip
             return _error(f"the upload is larger than the {max_upload_mb:g} MB limit", 413)
-        if exc.code == 413:  # a form field or the number of parts over the form parser's limits, not the size
-            return _error("the form has too large a text field or too many parts; send one file field 'image' "
-                          "and at most a short 'model' field", 413)  # fmt: skip
         message = (exc.description or exc.name or "bad request").strip().splitlines()[0]
         return _error(message, exc.code or 400)
 

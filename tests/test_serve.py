@@ -417,6 +417,22 @@ def test_headers_do_not_advertise_versions(live_server):
     assert b"Python" not in raw and b"Werkzeug" not in raw
 
 
+@pytest.mark.parametrize("request_bytes, status, words", [
+    (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414, "URI Too Long"),
+    (b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", 431, "Line too long"),
+    (b'GET / "x<b> HTTP/1.1\r\nHost: localhost\r\n\r\n', 400, "Bad request syntax"),
+])  # fmt: skip
+def test_the_http_layers_own_refusals_answer_json(live_server, request_bytes, status, words):
+    """414/431/400 are sent by the HTTP server before the app sees the request: they were Python's HTML page, now
+    the API's one-line JSON error (a quote in the request text stays valid JSON; no markup is echoed as HTML)."""
+    raw = _raw_http(live_server, request_bytes)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.0 {status} ".encode()) or head.startswith(f"HTTP/1.1 {status} ".encode()), head
+    assert b"\r\nContent-Type: application/json\r\n" in head and b"<html" not in raw.lower()
+    error = json.loads(body)["error"]
+    assert words in error and "\n" not in error, error
+
+
 def test_cross_origin_post_over_the_wire_gets_a_json_403(live_server):
     """The refused body is drained, so the browser or client reads the 403 instead of a connection reset."""
     data = _jpeg(1500, 1500)

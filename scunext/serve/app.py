@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -264,10 +265,31 @@ def is_loopback(host: str) -> bool:
 
 
 class _RequestHandler(WSGIRequestHandler):
-    """Werkzeug's handler, without the server and Python versions in the ``Server`` header."""
+    """Werkzeug's handler, without the server and Python versions in the ``Server`` header, and with the HTTP
+    layer's own refusals (414 request line too long, 431 header too long, 400 malformed request line: sent before
+    the app sees the request) answered in the API's ``{"error": "one line"}`` JSON instead of Python's HTML page."""
 
     def version_string(self) -> str:
         return SERVER_HEADER
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        short, long = self.responses.get(code, ("Error", ""))
+        text = message or short
+        if explain or long:
+            text = f"{text}: {explain or long}"
+        self.log_error("code %d, message %s", code, message or short)
+        self.send_response(code, short)  # the status line's reason is the standard phrase, never request text
+        self.send_header("Connection", "close")
+        body = b""
+        if code >= 200 and code not in (204, 205, 304):
+            body = json.dumps({"error": text}).encode()
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
 
 
 def make_server(app: Flask, host: str = "127.0.0.1", port: int = 8000,

@@ -278,6 +278,30 @@ def test_cli_export_int8_reports_dice_change(run_dir, tmp_path, capsys):
     assert m and abs(float(m.group(3))) < 100
 
 
+def test_cli_export_interrupted_or_done_leaves_only_its_files(tiny_run, tmp_path, capsys, monkeypatch):
+    """Ctrl+C in the last step of an --int8 export keeps the file --overwrite was to replace and leaves no partial
+    output; onnxruntime's quantizer scratch file (``STEM-inferred.onnx``) never replaces and deletes a user's file."""
+    pytest.importorskip("onnxruntime")
+    import scunext.deploy.export as export_module
+
+    (tmp_path / "m.onnx").write_text("an earlier export")
+    (tmp_path / "m-inferred.onnx").write_text("a user's file")
+    argv = ["export", str(tiny_run), "--out", str(tmp_path / "m.onnx"), "--int8", "--overwrite"]
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(export_module, "dice_change", interrupt)
+        assert main(argv) == 130
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert files == {"m.onnx": b"an earlier export", "m-inferred.onnx": b"a user's file"}
+    assert main(argv) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-inferred.onnx", "m-int8.onnx", "m.onnx"]
+    assert (tmp_path / "m-inferred.onnx").read_text() == "a user's file"
+    assert "wrote " + str(tmp_path / "m-int8.onnx") in capsys.readouterr().out
+
+
 def test_cli_export_errors(tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from scunext.deploy.onnx_export import (
     sample_inputs,
     set_preprocessing_metadata,
 )
+from scunext.runs.durable import fsync_dir, remove_tree, rename
 
 __all__ = ["export_run"]
 
@@ -78,8 +80,6 @@ def export_run(
         CheckpointError: missing run or checkpoint.
         ValueError: bad ``size`` for the model, or no sample images for its number of channels.
     """
-    from scunext.data import read_image, read_mask, sample_dir
-    from scunext.data.preprocess import preprocess
     from scunext.deploy.predictor import Predictor
     from scunext.runs import RunDir
 
@@ -87,7 +87,47 @@ def export_run(
     pred = Predictor.from_run(run_dir, checkpoint)
     size = pred.size if size is None else size
     out = Path(out) if out is not None else RunDir(run_dir).onnx_file
-    path = export_onnx(pred.model, out, in_channels=pred.in_channels, size=size, dynamic=dynamic)
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # removed again on failure
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # everything is written and checked in a private staging folder beside ``out`` (``NAME.tmpPID``, an orphan
+    # that RunDir removes) and renamed into place only at the end: an export that fails or is interrupted leaves
+    # no half-written or unchecked file, keeps a file it was to replace, and onnxruntime's quantizer writes its
+    # ``-inferred`` scratch file there, not beside ``out`` (where it would replace and delete a user's file).
+    stage = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    stage.mkdir()
+    try:
+        report = _export_staged(run_dir, stage, pred, checkpoint, size, dynamic, int8, parity_images,
+                                calibration_images)  # fmt: skip
+        if int8:
+            int8_out = out.with_name(out.stem + "-int8.onnx")
+            rename(Path(report["int8_onnx"]), int8_out)
+            report["int8_onnx"] = str(int8_out)
+        rename(Path(report["onnx"]), out)
+        report["onnx"] = str(out)
+        fsync_dir(out.parent)
+    except BaseException:
+        remove_tree(stage)
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+        raise
+    remove_tree(stage)
+    log.debug("wrote %s%s", out, f" and {report['int8_onnx']}" if int8 else "")
+    return report
+
+
+def _export_staged(
+    run_dir: Path, stage: Path, pred: Any, checkpoint: str, size: int, dynamic: bool, int8: bool,
+    parity_images: int, calibration_images: int,
+) -> dict[str, Any]:  # fmt: skip
+    """:func:`export_run`'s work, with every file written in the folder ``stage``."""
+    from scunext.data import read_image, read_mask, sample_dir
+    from scunext.data.preprocess import preprocess
+    from scunext.runs import RunDir
+
+    path = export_onnx(pred.model, stage / "model.onnx", in_channels=pred.in_channels, size=size, dynamic=dynamic)
     preprocessing = pred.preprocessing()
     set_preprocessing_metadata(path, preprocessing)
     sample = SAMPLE_FOR_CHANNELS.get(pred.in_channels)
@@ -117,7 +157,7 @@ def export_run(
     else:
         calib = sample_inputs(pred.in_channels, side, calibration_images, pred.intensity)
         report["calibration"] = f"{len(calib)} shipped {sample} images (the run's training data is not reachable)"
-    q = quantize_int8(path, path.with_name(path.stem + "-int8.onnx"), calib)
+    q = quantize_int8(path, stage / "model-int8.onnx", calib)
     set_preprocessing_metadata(q, preprocessing)
     report["int8_onnx"] = str(q)
     report["int8_max_abs_logit_diff"] = check_onnx(q, pred.model, x)

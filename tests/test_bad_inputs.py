@@ -234,6 +234,9 @@ CASES = [
     case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-binary.json", needle="not a readable quality"),
     case("robustness", "run", "--out", "o", "--group-pattern", "(", needle="not a valid regular expression"),
     case("robustness", "run", "--out", "file.txt", needle="file.txt is a file"),
+    # fails on the 4th image: no per_image.csv.partial and no o/r are left behind
+    case("robustness", "run", "--data", "corrupt", "--subset", "all", "--shifts", "noise", "--no-quality",
+         "--no-progress", "--out", "o/r", needle="corrupt/images/"),
     case("robustness", "run", "--out", "file.txt/r", needle="file.txt is a file"),
     case("calibrate", "run", "--out", "emptydir", needle="is a folder"),
     case("calibrate", "run", "--out", "file.txt/q.json", needle="file.txt is a file"),

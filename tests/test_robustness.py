@@ -223,6 +223,31 @@ def test_a_stress_test_into_a_folder_another_one_is_writing_is_refused(lung_run,
     assert (out / "summary.csv").is_file() and not (out / ".writer.lock").exists()
 
 
+def test_a_stopped_stress_test_leaves_the_folder_as_it_was(lung_run, tmp_path, monkeypatch):
+    """Ctrl+C (or SIGTERM) in the middle of the scoring: exit 130, no half-written per_image.csv.partial, and a
+    folder the command created is removed again; a user's folder keeps exactly its own files."""
+    import scunext.engine.robustness as robustness
+
+    calls = []
+
+    def stop_at_second_image(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return score(*args, **kwargs)
+
+    score = robustness._score_conditions
+    monkeypatch.setattr(robustness, "_score_conditions", stop_at_second_image)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    for out in (tmp_path / "new" / "stress", tmp_path / "mine"):
+        calls.clear()
+        argv = ["robustness", str(lung_run), "--shifts", "invert", "--out", str(out), "--no-progress", "--no-quality"]
+        assert main(argv) == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["robustness", "--weights", "lungs", "--shifts", "colorcast", "--out", "{o}"], "do not apply to gray"),
     (["robustness", "--weights", "lungs", "--shifts", "fog", "--out", "{o}"], "unknown shift(s) fog"),

@@ -10,11 +10,13 @@ on the run's validation part, clean and stressed, and writes ``quality.json`` be
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
 import re
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,7 @@ from scunext.deploy.quality import (
 from scunext.engine.evaluate import ReportExistsError, _subset_pairs, check_no_report, report_lock
 from scunext.metrics import confusion_counts, dice_score, iou_score
 from scunext.runs import RunDir, data_root_of
-from scunext.runs.durable import atomic_write_text
+from scunext.runs.durable import atomic_write, atomic_write_text
 
 __all__ = ["stress_test", "calibrate_quality", "RESULT_FILES", "ReportExistsError"]
 
@@ -193,8 +195,10 @@ def _plot(summary: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    atomic_write(path, png.getvalue())
 
 
 def _even_pick(pairs: list, max_images: int) -> list:
@@ -215,6 +219,35 @@ def _prepare(run_dir: Path, data: str | Path | None, subset: str, max_images: in
 def _reader(pairs: list, predictor: Predictor, threshold_masks: bool) -> SegmentationDataset:
     """Images at their native size, with the model's channel count, for scoring."""
     return SegmentationDataset(pairs, in_channels=predictor.in_channels, size=None, threshold_masks=threshold_masks)
+
+
+@contextmanager
+def _made_folder(out: Path):
+    """Create the folder ``out`` (and its missing parents); if the body fails or is stopped, remove again those of
+    them that it created and that are still empty (a user's file or another process's report stays)."""
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
+
+
+@contextmanager
+def _partial_file(path: Path):
+    """``path`` open for writing text; removed if the body fails or is stopped (a corrupt image, Ctrl+C, SIGTERM),
+    so that no half-written table is left behind."""
+    try:
+        with path.open("w", newline="") as f:
+            yield f
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def stress_test(
@@ -266,9 +299,8 @@ def stress_test(
     cfg, data_root, pairs, reader = _prepare(run_dir, data, subset, max_images, predictor)
     conditions = shift_conditions(names)
     calibration = predictor.quality if quality else None
-    out.mkdir(parents=True, exist_ok=True)
-
-    with report_lock(out, wait_s=0):  # held from the first row to the last file: one stress test per folder
+    # held from the first row to the last file: one stress test per folder
+    with _made_folder(out), report_lock(out, wait_s=0):
         if not overwrite:  # another one may have finished here since the check above
             check_no_report(out, RESULT_FILES)
         by_cond: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
@@ -276,7 +308,7 @@ def stress_test(
         partial = out / "per_image.csv.partial"
         fields = PER_IMAGE_FIELDS if quality else PER_IMAGE_FIELDS[:8]
         bar = tqdm(total=len(pairs) * len(conditions), desc=f"stress {subset}", unit="pred", disable=not show_progress)
-        with partial.open("w", newline="") as f:
+        with _partial_file(partial) as f:
             writer = csv.DictWriter(f, fields, extrasaction="ignore")
             writer.writeheader()
             for i, pair in enumerate(pairs):
@@ -311,10 +343,11 @@ def stress_test(
             "quality_source": (str(quality_file) if quality_file else calibration.source) if calibration else "off",
             "quality": _quality_report(qrows) if quality else None,
         }  # fmt: skip
-        with (out / "summary.csv").open("w", newline="") as f:
-            w = csv.DictWriter(f, list(summary[0]))
-            w.writeheader()
-            w.writerows({k: _fmt(v) for k, v in r.items()} for r in summary)
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, list(summary[0]))
+        w.writeheader()
+        w.writerows({k: _fmt(v) for k, v in r.items()} for r in summary)
+        atomic_write_text(out / "summary.csv", buf.getvalue())
         atomic_write_text(out / "summary.md", _markdown(meta, summary, quality))
         report = _jsonable({**meta, "summary": summary})
         atomic_write_text(out / "robustness.json", json.dumps(report, indent=2))

@@ -239,6 +239,8 @@ CASES = [
          "--no-progress", "--out", "o/r", needle="corrupt/images/"),
     case("robustness", "run", "--out", "file.txt/r", needle="file.txt is a file"),
     case("calibrate", "run", "--out", "emptydir", needle="is a folder"),
+    case("calibrate", "run", "--data", "corrupt", "--shifts", "noise", "--no-progress", "--out", "o/q.json",
+         needle="not found among the 6 pairs"),  # the o/ it made for q.json is removed again
     case("calibrate", "run", "--out", "file.txt/q.json", needle="file.txt is a file"),
     case("export", "run", "--out", "m.onnx", "--size", "100000", needle="--size 100000 is above 4096"),
     # ---------------------------------------------------------------- export

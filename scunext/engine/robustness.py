@@ -398,8 +398,7 @@ def calibrate_quality(
     predictor = Predictor.from_run(run_dir, checkpoint)
     names = parse_shifts(shifts, modality_of(predictor.in_channels))
     cfg = RunDir(run_dir).load_config()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with report_lock(target.parent, wait_s=0):
+    with _made_folder(target.parent), report_lock(target.parent, wait_s=0):
         if target.exists() and not overwrite:  # written by a process that held the lock before us
             raise ReportExistsError(f"{target} exists; pass --overwrite to recalibrate")
         return _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, batch_size, show_progress,

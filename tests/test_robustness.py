@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -378,6 +379,19 @@ def test_site_calibration_chooses_on_the_site_keeps_the_prior_and_is_used_by_rob
     # again without --overwrite: refused, file kept
     before = out.read_bytes()
     assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
+
+
+@pytest.mark.parametrize(("auroc", "shown"), [(0.0, "Dice < 0.90 0.000,"), (None, "Dice < 0.90 n/a")])
+def test_calibrate_prints_the_auroc_it_found(auroc, shown, tmp_path, capsys, monkeypatch):
+    """An AUROC of 0 (the score ranks every failure above every success) is printed as 0.000, not as nan; one that
+    is undefined (every prediction on one side of Dice 0.90, JSON null) as n/a."""
+    import scunext.engine.robustness as robustness
+
+    stats = {"n": 4, "n_images": 2, "conditions": 2, "auroc_dice_below_0.90": auroc, "flagged_share": 0.5}
+    cal = replace(LUNG_CAL, source="calibrated", stats=stats)
+    monkeypatch.setattr(robustness, "calibrate_quality", lambda *a, **k: cal)
+    assert main(["calibrate", "--weights", "lungs", "--out", str(tmp_path / "q.json"), "--no-progress"]) == 0
+    assert shown in capsys.readouterr().out
 
 
 def test_site_calibration_needs_a_calibrated_run(lung_run, tmp_path, capsys):

@@ -115,8 +115,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
                             show_progress=not args.no_progress, rule=args.rule, site=args.site)  # fmt: skip
     st = cal.stats
     part = "site" if args.site else "validation"
+    auc = st["auroc_dice_below_0.90"]  # None (JSON null) when every prediction is on one side of Dice 0.90
+    auc = "n/a (every Dice on one side of 0.90)" if auc is None else f"{auc:.3f}"
     print(f"review threshold {cal.threshold:.4f} on {st['n']} {part} predictions ({st['n_images']} images x "
-          f"{st['conditions']} conditions): AUROC for Dice < 0.90 {st['auroc_dice_below_0.90'] or float('nan'):.3f}, "
+          f"{st['conditions']} conditions): AUROC for Dice < 0.90 {auc}, "
           f"flags {st['flagged_share']:.1%}; area prior {cal.area_lo:.3f}..{cal.area_hi:.3f} of the image "
           f"(near-empty below {cal.min_area_fraction:.4f})")  # fmt: skip
     if args.site:

@@ -23,7 +23,7 @@ from scunext.deploy.runtimes import ENGINES, make_runner
 from scunext.engine.distributed import cpu_has_native_bf16
 from scunext.losses import DeepSupervisionLoss
 from scunext.models import create_model
-from scunext.profiling import count_macs, count_params
+from scunext.profiling import check_threads, count_macs, count_params
 
 __all__ = ["BenchmarkConfig", "run_benchmark", "matmul_gflops", "peak_inference_memory_mb"]
 
@@ -57,6 +57,7 @@ class BenchmarkConfig:
             raise ValueError(f"--size must be a positive multiple of 32, got {self.size}")
         if self.threads < 1 or self.latency_runs < 3 or self.rounds < 1 or self.train_steps < 2:
             raise ValueError("need threads >= 1, latency runs >= 3, rounds >= 1, train steps >= 2")
+        check_threads(self.threads)
         return self
 
 

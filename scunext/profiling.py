@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import platform
 import statistics
 import time
@@ -21,7 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from scunext.models import create_model, list_models
 
-__all__ = ["count_params", "count_macs", "measure_latency", "ProfileResult", "profile_model", "MAC_COUNTER"]
+__all__ = ["count_params", "count_macs", "measure_latency", "ProfileResult", "profile_model", "MAC_COUNTER",
+           "MAX_THREADS", "check_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,18 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return counter.get_total_flops() // 2
 
 
+#: the most CPU threads a measurement may ask for: more than any CPU has cores. Far above it torch's thread pool
+#: fails or crashes the process (``torch.set_num_threads(100000)``: a segmentation fault).
+MAX_THREADS = 1024
+
+
+def check_threads(threads: int | None, flag: str = "--threads") -> None:
+    """Refuse a thread count below 1 or above :data:`MAX_THREADS` (None: torch's default) with a one-line error."""
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"{flag} must be between 1 and {MAX_THREADS}, got {threads} (this machine has "
+                         f"{os.cpu_count()} CPUs)")  # fmt: skip
+
+
 def measure_latency(
     model: nn.Module, input_shape: tuple[int, ...], warmup: int = 5, repeats: int = 20, threads: int | None = None
 ) -> dict[str, float]:
@@ -57,6 +71,7 @@ def measure_latency(
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    check_threads(threads, "threads")
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

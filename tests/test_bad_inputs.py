@@ -274,6 +274,7 @@ CASES = [
     case("profile", needle="one of the arguments --model --all is required"),
     case("benchmark", "--size", "250", "--no-memory", needle="multiple of 32"),
     case("benchmark", "--engines", "warp", "--no-memory", needle="available"),
+    case("benchmark", "--end-to-end", "--threads", "5000", needle="--threads must be between 1 and 1024"),
     case("experiment", "table1", "--data", "missing", "--out", "e", needle="dataset folder not found"),
     case("experiment", "table1", "--data", "emptydir", "--out", "e", "--epochs", "1", needle="image folder not found"),
     case("experiment", "table1", "--data", "emptydir", "--out", "e", "--epochs", "0", needle="epochs must be >= 1"),
@@ -319,6 +320,11 @@ def test_catalogue_is_large_enough():
         (["evaluate", "run", "--out", "file.txt"], "is a file"),
         (["export", "run", "--out", "emptydir"], "is a folder"),
         (["serve", "run", "--port", "70000"], "--port"),
+        # torch's thread pool crashed the process (segmentation fault, exit 139) at this many threads
+        (["profile", "--model", "unext_s", "--size", "64", "--repeats", "1", "--threads", "100000"],
+         "--threads must be between 1 and 1024"),
+        (["benchmark", "--model", "unext_s", "--size", "64", "--no-memory", "--runs", "3", "--rounds", "1",
+          "--engines", "torch", "--threads", "100000"], "--threads must be between 1 and 1024"),
     ],
 )
 def test_bad_input_real_process(argv, needle, world):

@@ -9,7 +9,7 @@ import torch
 
 from scunext.errors import UsageError
 from scunext.models import list_models
-from scunext.profiling import MAC_COUNTER, ProfileResult, profile_model
+from scunext.profiling import MAC_COUNTER, ProfileResult, check_threads, profile_model
 
 MAX_SIZE = 4096  # a 3 x 4096 x 4096 input and its activations already take gigabytes
 
@@ -52,6 +52,7 @@ def _table(results: list[ProfileResult]) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.size < 1 or args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         raise UsageError("--size, --repeats and --threads must be positive and --warmup non-negative")
+    check_threads(args.threads)
     if args.size > MAX_SIZE:
         raise UsageError(f"--size {args.size} is above {MAX_SIZE}: one such input alone would not fit in memory")
     names = list_models() if args.all else [args.model]

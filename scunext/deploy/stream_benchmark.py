@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from scunext.profiling import check_threads
+
 __all__ = ["KINDS", "EndToEndConfig", "baseline_predict", "generate_inputs", "run_end_to_end", "format_end_to_end"]
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ class EndToEndConfig:
         for name in ("batch_size", "workers", "threads", "baseline_max_n", "distinct"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_threads(self.threads)
         return self
 
 

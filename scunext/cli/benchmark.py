@@ -6,8 +6,10 @@ import argparse
 import sys
 
 from scunext.benchmark import BenchmarkConfig, dumps, format_report, run_benchmark
+from scunext.cli.profile import MAX_SIZE
 from scunext.deploy.runtimes import ENGINES
 from scunext.deploy.stream_benchmark import KINDS, EndToEndConfig, format_end_to_end, run_end_to_end
+from scunext.errors import UsageError
 from scunext.models import list_models
 
 
@@ -70,6 +72,8 @@ def run_end_to_end_cli(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.end_to_end:
         return run_end_to_end_cli(args)
+    if args.size > MAX_SIZE:
+        raise UsageError(f"--size {args.size} is above {MAX_SIZE}: a batch of such inputs would not fit in memory")
     cfg = BenchmarkConfig(
         model=args.model, baseline=args.baseline, engines=[e.strip() for e in args.engines.split(",") if e.strip()],
         size=args.size, in_channels=args.in_channels, threads=args.threads, latency_runs=args.runs,

@@ -55,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
     check_threads(args.threads)
     if args.size > MAX_SIZE:
         raise UsageError(f"--size {args.size} is above {MAX_SIZE}: one such input alone would not fit in memory")
+    planes = max(args.in_channels, args.num_classes)
+    if planes * args.size**2 > 3 * MAX_SIZE**2:
+        raise UsageError(f"--in-channels {args.in_channels} / --num-classes {args.num_classes} at --size {args.size}: "
+                         f"an input or output of {planes} x {args.size} x {args.size} would not fit in memory (at "
+                         f"most 3 x {MAX_SIZE} x {MAX_SIZE} values)")  # fmt: skip
     names = list_models() if args.all else [args.model]
     kw = dict(
         size=args.size, in_channels=args.in_channels, num_classes=args.num_classes, latency=not args.no_latency,

@@ -205,6 +205,7 @@ CASES = [
     case("evaluate", "file.txt", needle="run folder not found"),
     case("evaluate", "emptydir", needle="no best checkpoint"),
     case("evaluate", "run", "--out", "file.txt", needle="is a file"),
+    case("evaluate", "run", "--out", "", needle="--out is empty"),  # not the run's own eval/test
     case("evaluate", "run", "--out", "report", needle="already holds a report (metrics.json)"),
     case("evaluate", "run", "--subset", "bogus", needle="invalid choice: 'bogus'"),
     case("evaluate", "run", "--checkpoint", "worst", needle="invalid choice: 'worst'"),
@@ -234,11 +235,13 @@ CASES = [
     case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-binary.json", needle="not a readable quality"),
     case("robustness", "run", "--out", "o", "--group-pattern", "(", needle="not a valid regular expression"),
     case("robustness", "run", "--out", "file.txt", needle="file.txt is a file"),
+    case("robustness", "run", "--out", "", needle="--out is empty"),  # not the current folder
     # fails on the 4th image: no per_image.csv.partial and no o/r are left behind
     case("robustness", "run", "--data", "corrupt", "--subset", "all", "--shifts", "noise", "--no-quality",
          "--no-progress", "--out", "o/r", needle="corrupt/images/"),
     case("robustness", "run", "--out", "file.txt/r", needle="file.txt is a file"),
     case("calibrate", "run", "--out", "emptydir", needle="is a folder"),
+    case("calibrate", "run", "--out", "", needle="--out is empty"),  # not RUN_DIR/quality.json
     case("calibrate", "run", "--data", "corrupt", "--shifts", "noise", "--no-progress", "--out", "o/q.json",
          needle="not found among the 6 pairs"),  # the o/ it made for q.json is removed again
     case("calibrate", "run", "--out", "file.txt/q.json", needle="file.txt is a file"),
@@ -250,6 +253,8 @@ CASES = [
     case("export", "emptydir", "--out", "m.onnx", needle="no best checkpoint"),
     case("export", "--weights", "nope", needle="no released weights named 'nope'"),
     case("export", "run", "--out", "emptydir", needle="is a folder"),
+    case("export", "run", "--out", "", needle="--out is empty"),  # not RUN_DIR/model.onnx
+    case("export", "--weights", "lungs", "--out", " ", needle="--out is empty"),
     case("export", "run", "--out", "file.txt", needle="exists; pass --overwrite"),
     case("export", "run", "--out", "file.txt/m.onnx", needle="file.txt is a file"),
     case("export", "run", "--out", "m.onnx", "--size", "0", needle="--size"),

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from scunext.cli.paths import check_out_folder
+from scunext.cli.paths import check_out_folder, out_arg
 from scunext.engine.evaluate import SUBSETS, evaluate_run
 
 METRICS = ("dice", "iou", "precision", "recall", "specificity")
@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.out:
+    if out_arg(args.out) is not None:
         check_out_folder(Path(args.out))
     report = evaluate_run(
         args.run_dir, data=args.data, subset=args.subset, checkpoint=args.checkpoint, out_dir=args.out,

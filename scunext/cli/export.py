@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scunext.cli.paths import check_out_file
+from scunext.cli.paths import check_out_file, out_arg
 from scunext.cli.profile import MAX_SIZE
 from scunext.cli.weights import add_weights_option
 from scunext.deploy.export import export_run
@@ -45,13 +45,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if bool(args.run_dir) == bool(args.weights):
         raise UsageError("give either a RUN_DIR or --weights NAME")
+    out = out_arg(args.out)
     if args.weights:
-        run_dir, out = weights_dir(args.weights), Path(args.out or f"{args.weights}.onnx")
+        run_dir, out = weights_dir(args.weights), out or Path(f"{args.weights}.onnx")
     else:
         run_dir = Path(args.run_dir)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"run folder not found: {run_dir}")
-        out = Path(args.out) if args.out else run_dir / "model.onnx"
+        out = out or run_dir / "model.onnx"
     if args.size is not None and args.size < 1:
         raise UsageError(f"--size must be a positive number of pixels, got {args.size}")
     if args.size is not None and args.size > MAX_SIZE:

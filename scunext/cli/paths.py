@@ -7,7 +7,17 @@ from pathlib import Path
 
 from scunext.errors import UsageError
 
-__all__ = ["check_out_file", "check_out_folder"]
+__all__ = ["out_arg", "check_out_file", "check_out_folder"]
+
+
+def out_arg(text: str | None, flag: str = "--out") -> Path | None:
+    """The path given with ``flag`` (None when it was not given). An empty one (``--out "$UNSET"``) is refused: as a
+    Path it would be the current folder, and treated as absent it would silently mean the default."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise UsageError(f"{flag} is empty; give a path")
+    return Path(text)
 
 
 def check_out_file(path: Path, *, overwrite: bool = False, flag: str = "--out", example: str = "model.onnx") -> Path:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from scunext.cli.paths import check_out_file, check_out_folder
+from scunext.cli.paths import check_out_file, check_out_folder, out_arg
 from scunext.cli.weights import add_quality_option, add_weights_option
 from scunext.data.shifts import SHIFTS
 from scunext.deploy.quality import THRESHOLD_RULES
@@ -85,7 +85,7 @@ def _check_max_images(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from scunext.engine.robustness import stress_test
 
-    check_out_folder(Path(args.out))
+    check_out_folder(out_arg(args.out))
     run_dir = _run_dir(args)
     _check_max_images(args)
     report = stress_test(
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 def run_calibrate(args: argparse.Namespace) -> int:
     from scunext.engine.robustness import calibrate_quality
 
-    if args.out:
+    if out_arg(args.out) is not None:
         check_out_file(Path(args.out), overwrite=args.overwrite, example="quality.json")
     run_dir = _run_dir(args)
     _check_max_images(args)

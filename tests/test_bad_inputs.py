@@ -292,6 +292,11 @@ CASES = [
     case("experiment", "table2", "--data", "nonbinary", "--out", "e", "--config", "tf.yaml", "--epochs", "1",
          needle="--test-fraction does not apply to --split kfold"),
     case("experiment", "table3", "--data", "emptydir", "--out", "e", needle="invalid choice: 'table3'"),
+    # the latency column is measured after the last training run: its flags are checked before the first
+    case("experiment", "leaderboard", "--data", "emptydir", "--out", "e", "--threads", "0",
+         needle="--threads must be between 1 and 1024"),
+    case("experiment", "leaderboard", "--data", "emptydir", "--out", "e", "--latency-runs", "0",
+         needle="--latency-runs must be >= 1"),
     case("nope", needle="invalid choice: 'nope'"),
 ]
 

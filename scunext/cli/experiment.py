@@ -30,6 +30,7 @@ from scunext.experiments import (
     table1_plan,
     table2_plan,
 )
+from scunext.profiling import check_threads
 
 _OUTPUTS = {"table1": ("table1.md", "table1.csv", "table1_paired.csv", "table1.png"),
             "table2": ("table2.md", "table2.csv", "table2_paired.csv", "table2.png"),
@@ -145,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
         plan = table2_plan(base, args.folds)
         record = {"table": "table2", "folds": args.folds, "base_config": base.to_dict()}
     elif args.table == "leaderboard":
+        if not args.no_latency:  # measured after the last training run: a mistake must not wait until then
+            check_threads(args.threads)
+            if args.latency_runs < 1:
+                raise ValueError(f"--latency-runs must be >= 1, got {args.latency_runs}")
         models = _models_arg(args.models) or default_models()
         plan = leaderboard_plan(base, args.seeds, models)
         record = {"table": "leaderboard", "seeds": args.seeds, "models": list(models), "base_config": base.to_dict()}

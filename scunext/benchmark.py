@@ -282,7 +282,8 @@ def format_report(report: dict[str, Any]) -> str:
         line = (f"{r['model']:<10} {r['engine']:<16} {r['latency_ms_median']:>8.2f} {r['latency_ms_p90']:>7.2f} "
                 f"{r['latency_ratio_to_baseline']:>7.3f} {100 * r['fraction_of_floor']:>7.1f}%")  # fmt: skip
         line += "".join(f" {r[f'throughput_b{b}_img_s']:>11.1f} {r[f'throughput_b{b}_ratio']:>7.3f}" for b in bs)
-        line += f" {r.get('peak_memory_mb_b8', float('nan')):>7.1f}"
+        mem = r.get("peak_memory_mb_b8")  # absent with --no-memory: not measured, shown as '-' (not nan)
+        line += f" {'-' if mem is None else f'{mem:.1f}':>7}"
         lines.append(line)
     lines.append("")
     head = f"training img/s (batch {report['config']['train_batch']})"

@@ -110,6 +110,25 @@ def test_evaluate_external_of_a_run_without_one(tiny_run, capsys):
                    "(or 'all')"]
 
 
+def test_evaluate_of_one_image_shows_no_sd(tiny_run, tmp_path, capsys):
+    """The sd of one per-image score is undefined (null in metrics.json): the table shows '-', not 0.0000."""
+    import re
+    import shutil
+
+    one = tmp_path / "one"
+    (one / "images").mkdir(parents=True)
+    (one / "masks").mkdir()
+    image = sorted((sample_dir("isic2017") / "images").iterdir())[0]
+    shutil.copy(image, one / "images" / image.name)
+    shutil.copy(sample_dir("isic2017") / "masks" / f"{image.stem}.png", one / "masks" / f"{image.stem}.png")
+    argv = ["evaluate", str(tiny_run), "--data", str(one), "--subset", "all", "--out", str(tmp_path / "ev"),
+            "--no-hd95", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = re.compile(r"(dice|iou|precision|recall|specificity) +[0-9.]+ +- +[0-9.]+")
+    assert sum(bool(row.fullmatch(x)) for x in lines) == 5
+
+
 def test_cross_site_end_to_end_resume_and_records(tmp_path, capsys):
     data = sample_dir("chest-xray-lungs")
     out, rec = tmp_path / "cs", tmp_path / "records"

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'metric':<12} {'per-image mean':>15} {'sd':>8} {'pooled':>8}")
     for m in METRICS:
         r = report[m]
-        print(f"{m:<12} {r['per_image_mean']:>15.4f} {r['per_image_std'] or 0:>8.4f} {r['pooled']:>8.4f}")
+        sd = "-" if r["per_image_std"] is None else f"{r['per_image_std']:.4f}"  # None: one image, sd undefined
+        print(f"{m:<12} {r['per_image_mean']:>15.4f} {sd:>8} {r['pooled']:>8.4f}")
     if "hd95" in report:
         h = report["hd95"]
         mean = "n/a" if h["per_image_mean"] is None else f"{h['per_image_mean']:.2f}"

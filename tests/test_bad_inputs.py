@@ -297,6 +297,9 @@ CASES = [
          needle="--threads must be between 1 and 1024"),
     case("experiment", "leaderboard", "--data", "emptydir", "--out", "e", "--latency-runs", "0",
          needle="--latency-runs must be >= 1"),
+    case("experiment", "table2", "--data", "emptydir", "--out", "e", "--n-boot", "0", needle="--n-boot must be >= 1"),
+    case("experiment", "leaderboard", "--data", "emptydir", "--out", "e", "--n-boot", "-1",
+         needle="--n-boot must be >= 1"),
     case("nope", needle="invalid choice: 'nope'"),
 ]
 

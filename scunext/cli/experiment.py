@@ -130,6 +130,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides = {"data": str(Path(args.data).resolve())}
     shard = parse_shard(args.shard) if args.shard else None
+    if getattr(args, "n_boot", 1) < 1:  # used by the tables after the last training run: checked before the first
+        raise ValueError(f"--n-boot must be >= 1, got {args.n_boot}")
     if args.table in ("table1", "leaderboard"):
         overrides["split"] = args.split
     elif args.table == "table2":

@@ -18,7 +18,7 @@ from scunext.deploy.onnx_export import (
     sample_inputs,
     set_preprocessing_metadata,
 )
-from scunext.runs.durable import fsync_dir, remove_tree, rename
+from scunext.runs.durable import fsync_dir, made_folder, remove_tree, rename
 
 __all__ = ["export_run"]
 
@@ -87,33 +87,26 @@ def export_run(
     pred = Predictor.from_run(run_dir, checkpoint)
     size = pred.size if size is None else size
     out = Path(out) if out is not None else RunDir(run_dir).onnx_file
-    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # removed again on failure
-    out.parent.mkdir(parents=True, exist_ok=True)
     # everything is written and checked in a private staging folder beside ``out`` (``NAME.tmpPID``, an orphan
     # that RunDir removes) and renamed into place only at the end: an export that fails or is interrupted leaves
     # no half-written or unchecked file, keeps a file it was to replace, and onnxruntime's quantizer writes its
     # ``-inferred`` scratch file there, not beside ``out`` (where it would replace and delete a user's file).
+    # Folders created for ``out`` are removed again on failure.
     stage = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    stage.mkdir()
-    try:
-        report = _export_staged(run_dir, stage, pred, checkpoint, size, dynamic, int8, parity_images,
-                                calibration_images)  # fmt: skip
-        if int8:
-            int8_out = out.with_name(out.stem + "-int8.onnx")
-            rename(Path(report["int8_onnx"]), int8_out)
-            report["int8_onnx"] = str(int8_out)
-        rename(Path(report["onnx"]), out)
-        report["onnx"] = str(out)
-        fsync_dir(out.parent)
-    except BaseException:
-        remove_tree(stage)
-        for p in created:
-            try:
-                p.rmdir()
-            except OSError:
-                pass
-        raise
-    remove_tree(stage)
+    with made_folder(out.parent):
+        stage.mkdir()
+        try:
+            report = _export_staged(run_dir, stage, pred, checkpoint, size, dynamic, int8, parity_images,
+                                    calibration_images)  # fmt: skip
+            if int8:
+                int8_out = out.with_name(out.stem + "-int8.onnx")
+                rename(Path(report["int8_onnx"]), int8_out)
+                report["int8_onnx"] = str(int8_out)
+            rename(Path(report["onnx"]), out)
+            report["onnx"] = str(out)
+            fsync_dir(out.parent)
+        finally:
+            remove_tree(stage)
     log.debug("wrote %s%s", out, f" and {report['int8_onnx']}" if int8 else "")
     return report
 

@@ -42,7 +42,7 @@ from scunext.deploy.quality import (
 from scunext.engine.evaluate import ReportExistsError, _subset_pairs, check_no_report, report_lock
 from scunext.metrics import confusion_counts, dice_score, iou_score
 from scunext.runs import RunDir, data_root_of
-from scunext.runs.durable import atomic_write, atomic_write_text
+from scunext.runs.durable import atomic_write, atomic_write_text, made_folder
 
 __all__ = ["stress_test", "calibrate_quality", "RESULT_FILES", "ReportExistsError"]
 
@@ -222,23 +222,6 @@ def _reader(pairs: list, predictor: Predictor, threshold_masks: bool) -> Segment
 
 
 @contextmanager
-def _made_folder(out: Path):
-    """Create the folder ``out`` (and its missing parents); if the body fails or is stopped, remove again those of
-    them that it created and that are still empty (a user's file or another process's report stays)."""
-    created = [p for p in (out, *out.parents) if not p.exists()]
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        yield
-    except BaseException:
-        for p in created:
-            try:
-                p.rmdir()
-            except OSError:
-                break
-        raise
-
-
-@contextmanager
 def _partial_file(path: Path):
     """``path`` open for writing text; removed if the body fails or is stopped (a corrupt image, Ctrl+C, SIGTERM),
     so that no half-written table is left behind."""
@@ -300,7 +283,7 @@ def stress_test(
     conditions = shift_conditions(names)
     calibration = predictor.quality if quality else None
     # held from the first row to the last file: one stress test per folder
-    with _made_folder(out), report_lock(out, wait_s=0):
+    with made_folder(out), report_lock(out, wait_s=0):
         if not overwrite:  # another one may have finished here since the check above
             check_no_report(out, RESULT_FILES)
         by_cond: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
@@ -398,7 +381,7 @@ def calibrate_quality(
     predictor = Predictor.from_run(run_dir, checkpoint)
     names = parse_shifts(shifts, modality_of(predictor.in_channels))
     cfg = RunDir(run_dir).load_config()
-    with _made_folder(target.parent), report_lock(target.parent, wait_s=0):
+    with made_folder(target.parent), report_lock(target.parent, wait_s=0):
         if target.exists() and not overwrite:  # written by a process that held the lock before us
             raise ReportExistsError(f"{target} exists; pass --overwrite to recalibrate")
         return _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, batch_size, show_progress,

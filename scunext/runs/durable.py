@@ -17,11 +17,12 @@ import errno
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["FAULT_HOOK", "write_file", "atomic_write", "atomic_write_text", "fsync_dir", "rename", "remove_tree",
-           "orphan_temps"]
+           "orphan_temps", "made_folder"]
 
 #: a callable ``(op, path) -> None`` called before every durable operation (None: no injection)
 FAULT_HOOK: Callable[[str, Path], None] | None = None
@@ -139,6 +140,25 @@ def remove_tree(path: Path) -> None:
             shutil.rmtree(path, onerror=lambda f, p, info: _gone_is_removed(f, p, info[1]))
     else:
         path.unlink(missing_ok=True)
+
+
+@contextmanager
+def made_folder(folder: Path) -> Iterator[Path]:
+    """Create ``folder`` and its missing parents for the body; if the body fails or is stopped (Ctrl+C, SIGTERM),
+    remove again the folders it created, deepest first, as long as they are empty (a user's file, or another
+    process's output written there meanwhile, keeps its folder)."""
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for p in created:
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _gone_is_removed(function: Callable, path: str, error: BaseException) -> None:

@@ -656,6 +656,18 @@ def test_an_upload_that_stops_arriving_frees_its_place(run_dir):
         server.shutdown()
 
 
+def test_two_images_or_two_models_in_one_request_are_refused(client):
+    """One answer describes one image: with two ``image`` parts the first was segmented and the second ignored."""
+    png = _png(64, 64)
+    form = {"image": [(io.BytesIO(png), "a.png"), (io.BytesIO(png), "b.png")]}
+    r = client.post("/api/segment", data=form, content_type="multipart/form-data")
+    assert r.status_code == 400 and "one image" in r.json["error"]
+    form = {"image": (io.BytesIO(png), "a.png"), "model": ["0", "0"]}
+    r = client.post("/api/segment", data=form, content_type="multipart/form-data")
+    assert r.status_code == 400 and "one image" in r.json["error"]
+    assert _post(client, png).status_code == 200
+
+
 def test_a_413_from_the_form_parser_names_the_real_limit(client):
     """A 600 KB text field (under the 1 MB upload limit of this client) trips the form parser's field limit: the
     answer said "the upload is larger than the 1 MB limit", which it is not."""

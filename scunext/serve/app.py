@@ -233,6 +233,9 @@ def create_app(
                 # (Werkzeug also drops a whole form whose part headers are not UTF-8, e.g. a Latin-1 file name)
                 return _error("no image in the request (send a multipart form with a file field named 'image'; "
                               "part headers such as the file name must be UTF-8)", 400)  # fmt: skip
+            if len(request.files.getlist("image")) > 1 or len(request.form.getlist("model")) > 1:
+                # one answer describes one image: segmenting the first and ignoring the rest would be silently wrong
+                return _error("send one image (and at most one model) per request", 400)
             model_id = request.form.get("model") or (models[0].id if len(models) == 1 else None)
             if model_id is None:
                 return _error("choose a model ('model' form field, an id from /api/models)", 400)

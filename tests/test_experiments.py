@@ -205,6 +205,7 @@ def test_leaderboard_plan_and_default_models(monkeypatch, caplog):
     [
         (["--models", "unext_s,nosuchnet"], "nosuchnet"),
         (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--seeds", "1000000000"], "--seeds must be <= 100"),  # was planned (billions of runs in memory) first
         (["--shard", "0/2"], "--shard 0/2"),
     ],
 )

@@ -30,6 +30,7 @@ from scunext.experiments import (
     table1_plan,
     table2_plan,
 )
+from scunext.experiments.plan import check_count
 from scunext.profiling import check_threads
 
 _OUTPUTS = {"table1": ("table1.md", "table1.csv", "table1_paired.csv", "table1.png"),
@@ -132,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard else None
     if getattr(args, "n_boot", 1) < 1:  # used by the tables after the last training run: checked before the first
         raise ValueError(f"--n-boot must be >= 1, got {args.n_boot}")
+    if getattr(args, "seeds", None) is not None:  # before the data is read (cross-site reads it to find the sites)
+        check_count(args.seeds, "--seeds")
+    if getattr(args, "folds", None) is not None:
+        check_count(args.folds, "--folds", 2)
     if args.table in ("table1", "leaderboard"):
         overrides["split"] = args.split
     elif args.table == "table2":

@@ -21,7 +21,7 @@ from typing import Any
 
 from scunext.config import TrainConfig, apply_overrides
 from scunext.data import DataError, random_split
-from scunext.experiments.plan import PlannedRun, slug
+from scunext.experiments.plan import PlannedRun, check_count, slug
 from scunext.experiments.records import RecordError, is_complete, load_result
 from scunext.experiments.report import PROTOCOL_KEYS, budget_line, mean_sd, pct, write_csv
 from scunext.experiments.table2 import TABLE2_CONFIGS, component_effects, paired_markdown
@@ -126,8 +126,7 @@ def cross_site_plan(
 
     A split file already there with other content (the data folder changed) is refused, never overwritten.
     """
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    check_count(seeds, "--seeds", 1)
     rows = _rows(models, configs)
     split_dir = out_dir / "splits"
     plan = []

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scunext.config import TrainConfig, apply_overrides
-from scunext.experiments.plan import PlannedRun
+from scunext.experiments.plan import PlannedRun, check_count
 from scunext.experiments.records import RecordError, read_json
 from scunext.experiments.report import budget_line, mean_sd, pct, protocol_differences, run_in_channels, write_csv
 from scunext.metrics.paired import paired_comparison
@@ -76,8 +76,7 @@ def leaderboard_plan(base: TrainConfig, seeds: int = 3, models: tuple[str, ...] 
     (``--split csv``, e.g. the official ISIC 2017 split) every seed trains on the same split, so all runs are
     scored on the same test images.
     """
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    check_count(seeds, "--seeds", 1)
     models = default_models() if models is None else models
     if not models:
         raise ValueError("no models to compare")

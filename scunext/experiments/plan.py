@@ -10,7 +10,7 @@ from typing import Any
 from scunext.config import TrainConfig
 from scunext.experiments.records import read_json
 
-__all__ = ["PlannedRun", "parse_shard", "check_experiment_record", "slug"]
+__all__ = ["PlannedRun", "parse_shard", "check_experiment_record", "slug", "check_count", "MAX_COUNT"]
 
 
 @dataclass
@@ -38,6 +38,19 @@ class PlannedRun:
 def slug(text: str) -> str:
     """A folder-safe version of ``text`` (unchanged rule: existing experiment folders keep their run names)."""
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-").replace("--", "-")
+
+
+#: the most seeds or folds one experiment may plan: far more than any table needs. A larger number is a typo
+#: (``--seeds 1000000000`` planned billions of runs in memory before the first one started).
+MAX_COUNT = 100
+
+
+def check_count(value: int, flag: str, minimum: int = 1) -> None:
+    """Refuse a number of seeds or folds below ``minimum`` or above :data:`MAX_COUNT` with a one-line ValueError."""
+    if value < minimum:
+        raise ValueError(f"{flag} must be >= {minimum}, got {value}")
+    if value > MAX_COUNT:
+        raise ValueError(f"{flag} must be <= {MAX_COUNT}, got {value}")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from scunext.config import TrainConfig, apply_overrides
-from scunext.experiments.plan import PlannedRun, slug
+from scunext.experiments.plan import PlannedRun, check_count, slug
 from scunext.experiments.report import bar_plot, budget_line, mean_sd, pct, run_in_channels, write_csv
 from scunext.models import create_model
 from scunext.profiling import count_macs, count_params
@@ -24,8 +24,7 @@ PAPER_TABLE1 = {"unet": (84.84, 76.37), "resunetpp": (85.73, 77.12), "unext_s": 
 
 def table1_plan(base: TrainConfig, seeds: int = 3, models: tuple[str, ...] = TABLE1_MODELS) -> list[PlannedRun]:
     """Every model on ``seeds`` random 80/20 splits (seed = split index), or once per model for a CSV split."""
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    check_count(seeds, "--seeds", 1)
     for m in models:
         create_model(m)  # unknown names fail here, listing the valid ones
     seed_list = [0] if base.split == "csv" else list(range(seeds))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from scunext.config import TrainConfig, apply_overrides
-from scunext.experiments.plan import PlannedRun, slug
+from scunext.experiments.plan import PlannedRun, check_count, slug
 from scunext.experiments.report import bar_plot, budget_line, mean_sd, pct, write_csv
 from scunext.metrics.paired import PairedResult, paired_comparison
 
@@ -89,8 +89,7 @@ def paired_markdown(rows: list[tuple[str, PairedResult]], first: str) -> list[st
 
 def table2_plan(base: TrainConfig, folds: int = 5) -> list[PlannedRun]:
     """The 8 ablation configurations x ``folds`` folds of ``base.max_images`` seeded images (seed ``base.seed``)."""
-    if folds < 2:
-        raise ValueError(f"--folds must be >= 2, got {folds}")
+    check_count(folds, "--folds", 2)
     plan = []
     for k in range(folds):
         for row, (model, args, loss) in TABLE2_CONFIGS.items():

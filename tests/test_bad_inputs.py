@@ -304,6 +304,10 @@ CASES = [
     case("experiment", "table2", "--data", "emptydir", "--out", "e", "--n-boot", "0", needle="--n-boot must be >= 1"),
     case("experiment", "leaderboard", "--data", "emptydir", "--out", "e", "--n-boot", "-1",
          needle="--n-boot must be >= 1"),
+    case("experiment", "leaderboard", "--data", "emptydir", "--out", "e", "--records", "file.txt",
+         needle="is a file, not a folder"),  # was "[Errno 17] File exists" after writing the experiment folder
+    case("experiment", "leaderboard", "--data", "emptydir", "--out", "e", "--cross-site", "missing",
+         needle="--cross-site missing: folder not found"),  # was read only after the last training run
     case("nope", needle="invalid choice: 'nope'"),
 ]
 

@@ -44,6 +44,8 @@ def _check_out(out: Path, records: Path | None, table: str) -> None:
     if records is not None and out.resolve() == records.resolve():
         raise UsageError("--out and --records are the same folder; the records folder holds only records (choose "
                          "another --out)")  # fmt: skip
+    if records is not None and records.exists() and not records.is_dir():
+        raise UsageError(f"--records {records} is a file, not a folder (the folder that holds one record per run)")
     if (out / "experiment.json").exists():
         return
     found = [f for outputs in _OUTPUTS.values() for f in outputs if (out / f).exists()]
@@ -153,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
         plan = table2_plan(base, args.folds)
         record = {"table": "table2", "folds": args.folds, "base_config": base.to_dict()}
     elif args.table == "leaderboard":
+        if args.cross_site and not Path(args.cross_site).is_dir():  # read for the tables, after the last run
+            raise UsageError(f"--cross-site {args.cross_site}: folder not found (the cross-site experiment's "
+                             "records folder, or its --out)")  # fmt: skip
         if not args.no_latency:  # measured after the last training run: a mistake must not wait until then
             check_threads(args.threads)
             if args.latency_runs < 1:

@@ -55,9 +55,9 @@ class BenchmarkConfig:
             raise ValueError("give at least one engine")
         if self.size < 32 or self.size % 32:
             raise ValueError(f"--size must be a positive multiple of 32, got {self.size}")
-        if self.threads < 1 or self.latency_runs < 3 or self.rounds < 1 or self.train_steps < 2:
-            raise ValueError("need threads >= 1, latency runs >= 3, rounds >= 1, train steps >= 2")
         check_threads(self.threads)
+        if self.latency_runs < 3 or self.rounds < 1 or self.train_steps < 2:
+            raise ValueError("need latency runs >= 3, rounds >= 1, train steps >= 2")
         return self
 
 

@@ -135,10 +135,6 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard else None
     if getattr(args, "n_boot", 1) < 1:  # used by the tables after the last training run: checked before the first
         raise ValueError(f"--n-boot must be >= 1, got {args.n_boot}")
-    if getattr(args, "seeds", None) is not None:  # before the data is read (cross-site reads it to find the sites)
-        check_count(args.seeds, "--seeds")
-    if getattr(args, "folds", None) is not None:
-        check_count(args.folds, "--folds", 2)
     if args.table in ("table1", "leaderboard"):
         overrides["split"] = args.split
     elif args.table == "table2":
@@ -166,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
         plan = leaderboard_plan(base, args.seeds, models)
         record = {"table": "leaderboard", "seeds": args.seeds, "models": list(models), "base_config": base.to_dict()}
     else:
+        seeds = args.seeds if args.seeds is not None else (1 if args.configs else 3)
+        check_count(seeds, "--seeds")  # (again in cross_site_plan) before the data is read to find the sites
         ids = [p.id for p in discover_pairs(Path(base.data))]
         if args.site_pattern is not None:
             sites = sites_from_pattern(ids, args.site_pattern)
@@ -173,7 +171,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             sites = sites_from_csv(Path(args.site_csv), args.site_column, ids, args.id_column)
             site_rule = {"csv": str(Path(args.site_csv).resolve()), "column": args.site_column}
-        seeds = args.seeds if args.seeds is not None else (1 if args.configs else 3)
         models = _models_arg(args.models)
         if models and args.configs:
             raise ValueError("give --models or --configs, not both")

@@ -50,8 +50,8 @@ def _table(results: list[ProfileResult]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.size < 1 or args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
-        raise UsageError("--size, --repeats and --threads must be positive and --warmup non-negative")
+    if args.size < 1 or args.repeats < 1 or args.warmup < 0:
+        raise UsageError("--size and --repeats must be positive and --warmup non-negative")
     check_threads(args.threads)
     if args.size > MAX_SIZE:
         raise UsageError(f"--size {args.size} is above {MAX_SIZE}: one such input alone would not fit in memory")

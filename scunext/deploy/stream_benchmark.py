@@ -83,7 +83,7 @@ class EndToEndConfig:
             raise ValueError(f"unknown input kind(s) {', '.join(bad) or '(none)'}; choose from {', '.join(KINDS)}")
         if not self.n or any(n < 1 for n in self.n):
             raise ValueError(f"numbers of files must be >= 1, got {self.n}")
-        for name in ("batch_size", "workers", "threads", "baseline_max_n", "distinct"):
+        for name in ("batch_size", "workers", "baseline_max_n", "distinct"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         check_threads(self.threads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -247,6 +248,65 @@ def test_a_stopped_stress_test_leaves_the_folder_as_it_was(lung_run, tmp_path, m
         assert main(argv) == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_before(k: int):
+    """A fault hook that raises before the k-th durable operation."""
+    seen = []
+
+    def hook(op: str, path: Path) -> None:
+        seen.append(op)
+        if len(seen) == k:
+            raise _Crash(f"{op} {path}")
+
+    return hook
+
+
+def test_an_overwrite_stopped_at_any_final_write_never_reads_as_complete_with_mixed_files(lung_run, tmp_path,
+                                                                                           monkeypatch):
+    """robustness.json marks a complete report: crash an --overwrite before each durable operation of its final
+    writes; whenever the folder holds a robustness.json, every report file is from one and the same run (all
+    old or all new), never old and new mixed; a folder without it is an incomplete report that a rerun repairs."""
+    import scunext.runs.durable as durable
+    from scunext.engine.robustness import RESULT_FILES
+
+    def report(out: Path) -> dict[str, bytes]:
+        return {n: (out / n).read_bytes() for n in RESULT_FILES if (out / n).exists() and n != "robustness.png"}
+
+    base = ["robustness", str(lung_run), "--no-progress", "--no-quality", "--max-images", "1"]
+    old_args, new_args = [*base, "--shifts", "invert"], [*base, "--shifts", "noise", "--overwrite"]
+    assert main([*old_args, "--out", str(tmp_path / "old")]) == 0
+    ops: list[tuple[str, str]] = []
+    monkeypatch.setattr(durable, "FAULT_HOOK", lambda op, path: ops.append((op, str(path))))
+    assert main([*new_args, "--out", str(tmp_path / "new")]) == 0
+    old, new = report(tmp_path / "old"), report(tmp_path / "new")
+    assert old.keys() == new.keys() == set(RESULT_FILES) - {"robustness.png"}
+    assert all(old[n] != new[n] for n in old)
+    assert ops[-2:] == [("rename", str(tmp_path / "new" / "robustness.json")), ("fsync_dir", str(tmp_path / "new"))]
+    ops.insert(0, ("remove", "robustness.json"))  # the old marker's removal: not in a run into an empty folder
+    outcomes, incomplete = set(), None
+    for k in range(1, len(ops) + 1):
+        work = tmp_path / f"k{k}"
+        shutil.copytree(tmp_path / "old", work)
+        monkeypatch.setattr(durable, "FAULT_HOOK", _crash_before(k))
+        with pytest.raises(_Crash):
+            main([*new_args, "--out", str(work)])
+        monkeypatch.setattr(durable, "FAULT_HOOK", None)
+        got = report(work)
+        if "robustness.json" in got:
+            assert got in (old, new), f"crash before operation {k}: a complete-looking report mixes old and new"
+            outcomes.add("old" if got == old else "new")
+        else:
+            outcomes.add("incomplete")
+            incomplete = incomplete or work
+        if work != incomplete:
+            shutil.rmtree(work)
+    assert outcomes == {"old", "incomplete", "new"}  # the window exists, and it never reads as complete
+    assert main([*new_args, "--out", str(incomplete)]) == 0 and report(incomplete) == new  # a rerun repairs it
 
 
 @pytest.mark.parametrize("argv,msg", [

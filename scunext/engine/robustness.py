@@ -42,7 +42,7 @@ from scunext.deploy.quality import (
 from scunext.engine.evaluate import ReportExistsError, _subset_pairs, check_no_report, report_lock
 from scunext.metrics import confusion_counts, dice_score, iou_score
 from scunext.runs import RunDir, data_root_of
-from scunext.runs.durable import atomic_write, atomic_write_text, made_folder
+from scunext.runs.durable import atomic_write, atomic_write_text, fsync_dir, made_folder, remove_tree, rename
 
 __all__ = ["stress_test", "calibrate_quality", "RESULT_FILES", "ReportExistsError"]
 
@@ -311,7 +311,12 @@ def stress_test(
                         qrows.append({**keep, "shift": r["shift"]})
                 bar.update(len(conditions))
         bar.close()
-        partial.replace(out / "per_image.csv")
+        # robustness.json is the report's completion marker, written last: an earlier report's marker goes before
+        # any of its files is replaced, so a stress test stopped among its final writes never leaves a folder that
+        # reads as complete with old and new files mixed
+        remove_tree(out / "robustness.json")
+        fsync_dir(out)
+        rename(partial, out / "per_image.csv")
 
         order = {c: k for k, c in enumerate(conditions)}
         keys = sorted(by_cond, key=lambda k: (k[0] != "all", k[0], order[(k[1], k[2])]))
@@ -332,12 +337,13 @@ def stress_test(
         w.writerows({k: _fmt(v) for k, v in r.items()} for r in summary)
         atomic_write_text(out / "summary.csv", buf.getvalue())
         atomic_write_text(out / "summary.md", _markdown(meta, summary, quality))
-        report = _jsonable({**meta, "summary": summary})
-        atomic_write_text(out / "robustness.json", json.dumps(report, indent=2))
         try:
             _plot(summary, out / "robustness.png", f"{predictor.name} {Path(run_dir).name}: {subset}")
         except ImportError:  # matplotlib is in the train extra
+            remove_tree(out / "robustness.png")  # an earlier report's plot would not match this report
             log.warning("matplotlib not installed: no robustness.png (pip install 'scunext[train]')")
+        report = _jsonable({**meta, "summary": summary})
+        atomic_write_text(out / "robustness.json", json.dumps(report, indent=2))
         return report
 
 

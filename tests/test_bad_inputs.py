@@ -283,6 +283,7 @@ CASES = [
     case("benchmark", "--engines", "warp", "--no-memory", needle="available"),
     case("benchmark", "--size", "100000", "--no-memory", needle="--size 100000 is above 4096"),
     case("benchmark", "--end-to-end", "--threads", "5000", needle="--threads must be between 1 and 1024"),
+    case("benchmark", "--end-to-end", "--n", "100,10001", needle="numbers of files must be <= 10,000"),
     case("experiment", "table1", "--data", "missing", "--out", "e", needle="dataset folder not found"),
     case("experiment", "table1", "--data", "emptydir", "--out", "e", "--epochs", "1", needle="image folder not found"),
     case("experiment", "table1", "--data", "emptydir", "--out", "e", "--epochs", "0", needle="epochs must be >= 1"),

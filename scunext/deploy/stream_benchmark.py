@@ -48,7 +48,8 @@ from PIL import Image
 
 from scunext.profiling import check_threads
 
-__all__ = ["KINDS", "EndToEndConfig", "baseline_predict", "generate_inputs", "run_end_to_end", "format_end_to_end"]
+__all__ = ["KINDS", "MAX_FILES", "EndToEndConfig", "baseline_predict", "generate_inputs", "run_end_to_end",
+           "format_end_to_end"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ KINDS: dict[str, tuple[tuple[int, int], str, str]] = {
     "jpeg": ((3000, 4000), "isic2017", "isic2017"),
 }
 DICOM_SKIP = "skipped: DICOM reader not available"
+#: the most files one case may generate and predict (disk: up to a few MB of outputs per full-size file)
+MAX_FILES = 10_000
 
 
 @dataclass
@@ -83,6 +86,9 @@ class EndToEndConfig:
             raise ValueError(f"unknown input kind(s) {', '.join(bad) or '(none)'}; choose from {', '.join(KINDS)}")
         if not self.n or any(n < 1 for n in self.n):
             raise ValueError(f"numbers of files must be >= 1, got {self.n}")
+        if max(self.n) > MAX_FILES:
+            raise ValueError(f"numbers of files must be <= {MAX_FILES:,} (each case writes a full-size mask, and an "
+                             f"overlay, per file into a temporary folder), got {max(self.n):,}")
         for name in ("batch_size", "workers", "baseline_max_n", "distinct"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -369,6 +369,23 @@ def test_discover_layouts(tmp_path: Path) -> None:
         select_pairs(discover_pairs(plain), ["a", "zzz"])
 
 
+def test_names_that_differ_only_in_unicode_normalisation_pair(tmp_path: Path) -> None:
+    """An image named on Linux (composed ``ü``) and its mask copied from a Mac (``u`` + combining diaeresis) look
+    the same to the user and pair; the id stays the image's own name; two images whose names differ only so are
+    one id twice, refused like ``a.png`` + ``a.jpg``."""
+    nfc, nfd = "M\u00fcller_1", "Mu\u0308ller_1"
+    root = _make_folder(tmp_path / "d", [nfd, "b"])
+    (root / "images" / f"{nfd}.png").rename(root / "images" / f"{nfc}.png")
+    if not (root / "images" / f"{nfc}.png").exists() or (root / "images" / f"{nfd}.png").exists():
+        pytest.skip("this file system normalises names itself")
+    pairs = discover_pairs(root)
+    got = [(p.id, p.image.name, p.mask.name) for p in pairs]
+    assert got == [(nfc, f"{nfc}.png", f"{nfd}.png"), ("b", "b.png", "b.png")]  # sorted by id ("M" < "b")
+    _save(root / "images" / f"{nfd}.jpg", np.zeros((32, 40, 3), np.uint8))
+    with pytest.raises(DataError, match="duplicate file stem"):
+        discover_pairs(root)
+
+
 def test_discover_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="dataset folder not found"):
         discover_pairs(tmp_path / "missing")

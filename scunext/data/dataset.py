@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,12 +110,14 @@ def _list_files(folder: Path, warn: bool = True) -> list[Path]:
 def _index(
     files: Iterable[Path], folder: Path, suffix: str = "", id_of: Callable[[Path], str] = lambda f: f.stem
 ) -> dict[str, Path]:
-    """Map id -> file, raising DataError on duplicate ids (e.g. ``a.png`` and ``a.jpg``)."""
+    """Map key -> file, raising DataError on duplicate keys (e.g. ``a.png`` and ``a.jpg``). The key is the id in
+    Unicode normal form C, so that a name typed on one system pairs with the same name written by another (macOS
+    file systems and archives store decomposed accents: ``u`` + combining diaeresis for ``ü``)."""
     by_id: dict[str, list[Path]] = {}
     for f in files:
         stem = id_of(f)
         key = stem[: -len(suffix)] if suffix and stem.endswith(suffix) else stem
-        by_id.setdefault(key, []).append(f)
+        by_id.setdefault(unicodedata.normalize("NFC", key), []).append(f)
     dups = sorted(k for k, v in by_id.items() if len(v) > 1)
     if dups:
         detail = "; ".join(f"{k}: {', '.join(p.name for p in by_id[k])}" for k in dups[:_SHOW])
@@ -222,7 +225,10 @@ def discover_pairs(
             parts.append(f"{len(no_image)} mask(s) without an image ({_examples([by_mask[k].name for k in no_image])})")
         counts = f"{len(by_image)} images in {image_dir}, {len(by_mask)} masks in {mask_dir}"
         raise DataError(f"{root}: {'; '.join(parts)} [{counts}]{_pairing_hint(no_mask, by_mask, mask_all)}")
-    return [Pair(id=k, image=by_image[k], mask=by_mask[k]) for k in sorted(by_image)]
+    # the id is the image's own name as stored (the key only pairs), so that ids, their order and the splits of
+    # earlier runs are what they were for every folder that paired before
+    return sorted((Pair(id=image_id(by_image[k]), image=by_image[k], mask=by_mask[k]) for k in by_image),
+                  key=lambda p: p.id)
 
 
 def _pairing_hint(no_mask: list[str], by_mask: dict[str, Path], mask_all: list[Path]) -> str:

@@ -191,6 +191,20 @@ def test_16bit_png_is_scaled_to_8bit(tmp_path: Path) -> None:
         read_image(twelve_bit, scale16="auto")  # type: ignore[arg-type]
 
 
+def test_32bit_integer_gray_holding_8bit_values_reads_as_is(tmp_path: Path) -> None:
+    """A 32-bit integer TIFF (mode ``I``) declares no bit depth: values within 0..255 are 8-bit data and read as
+    they are; above 255 they are scaled like 16-bit. A 16-bit PNG declares its depth and is always scaled."""
+    ramp = np.arange(256).reshape(16, 16)
+    eight = _save(tmp_path / "i32_8bit.tif", ramp.astype(np.int32))
+    with Image.open(eight) as im:
+        assert im.mode == "I"
+    assert np.array_equal(read_image(eight), ramp.astype(np.uint8))
+    twelve = _save(tmp_path / "i32_12bit.tif", (ramp * 16).astype(np.int32))  # max 4080
+    assert read_image(twelve).max() == 16 and read_image(twelve, scale16="max").max() == 255
+    dark16 = _save(tmp_path / "dark16.png", ramp.astype(np.uint16))  # declared 16-bit, max 255
+    assert read_image(dark16).max() == 1
+
+
 def test_rgba_la_palette_and_1bit(tmp_path: Path) -> None:
     rgba = np.zeros((2, 3, 4), np.uint8)
     rgba[..., :3] = (200, 100, 50)

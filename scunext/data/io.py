@@ -152,6 +152,10 @@ def _composite_on_black(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return ((colour.astype(np.uint16) * a + 127) // 255).astype(np.uint8)
 
 
+def _fits_8_bits(arr: np.ndarray) -> bool:
+    return bool(arr.size) and int(arr.min()) >= 0 and int(arr.max()) <= 255
+
+
 def _scale_16bit(arr: np.ndarray, path: Path, scale16: str) -> np.ndarray:
     """Map a 16-bit (or 32-bit int holding 16-bit) gray array to uint8."""
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 65535):
@@ -221,6 +225,10 @@ def read_image(
             out = np.array(im, dtype=np.uint8)
         elif mode == "1":
             out = np.array(im.convert("L"), dtype=np.uint8)
+        elif mode == "I" and _fits_8_bits(arr := np.array(im)):
+            # a 32-bit container declares no bit depth; values that all fit 0..255 are 8-bit data (scaled as
+            # 16-bit they would read as an almost black image)
+            out = arr.astype(np.uint8)
         elif mode in _GRAY16_MODES:
             out = _scale_16bit(np.array(im), path, scale16)
         elif mode in ("LA", "La"):

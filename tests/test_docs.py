@@ -61,3 +61,47 @@ def test_released_weights_table_in_readme_matches_cards():
         card = weights_card(name)
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |"))
         assert f"{100 * card['test_metrics']['dice']['per_image_mean']:.2f}" in row, name
+
+
+def _option_strings(parser) -> set[str]:
+    return {s for a in parser._actions for s in a.option_strings}
+
+
+def _subcommands(parser) -> dict:
+    import argparse
+
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+
+def documented_flags() -> list[tuple[str, str, str, set[str]]]:
+    """Every ``--flag`` written after ``scunext COMMAND [SUBCOMMAND]`` in the README and docs/ (continuation lines
+    joined; a command ends at a shell separator, a backtick or a table bar), with the flags that command accepts.
+    ``scunext experiment ... --flag`` accepts the flags of any experiment."""
+    from scunext.cli.main import build_parser
+
+    commands = _subcommands(build_parser())
+    found = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = re.sub(r"\\\n\s*", " ", doc.read_text())
+        for m in re.finditer(r"scunext[ \t]+([a-z][a-z0-9-]*)([^\n`|;&#]*)", text):
+            if m.group(1) not in commands:
+                continue
+            parser, words = commands[m.group(1)], m.group(2).split()
+            subs = _subcommands(parser)
+            if subs and words and words[0] in subs:
+                accepted = _option_strings(subs[words[0]])
+            else:
+                accepted = _option_strings(parser).union(*(_option_strings(p) for p in subs.values()))
+            for w in words:
+                flag = re.match(r"[\[(]*(--[a-z0-9][a-z0-9-]*)", w)
+                if flag:
+                    found.append((doc.name, m.group(0).strip()[:90], flag.group(1), accepted))
+    return found
+
+
+def test_every_documented_flag_exists():
+    """A flag renamed or removed in the code, still shown in a doc, is a user's first error."""
+    flags = documented_flags()
+    assert len(flags) > 300  # the scan reads the docs' commands (a broken pattern would pass vacuously)
+    wrong = [f"{doc}: {flag} in `{cmd}`" for doc, cmd, flag, accepted in flags if flag not in accepted]
+    assert not wrong, "\n".join(wrong)

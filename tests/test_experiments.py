@@ -28,6 +28,7 @@ def test_table1_end_to_end_and_resume(tmp_path, capsys):
     assert main(argv) == 0
     md = (out / "table1.md").read_text()
     assert "| `unext_s` | 253,561 | 0.099 |" in md and "| `sc_unext` | 253,345 | 0.091 |" in md
+    assert md.startswith("Data: `isic2017`; split:")  # the dataset's name: no machine's path in a committed table
     assert "Paired difference SC-UNeXt − UNeXt-S" in md and "86.64 / 78.71" in md
     rows = list(csv.DictReader((out / "table1.csv").open()))
     assert len(rows) == 4 and {r["split"] for r in rows} == {"seed 0", "seed 1"}
@@ -65,6 +66,7 @@ def test_table2_end_to_end(tmp_path):
     for name in TABLE2_CONFIGS:
         assert f"| {name} |" in md
     assert "85.89 / 0.14%" in md  # the paper's UNeXt row beside ours
+    assert md.startswith("Data: `isic2017`, a seeded pick")
     cfg = json.loads((out / "experiment.json").read_text())["base_config"]
     assert cfg["max_images"] == 20 and cfg["epochs"] == 1
     # paired per image: every configuration against UNeXt (folds are the groups), and one line per component

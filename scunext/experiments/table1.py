@@ -44,8 +44,8 @@ def summarize_table1(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
     by = {(r["row"], r["column"]): r for r in results}
     in_ch = base.in_channels or run_in_channels(results)
     csv_rows, md = [], []
-    md.append(f"Data: `{base.data}`; split: {base.split}; epochs: {base.epochs}; size {base.size}; lr {base.lr}; "
-              f"batch {base.batch_size}; max_train_images {base.max_train_images or 'all'}.")  # fmt: skip
+    md.append(f"Data: `{Path(base.data).name}`; split: {base.split}; epochs: {base.epochs}; size {base.size}; "
+              f"lr {base.lr}; batch {base.batch_size}; max_train_images {base.max_train_images or 'all'}.")  # fmt: skip
     md.append(budget_line(base, results) + "\n")
     md.append("| model | params | GMACs @256 | Dice % mean ± sd | Dice var (paper style) | IoU % mean ± sd | "
               "train min (mean) | paper Dice / IoU % (ISIC 2018) | runs |")  # fmt: skip

@@ -108,7 +108,7 @@ def summarize_table2(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
     rows = list(dict.fromkeys(r["row"] for r in results))
     columns = list(dict.fromkeys(r["column"] for r in results))
     by = {(r["row"], r["column"]): r for r in results}
-    md = [f"Data: `{base.data}`, a seeded pick of {base.max_images or 'all'} images (seed {base.seed}), "
+    md = [f"Data: `{Path(base.data).name}`, a seeded pick of {base.max_images or 'all'} images (seed {base.seed}), "
           f"{len(columns)}-fold cross-validation (the held-out fold is scored; model selection on a validation part "
           f"carved from the other folds); epochs {base.epochs}; size {base.size}; lr {base.lr}.",
           budget_line(base, results) + "\n",

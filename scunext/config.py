@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from scunext.data.transforms import AugmentConfig
-from scunext.errors import ConfigError
+from scunext.errors import ConfigError, shown
 
 __all__ = ["TrainConfig", "load_config", "apply_overrides", "ConfigError", "AugmentConfig", "parse_value"]
 
@@ -111,7 +111,8 @@ class TrainConfig:
             choices = choices_of(f)
             if choices is not None and getattr(self, f.name) not in choices:
                 valid = ", ".join(str(c) for c in choices)
-                raise ConfigError(f"invalid config: {f.name} must be one of {valid}, got {getattr(self, f.name)!r}")
+                got = shown(getattr(self, f.name))
+                raise ConfigError(f"invalid config: {f.name} must be one of {valid}, got {got}")
         finite = all(math.isfinite(getattr(self, n)) for n in ("test_fraction", "val_fraction", "lr", "min_lr",
                                                                  "beta1", "beta2", "weight_decay"))  # fmt: skip
         checks = [
@@ -166,9 +167,9 @@ class TrainConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """A config from a mapping of its keys (missing keys keep their defaults); unknown keys are an error."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=str)  # (YAML keys may be numbers: `1: 2`)
         if unknown:
-            raise ConfigError(f"unknown config key(s) {unknown}; valid: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown config key(s) {shown(unknown)}; valid: {', '.join(sorted(known))}")
         return apply_overrides(cls(), dict(data))
 
 
@@ -199,8 +200,28 @@ def parse_value(text: str, what: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
-        raise ConfigError(f"{what}: {text!r} is not a valid YAML value ({problem}); quote strings, write lists "
+        raise ConfigError(f"{what}: {shown(text)} is not a valid YAML value ({problem}); quote strings, write lists "
                           "as [a, b] and mappings as {a: 1}") from None  # fmt: skip
+
+
+#: the most values (counted through nested lists and mappings) that ``model_args`` / ``loss_args`` may hold
+MAX_ARG_ITEMS = 10_000
+
+
+def _more_items_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` holds more than ``limit`` values, counted through nested lists and mappings; stops
+    counting at the limit (the structure YAML aliases build can be too large to walk)."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set):
+            stack.extend(item)
+    return False
 
 
 def _coerce(name: str, value: Any, tp: Any, current: Any = None) -> Any:
@@ -213,7 +234,7 @@ def _coerce(name: str, value: Any, tp: Any, current: Any = None) -> Any:
             if low in ("0", "false", "no", "off"):
                 return False
         if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
+            raise ConfigError(f"{name} must be true or false, got {shown(value)}")
         return value
     if tp is AugmentConfig:
         if isinstance(value, AugmentConfig):
@@ -225,7 +246,7 @@ def _coerce(name: str, value: Any, tp: Any, current: Any = None) -> Any:
         if value is None:
             value = {}
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{name} must be a mapping of augmentation options, got {value!r}")
+            raise ConfigError(f"{name} must be a mapping of augmentation options, got {shown(value)}")
         try:
             return AugmentConfig.from_dict(value)
         except (TypeError, ValueError) as exc:
@@ -236,11 +257,14 @@ def _coerce(name: str, value: Any, tp: Any, current: Any = None) -> Any:
         if value is None:
             value = {}
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"{name} must be a mapping of names to values, got {value!r}")
+            raise ConfigError(f"{name} must be a mapping of names to values, got {shown(value)}")
+        if _more_items_than(value, MAX_ARG_ITEMS):
+            raise ConfigError(f"{name} holds more than {MAX_ARG_ITEMS:,} values (YAML aliases can build millions "
+                              f"in a few lines): {shown(value)}")
         return dict(value)
     if tp is str:
         if isinstance(value, Mapping | list | tuple | set) or value is None:
-            raise ConfigError(f"{name} must be a string, got {value!r}")
+            raise ConfigError(f"{name} must be a string, got {shown(value)}")
         return str(value)
     try:
         if isinstance(value, bool) or isinstance(value, Mapping | list | tuple | set) or value is None:
@@ -257,7 +281,7 @@ def _coerce(name: str, value: Any, tp: Any, current: Any = None) -> Any:
         if tp is float:
             return float(value)
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{name} must be {'an integer' if tp is int else 'a number'}, got {value!r}") from None
+        raise ConfigError(f"{name} must be {'an integer' if tp is int else 'a number'}, got {shown(value)}") from None
     raise ConfigError(f"{name}: unsupported config type {tp!r}")  # pragma: no cover - a new field type
 
 
@@ -276,16 +300,17 @@ def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConf
         if dot and head == "augment":
             known = {f.name for f in dataclasses.fields(AugmentConfig)}
             if sub not in known:
-                raise ConfigError(f"unknown augmentation option {sub!r}; valid: {', '.join(sorted(known))}")
+                raise ConfigError(f"unknown augmentation option {shown(sub)}; valid: {', '.join(sorted(known))}")
             sub_type = typing.get_type_hints(AugmentConfig)[sub]
             merged = {**values["augment"].to_dict(), sub: _coerce(key, value, sub_type)}
             values["augment"] = _coerce("augment", merged, AugmentConfig)
             continue
         if dot and head in ("model_args", "loss_args") and sub:
-            values[head] = {**values[head], sub: parse_value(value, key) if isinstance(value, str) else value}
+            merged = {**values[head], sub: parse_value(value, key) if isinstance(value, str) else value}
+            values[head] = _coerce(head, merged, types[head])
             continue
         if key not in types:
-            raise ConfigError(f"unknown config key {key!r}; valid: {', '.join(sorted(types))}")
+            raise ConfigError(f"unknown config key {shown(key)}; valid: {', '.join(sorted(types))}")
         values[key] = _coerce(key, value, types[key])
     return TrainConfig(**values)
 

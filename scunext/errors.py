@@ -15,7 +15,27 @@ loss) raises ``TrainingError`` (exit code 1).
 
 from __future__ import annotations
 
-__all__ = ["UsageError", "ConfigError", "MissingDependencyError", "OPTIONAL_PACKAGES", "missing_dependency"]
+import reprlib
+from typing import Any
+
+__all__ = ["UsageError", "ConfigError", "MissingDependencyError", "OPTIONAL_PACKAGES", "missing_dependency", "shown",
+           "MAX_MESSAGE"]
+
+#: the most characters of one error line (the CLI cuts a longer message there and says how long it was)
+MAX_MESSAGE = 2000
+
+_SHOWN = reprlib.Repr()  # (keyword arguments only from Python 3.12)
+_SHOWN.maxlevel = 2
+_SHOWN.maxtuple = _SHOWN.maxlist = _SHOWN.maxarray = _SHOWN.maxdict = _SHOWN.maxset = _SHOWN.maxfrozenset = 4
+_SHOWN.maxdeque = 4
+_SHOWN.maxstring, _SHOWN.maxlong, _SHOWN.maxother = 80, 40, 80
+
+
+def shown(value: Any) -> str:
+    """A user's value as it may appear in a one-line message: its ``repr``, cut short (4 items a level, 2 levels
+    deep, long strings cut in the middle, ``...`` where cut). A YAML config can hold a list of millions of items in
+    a few lines (anchors and aliases), and echoing it whole made a 254 MB "one-line" message."""
+    return _SHOWN.repr(value)
 
 
 class UsageError(ValueError):

@@ -63,6 +63,8 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
         "evil.yaml": "lr: !!python/object/apply:os.system [ls]\n",
         "badvalue.yaml": "epochs: many\n",
         "tf.yaml": "test_fraction: 0.3\n",  # Table 2's k-fold ignores it
+        "numkeys.yaml": "1: 2\nzz: 3\n",  # YAML keys that are numbers beside strings
+        "numaug.yaml": "augment: {1: 2, zz: 3}\n",
     }
     for name, text in configs.items():
         (w / name).write_text(text)
@@ -173,6 +175,11 @@ CASES = [
     case("train", "--out", "r", "--config", "list.yaml", needle="expected a mapping"),
     case("train", "--out", "r", "--config", "unknown.yaml", needle="unknown config key(s) ['bogus']"),
     case("train", "--out", "r", "--config", "aug.yaml", needle="unknown augmentation option(s) hflip"),
+    case("train", "--out", "r", "--config", "numkeys.yaml", needle="unknown config key(s) [1, 'zz']"),
+    case("train", "--out", "r", "--model-arg", "x=[&a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1], &b [*a, *a, *a, *a, *a, *a, "
+         "*a, *a, *a, *a], &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b], [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]]",
+         needle="model_args holds more than 10,000 values"),
+    case("train", "--out", "r", "--config", "numaug.yaml", needle="unknown augmentation option(s) 1, zz"),
     case("train", "--out", "r", "--config", "badvalue.yaml", needle="epochs must be an integer"),
     case("train", "--out", "r", "--config", "binary.yaml", needle="cannot read"),
     # ---------------------------------------------------------------- train: folders and data

@@ -147,6 +147,33 @@ def test_user_errors_are_one_line(exc, code, needle, monkeypatch, capsys):
     assert len(lines) == 1 and lines[0].startswith("scunext weights: error: ") and needle in lines[0]
 
 
+def test_a_long_message_is_cut_on_its_one_line(monkeypatch, capsys):
+    _raising(monkeypatch, ConfigError("epochs must be an integer, got " + "x" * 100_000))
+    assert main(["weights"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("scunext weights: error: epochs must be") and "\n" not in line
+    assert len(line) < 2200 and line.endswith("(message cut at 2,000 of 100,031 characters)")
+
+
+#: anchors and aliases in one flow list: its last item holds 9**8 = 43 million strings, in about 250 characters
+BOMB = "[" + ", ".join(f"&{c} [" + ", ".join([f"*{p}" if p else '"x"'] * 9) + "]"
+                       for p, c in zip(["", *"abcdefg"], "abcdefgh")) + "]"
+
+
+@pytest.mark.parametrize("key", ["epochs", "model", "augment", "model_args"])
+def test_a_config_value_built_from_yaml_aliases_is_shown_cut_short(key, tmp_path, capsys):
+    """YAML anchors and aliases build a list of 43 million items in a few lines; echoed whole it was a 254 MB
+    "one-line" error. Each message shows a few items and nests of it, the whole line stays short, nothing is
+    written."""
+    value = f"{{x: {BOMB}}}" if key == "model_args" else BOMB
+    (tmp_path / "c.yaml").write_text(f"{key}: {value}\n")
+    argv = ["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 1500 and "[[" in err, err[:300]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.yaml"]
+
+
 def test_training_failure_exits_1(monkeypatch, capsys):
     from scunext.engine.trainer import TrainingError
 

@@ -34,7 +34,7 @@ from typing import NoReturn
 from scunext import __version__
 from scunext.cli import benchmark, evaluate, experiment, export, predict, profile, robustness, serve, train, weights
 from scunext.cli.output import silence
-from scunext.errors import UsageError, missing_dependency
+from scunext.errors import MAX_MESSAGE, UsageError, missing_dependency
 
 __all__ = ["main", "build_parser", "CLIError", "user_error_exit_code"]
 
@@ -113,7 +113,10 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, ImportError):
         exc = missing_dependency(exc) or exc
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    if len(line) > MAX_MESSAGE:  # a value echoed whole (library code cuts what it echoes: errors.shown)
+        line = f"{line[:MAX_MESSAGE]} ... (message cut at {MAX_MESSAGE:,} of {len(line):,} characters)"
+    return line
 
 
 def main(argv: Sequence[str] | None = None) -> int:

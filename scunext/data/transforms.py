@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from scunext.errors import MissingDependencyError
+from scunext.errors import MissingDependencyError, shown
 
 __all__ = ["AugmentConfig", "build_train_transform", "build_eval_transform"]
 
@@ -72,13 +72,13 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
-            raise ValueError(f"enabled must be a bool, got {self.enabled!r}")
+            raise ValueError(f"enabled must be a bool, got {shown(self.enabled)}")
         for f in fields(self):
             if f.name == "enabled":
                 continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+                raise ValueError(f"{f.name} must be a finite number, got {shown(value)}")
             if f.name.endswith("_p") and not 0 <= value <= 1:
                 raise ValueError(f"{f.name} is a probability and must be in [0, 1], got {value!r}")
             if value < 0:
@@ -99,9 +99,10 @@ class AugmentConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> AugmentConfig:
         """Build from a mapping (e.g. a YAML section); unknown keys raise ValueError listing the valid ones."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=str)  # (YAML keys may be numbers: `1: 2`)
         if unknown:
-            raise ValueError(f"unknown augmentation option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+            raise ValueError(f"unknown augmentation option(s) {', '.join(map(str, unknown))}; valid: "
+                             f"{', '.join(sorted(known))}")
         return cls(**dict(data))
 
     def to_dict(self) -> dict[str, Any]:

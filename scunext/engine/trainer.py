@@ -39,6 +39,7 @@ from scunext.data import (
 )
 from scunext.data.check import check_pairs
 from scunext.engine.distributed import DistInfo, barrier, cleanup_distributed, cpu_has_native_bf16, init_distributed
+from scunext.errors import shown
 from scunext.losses import DeepSupervisionLoss, build_loss
 from scunext.metrics import SegmentationMeter
 from scunext.models import create_model
@@ -331,7 +332,7 @@ def _plan(cfg: TrainConfig, run: RunDir, resume: bool, show_progress: bool) -> _
     try:
         model = create_model(cfg.model, in_channels=cfg.in_channels, num_classes=1, **cfg.model_args)
     except TypeError as exc:
-        raise ConfigError(f"model_args {cfg.model_args} do not fit {cfg.model}: {exc}") from None
+        raise ConfigError(f"model_args {shown(cfg.model_args)} do not fit {cfg.model}: {exc}") from None
     divisor = getattr(model, "input_divisor", 1)
     if cfg.size % divisor:
         fit = max(divisor, round(cfg.size / divisor) * divisor)
@@ -340,7 +341,7 @@ def _plan(cfg: TrainConfig, run: RunDir, resume: bool, show_progress: bool) -> _
     try:
         loss_fn = DeepSupervisionLoss(build_loss(cfg.loss, **cfg.loss_args))  # + auxiliary terms (deep supervision)
     except TypeError as exc:
-        raise ConfigError(f"loss_args {cfg.loss_args} do not fit loss {cfg.loss!r}: {exc}") from None
+        raise ConfigError(f"loss_args {shown(cfg.loss_args)} do not fit loss {cfg.loss!r}: {exc}") from None
     transform = build_train_transform(cfg.augment, seed=cfg.seed)
     return _Plan(cfg, data_root, pairs, split, model, loss_fn, transform)
 

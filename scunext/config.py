@@ -21,7 +21,8 @@ import yaml
 from scunext.data.transforms import AugmentConfig
 from scunext.errors import ConfigError, shown
 
-__all__ = ["TrainConfig", "load_config", "apply_overrides", "ConfigError", "AugmentConfig", "parse_value"]
+__all__ = ["TrainConfig", "load_config", "apply_overrides", "ConfigError", "AugmentConfig", "parse_value", "MAX_SIZE",
+           "MAX_NUM_WORKERS"]
 
 
 def _models() -> list[str]:
@@ -117,7 +118,7 @@ class TrainConfig:
                                                                  "beta1", "beta2", "weight_decay"))  # fmt: skip
         checks = [
             (finite, "test_fraction, val_fraction, lr, min_lr, beta1, beta2 and weight_decay must be finite"),
-            (self.size >= 32, "size must be >= 32"),
+            (32 <= self.size <= MAX_SIZE, f"size must be between 32 and {MAX_SIZE}"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0 and self.min_lr >= 0 and self.min_lr <= self.lr, "need 0 <= min_lr <= lr and lr > 0"),
@@ -129,6 +130,8 @@ class TrainConfig:
             (self.folds >= 2 and 0 <= self.fold < self.folds, "need folds >= 2 and 0 <= fold < folds"),
             (self.max_train_images >= 0 and self.max_images >= 0, "max_images/max_train_images must be >= 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
+            (self.num_workers <= MAX_NUM_WORKERS, f"num_workers must be <= {MAX_NUM_WORKERS} (each is a process that "
+                                                  "imports PyTorch)"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
             (0 <= self.seed < 2**31, "seed must be in [0, 2**31)"),
         ]
@@ -176,6 +179,11 @@ class TrainConfig:
 #: the largest learning rate accepted: Adam with lr 1e38 overflows float32 inside its update (a traceback instead of
 #: the non-finite-loss stop that a diverging lr such as 1e4 or 1e6 gets, which is kept: the user sees the run fail)
 MAX_LR = 1e6
+#: the largest input side (training size, profile/benchmark/export size): a 3 x 4096 x 4096 input and its
+#: activations already take gigabytes
+MAX_SIZE = 4096
+#: the most DataLoader workers: each is a process that imports PyTorch (about 300 MB)
+MAX_NUM_WORKERS = 64
 
 
 def choices_of(f: dataclasses.Field) -> list[Any] | None:

@@ -154,7 +154,7 @@ def test_a_file_that_appears_during_the_run_is_not_replaced(tmp_path):
     ("not_an_image", "not a readable image"),
     ("two_bad", "2 of 3 inputs cannot be read"),
     ("same_name", "share the name"),
-    ("batch_size", "--batch-size must be >= 1"),
+    ("batch_size", "--batch-size must be between 1 and 512, got 0"),
     ("dicom_seg_png", "needs DICOM inputs"),
 ])  # fmt: skip
 def test_bad_invocations_are_one_line_errors_and_write_nothing(case, needle, tmp_path, capsys):
@@ -485,9 +485,11 @@ def test_overlay_pixels_in_flight_stay_within_the_budget(lungs, tmp_path, monkey
 
 def test_stream_predict_argument_errors(lungs, tmp_path):
     jobs = plan_predictions(XRAYS[:1], tmp_path / "out")
-    for kw in ({"batch_size": 0}, {"workers": 0}, {"fmt": "tiff"}):
+    for kw in ({"batch_size": 0}, {"workers": 0}, {"fmt": "tiff"}, {"batch_size": 513}, {"workers": 65},
+               {"workers": True}):
         with pytest.raises(ValueError):
             list(stream_predict(lungs, jobs, **kw))
+    assert not (tmp_path / "out").exists()  # refused before any folder is made
     with pytest.raises(DataError, match="no such file"):
         plan_predictions([tmp_path / "missing.png"], tmp_path / "out")
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from scunext.benchmark import BenchmarkConfig, dumps, format_report, run_benchmark
-from scunext.cli.profile import MAX_SIZE
+from scunext.config import MAX_SIZE
 from scunext.deploy.runtimes import ENGINES
 from scunext.deploy.stream_benchmark import KINDS, EndToEndConfig, format_end_to_end, run_end_to_end
 from scunext.errors import UsageError

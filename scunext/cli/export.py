@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from scunext.cli.paths import check_out_file, out_arg
-from scunext.cli.profile import MAX_SIZE
 from scunext.cli.weights import add_weights_option
+from scunext.config import MAX_SIZE
 from scunext.deploy.export import export_run
 from scunext.errors import UsageError
 from scunext.weights import weights_dir

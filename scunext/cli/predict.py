@@ -15,7 +15,15 @@ from scunext.cli.weights import add_quality_option, add_weights_option
 from scunext.deploy.predictor import Predictor
 from scunext.deploy.quality import QualityCalibration
 from scunext.deploy.runtimes import ENGINES
-from scunext.deploy.stream import CSV_NAME, FORMATS, PredictionsCSV, plan_predictions, stream_predict
+from scunext.deploy.stream import (
+    CSV_NAME,
+    FORMATS,
+    MAX_BATCH_SIZE,
+    MAX_WORKERS,
+    PredictionsCSV,
+    plan_predictions,
+    stream_predict,
+)
 from scunext.runs import RunDir
 from scunext.weights import list_weights, weights_dir
 
@@ -104,9 +112,9 @@ class _Tally:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.threshold < 1:
         raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
-    for name in ("batch_size", "workers"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name, most in (("batch_size", MAX_BATCH_SIZE), ("workers", MAX_WORKERS)):
+        if not 1 <= getattr(args, name) <= most:
+            raise ValueError(f"--{name.replace('_', '-')} must be between 1 and {most}, got {getattr(args, name)}")
     if args.quality and args.no_quality:
         raise ValueError("--quality and --no-quality contradict each other; give one")
     quality = QualityCalibration.from_json(args.quality) if args.quality else None  # before loading the model

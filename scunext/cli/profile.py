@@ -7,11 +7,10 @@ import json
 
 import torch
 
+from scunext.config import MAX_SIZE
 from scunext.errors import UsageError
 from scunext.models import list_models
 from scunext.profiling import MAC_COUNTER, ProfileResult, check_threads, profile_model
-
-MAX_SIZE = 4096  # a 3 x 4096 x 4096 input and its activations already take gigabytes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -16,6 +16,8 @@ DEFAULT_MAX_UPLOAD_MB = 10.0
 DEFAULT_WORKERS = 2
 DEFAULT_QUEUE = 4
 DEFAULT_READ_TIMEOUT_S = 30.0
+MAX_WORKERS = 64
+MAX_QUEUE = 256
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -93,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
     if not args.max_megapixels > 0:
         raise UsageError(f"--max-megapixels must be > 0, got {args.max_megapixels}")
-    if args.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if args.queue < 0:
-        raise UsageError(f"--queue must be >= 0, got {args.queue}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be between 1 and {MAX_WORKERS}, got {args.workers}")
+    if not 0 <= args.queue <= MAX_QUEUE:
+        raise UsageError(f"--queue must be between 0 and {MAX_QUEUE}, got {args.queue}")
     if not 0 < args.read_timeout < float("inf"):
         raise UsageError(f"--read-timeout must be a positive number of seconds, got {args.read_timeout}")
     if args.quality and len(args.run_dirs) + len(args.weights) != 1:

@@ -50,6 +50,8 @@ from scunext.visualize import overlay as make_overlay
 
 __all__ = [
     "FORMATS",
+    "MAX_BATCH_SIZE",
+    "MAX_WORKERS",
     "OUTPUT_SUFFIXES",
     "CSV_NAME",
     "OutputExistsError",
@@ -76,6 +78,10 @@ PNG_COMPRESS_LEVEL = 1
 #: bytes of full-size pixels that the pipeline may hold for overlays (counted as the RGB overlay's size): about 4
 #: images of 4000x3000, 13 of 2048x2048; the count bound (2 x batch + 2 x workers) applies on top
 MAX_KEPT_BYTES = 160 * 2**20
+#: the largest ``batch_size`` and ``workers`` accepted: the images in flight (2 x batch + 2 x workers) and the decodes
+#: running at once grow with them, and beyond these nothing gets faster on any CPU we know of
+MAX_BATCH_SIZE = 512
+MAX_WORKERS = 64
 #: without overlays, JPEGs are decoded at the smallest DCT scale with both sides >= DRAFT_FACTOR x the model's input
 #: size, then area-resized as usual. 2 rather than 1: half the mask differences against a full decode, for 1.5x the
 #: decode time of the smallest scale (still about 5x faster than a full decode of a 4000x3000 JPEG; docs/deployment.md)
@@ -543,9 +549,9 @@ def stream_predict(
         quality: also score each prediction (``score``, ``review``; :mod:`scunext.deploy.quality`): one more
             forward pass per image, of the horizontally flipped input.
     """
-    for name, value in (("batch_size", batch_size), ("workers", workers)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name, value, most in (("batch_size", batch_size, MAX_BATCH_SIZE), ("workers", workers, MAX_WORKERS)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise ValueError(f"{name} must be an integer from 1 to {most}, got {value!r}")
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
     for folder in {p.parent for j in jobs for p in j.outputs}:

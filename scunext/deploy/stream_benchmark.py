@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from scunext.deploy.stream import MAX_BATCH_SIZE, MAX_WORKERS
 from scunext.profiling import check_threads
 
 __all__ = ["KINDS", "MAX_FILES", "EndToEndConfig", "baseline_predict", "generate_inputs", "run_end_to_end",
@@ -92,6 +93,9 @@ class EndToEndConfig:
         for name in ("batch_size", "workers", "baseline_max_n", "distinct"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, most in (("batch_size", MAX_BATCH_SIZE), ("workers", MAX_WORKERS)):  # checked before any input
+            if getattr(self, name) > most:
+                raise ValueError(f"{name} must be at most {most}, got {getattr(self, name)}")
         check_threads(self.threads)
         return self
 

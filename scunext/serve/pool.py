@@ -16,12 +16,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["WorkPool", "DEFAULT_WORKERS", "DEFAULT_QUEUE"]
+__all__ = ["WorkPool", "DEFAULT_WORKERS", "DEFAULT_QUEUE", "MAX_WORKERS", "MAX_QUEUE"]
 
 #: default number of worker threads (one per core of a small machine)
 DEFAULT_WORKERS = 2
 #: default number of admitted requests that may wait for a worker
 DEFAULT_QUEUE = 4
+#: the most workers and waiting requests accepted: each holds an upload and its decoded image (a few hundred MB for
+#: the largest), so these bound the server's memory; larger values would only trade refusals for swapping
+MAX_WORKERS = 64
+MAX_QUEUE = 256
 
 T = TypeVar("T")
 
@@ -47,10 +51,10 @@ class WorkPool:
     """
 
     def __init__(self, workers: int = DEFAULT_WORKERS, queue: int = DEFAULT_QUEUE) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
-        if queue < 0:
-            raise ValueError(f"queue must be >= 0, got {queue}")
+        if not 1 <= workers <= MAX_WORKERS:
+            raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, got {workers}")
+        if not 0 <= queue <= MAX_QUEUE:
+            raise ValueError(f"queue must be between 0 and {MAX_QUEUE}, got {queue}")
         self.workers = workers
         self.queue = queue
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scunext-serve-worker")

@@ -44,6 +44,26 @@ def test_bootstrap_two_point_case():
     assert bootstrap_ci([np.full(7, 0.25)], n_boot=100) == (0.25, 0.25)
 
 
+@pytest.mark.parametrize("n_boot", [1, 999, 1000, 1001, 2500])
+def test_bootstrap_in_chunks_draws_what_one_call_draws(n_boot):
+    """The replicates are drawn in chunks (bounded memory); the interval is the one a single n_boot x n draw gives,
+    so tables built before the chunking keep their CIs."""
+    rng = np.random.default_rng(5)
+    groups = [rng.normal(size=600), rng.normal(size=37), rng.normal(size=1)]
+    gen, stats = np.random.default_rng(0), np.zeros(n_boot)
+    for g in groups:
+        stats += g[gen.integers(0, len(g), size=(n_boot, len(g)))].mean(axis=1)
+    alpha = (1 - 0.95) / 2
+    expected = tuple(float(q) for q in np.quantile(stats / len(groups), [alpha, 1 - alpha]))
+    assert bootstrap_ci(groups, n_boot=n_boot, seed=0) == expected
+
+
+def test_bootstrap_refuses_resample_counts_out_of_range():
+    for n_boot in (0, 100_001):
+        with pytest.raises(ValueError, match="between 1 and 100,000"):
+            bootstrap_ci([np.ones(3)], n_boot=n_boot)
+
+
 def test_seeds_weigh_the_same_and_per_seed_differences():
     # seed 1: two images +0.01; seed 2: four images +0.03 -> mean of seed means 0.02 (not the pooled 0.0233)
     a1, b1 = _scores([0.01, 0.01])

@@ -31,6 +31,7 @@ from scunext.experiments import (
     table2_plan,
 )
 from scunext.experiments.plan import check_count
+from scunext.metrics.paired import MAX_N_BOOT
 from scunext.profiling import check_threads
 
 _OUTPUTS = {"table1": ("table1.md", "table1.csv", "table1_paired.csv", "table1.png"),
@@ -133,8 +134,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides = {"data": str(Path(args.data).resolve())}
     shard = parse_shard(args.shard) if args.shard else None
-    if getattr(args, "n_boot", 1) < 1:  # used by the tables after the last training run: checked before the first
-        raise ValueError(f"--n-boot must be >= 1, got {args.n_boot}")
+    if not 1 <= getattr(args, "n_boot", 1) <= MAX_N_BOOT:  # used by the tables after the last run: checked first
+        raise ValueError(f"--n-boot must be between 1 and {MAX_N_BOOT:,}, got {args.n_boot}")
     if args.table in ("table1", "leaderboard"):
         overrides["split"] = args.split
     elif args.table == "table2":

@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["ALPHA", "PairedResult", "paired_comparison", "pair_scores", "bootstrap_ci", "wilcoxon_p", "verdict"]
+__all__ = ["ALPHA", "PairedResult", "paired_comparison", "pair_scores", "bootstrap_ci", "wilcoxon_p", "verdict",
+           "MAX_N_BOOT"]
 
 
 @dataclass
@@ -70,17 +71,27 @@ def pair_scores(a: Mapping[str, float], b: Mapping[str, float], what: str = "sco
     return np.array([float(a[i]) - float(b[i]) for i in ids], dtype=np.float64)
 
 
+#: the most bootstrap resamples accepted (10,000 is the default; the CI's own Monte Carlo error is then already far
+#: below the digits printed)
+MAX_N_BOOT = 100_000
+_BOOT_CHUNK = 1_000
+
+
 def bootstrap_ci(
     groups: Sequence[np.ndarray], n_boot: int = 10_000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean over groups of each group's mean, resampling within each group."""
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 1 <= n_boot <= MAX_N_BOOT:
+        raise ValueError(f"n_boot must be between 1 and {MAX_N_BOOT:,}, got {n_boot}")
     rng = np.random.default_rng(seed)
     stats = np.zeros(n_boot, dtype=np.float64)
     for g in groups:
-        idx = rng.integers(0, len(g), size=(n_boot, len(g)))
-        stats += g[idx].mean(axis=1)
+        # in chunks of replicates (memory: chunk x len(g) indices, not n_boot x len(g)); the draws, and so the
+        # interval, are the same as in one call: the generator fills the rows in the same order
+        for start in range(0, n_boot, _BOOT_CHUNK):
+            rows = min(_BOOT_CHUNK, n_boot - start)
+            idx = rng.integers(0, len(g), size=(rows, len(g)))
+            stats[start : start + rows] += g[idx].mean(axis=1)
     stats /= len(groups)
     alpha = (1 - level) / 2
     low, high = np.quantile(stats, [alpha, 1 - alpha])

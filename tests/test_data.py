@@ -192,7 +192,7 @@ def test_16bit_png_is_scaled_to_8bit(tmp_path: Path) -> None:
 
 
 def test_32bit_integer_gray_holding_8bit_values_reads_as_is(tmp_path: Path) -> None:
-    """A 32-bit integer TIFF (mode ``I``) declares no bit depth: values within 0..255 are 8-bit data and read as
+    """A 32-bit integer TIFF (mode ``I``) declares no bit depth of its data: values within 0..255 are 8-bit and read as
     they are; above 255 they are scaled like 16-bit. A 16-bit PNG declares its depth and is always scaled."""
     ramp = np.arange(256).reshape(16, 16)
     eight = _save(tmp_path / "i32_8bit.tif", ramp.astype(np.int32))

@@ -152,6 +152,13 @@ def _composite_on_black(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return ((colour.astype(np.uint16) * a + 127) // 255).astype(np.uint8)
 
 
+def _is_32_bit_tiff(im: Image.Image) -> bool:
+    """A TIFF that declares 32 bits per sample (an integer container with no bit depth of its data). Other files
+    that open as mode ``I`` declare 16 bits (Pillow before 10.x opened 16-bit PNG as ``I``)."""
+    bits = im.tag_v2.get(258, ()) if im.format == "TIFF" else ()
+    return 32 in (bits if isinstance(bits, tuple) else (bits,))
+
+
 def _fits_8_bits(arr: np.ndarray) -> bool:
     return bool(arr.size) and int(arr.min()) >= 0 and int(arr.max()) <= 255
 
@@ -225,7 +232,7 @@ def read_image(
             out = np.array(im, dtype=np.uint8)
         elif mode == "1":
             out = np.array(im.convert("L"), dtype=np.uint8)
-        elif mode == "I" and _fits_8_bits(arr := np.array(im)):
+        elif mode == "I" and _is_32_bit_tiff(im) and _fits_8_bits(arr := np.array(im)):
             # a 32-bit container declares no bit depth; values that all fit 0..255 are 8-bit data (scaled as
             # 16-bit they would read as an almost black image)
             out = arr.astype(np.uint8)

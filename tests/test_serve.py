@@ -457,11 +457,13 @@ def test_cross_origin_post_over_the_wire_gets_a_json_403(live_server):
 
 def test_cli_pool_options(run_dir, capsys):
     from scunext.cli import serve as cli_serve
-    from scunext.serve import pool
+    from scunext.serve import app, pool
     from scunext.serve.app import DEFAULT_READ_TIMEOUT_S
 
     assert (cli_serve.DEFAULT_WORKERS, cli_serve.DEFAULT_QUEUE) == (DEFAULT_WORKERS, DEFAULT_QUEUE)
     assert (cli_serve.MAX_WORKERS, cli_serve.MAX_QUEUE) == (pool.MAX_WORKERS, pool.MAX_QUEUE)
+    assert cli_serve.MAX_UPLOAD_MB_LIMIT == app.MAX_UPLOAD_MB_LIMIT
+    assert cli_serve.MAX_MEGAPIXELS_LIMIT * 1_000_000 == app.MAX_PIXELS_LIMIT
     assert cli_serve.DEFAULT_READ_TIMEOUT_S == DEFAULT_READ_TIMEOUT_S
     with pytest.raises(ValueError, match="between 1 and 64"):
         pool.WorkPool(workers=65)
@@ -470,6 +472,9 @@ def test_cli_pool_options(run_dir, capsys):
     for argv, needle in [(["--workers", "0"], "--workers"), (["--queue", "-1"], "--queue"),
                          (["--workers", "100000"], "--workers must be between 1 and 64"),
                          (["--queue", "1000000000"], "--queue must be between 0 and 256"),
+                         (["--max-megapixels", "inf"], "--max-megapixels must be in (0, 1000]"),
+                         (["--max-upload-mb", "inf"], "--max-upload-mb must be in (0, 1024]"),
+                         (["--max-upload-mb", "nan"], "--max-upload-mb"),
                          (["--read-timeout", "0"], "--read-timeout"), (["--read-timeout", "nan"], "--read-timeout")]:
         assert main(["serve", str(run_dir), *argv]) == 2
         err = capsys.readouterr().err

@@ -18,6 +18,8 @@ DEFAULT_QUEUE = 4
 DEFAULT_READ_TIMEOUT_S = 30.0
 MAX_WORKERS = 64
 MAX_QUEUE = 256
+MAX_UPLOAD_MB_LIMIT = 1024
+MAX_MEGAPIXELS_LIMIT = 1000
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -91,10 +93,10 @@ def run(args: argparse.Namespace) -> int:
                        f"({', '.join(list_weights())})")  # fmt: skip
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
-    if not args.max_upload_mb > 0:
-        raise UsageError(f"--max-upload-mb must be > 0, got {args.max_upload_mb}")
-    if not args.max_megapixels > 0:
-        raise UsageError(f"--max-megapixels must be > 0, got {args.max_megapixels}")
+    if not 0 < args.max_upload_mb <= MAX_UPLOAD_MB_LIMIT:
+        raise UsageError(f"--max-upload-mb must be in (0, {MAX_UPLOAD_MB_LIMIT}], got {args.max_upload_mb}")
+    if not 0 < args.max_megapixels <= MAX_MEGAPIXELS_LIMIT:
+        raise UsageError(f"--max-megapixels must be in (0, {MAX_MEGAPIXELS_LIMIT}], got {args.max_megapixels}")
     if not 1 <= args.workers <= MAX_WORKERS:
         raise UsageError(f"--workers must be between 1 and {MAX_WORKERS}, got {args.workers}")
     if not 0 <= args.queue <= MAX_QUEUE:

@@ -42,6 +42,8 @@ from scunext.serve.upload import UploadError
 
 __all__ = [
     "DEFAULT_MAX_UPLOAD_MB",
+    "MAX_UPLOAD_MB_LIMIT",
+    "MAX_PIXELS_LIMIT",
     "SERVER_HEADER",
     "create_app",
     "make_server",
@@ -53,6 +55,10 @@ log = logging.getLogger(__name__)
 
 #: default cap on the size of a request body (the upload plus a little form overhead), in megabytes
 DEFAULT_MAX_UPLOAD_MB = 10.0
+#: the largest settings of the two caps: every admitted request (workers + queue) may hold this much, and an image
+#: of 1,000 megapixels already takes 3 GB decoded; an infinite cap was a traceback
+MAX_UPLOAD_MB_LIMIT = 1024
+MAX_PIXELS_LIMIT = 1_000_000_000
 #: seconds a connection may stay silent (headers or body) before it is closed: a client that sends half an upload
 #: and waits would otherwise hold one of the workers + queue places forever, and enough of them block the server
 DEFAULT_READ_TIMEOUT_S = 30.0
@@ -140,10 +146,10 @@ def create_app(
     """
     if not models:
         raise ValueError("serve needs at least one model")
-    if max_upload_mb <= 0:
-        raise ValueError(f"max_upload_mb must be > 0, got {max_upload_mb}")
-    if max_pixels <= 0:
-        raise ValueError(f"max_pixels must be > 0, got {max_pixels}")
+    if not 0 < max_upload_mb <= MAX_UPLOAD_MB_LIMIT:
+        raise ValueError(f"max_upload_mb must be in (0, {MAX_UPLOAD_MB_LIMIT}], got {max_upload_mb}")
+    if not 0 < max_pixels <= MAX_PIXELS_LIMIT:
+        raise ValueError(f"max_pixels must be in (0, {MAX_PIXELS_LIMIT:,}], got {max_pixels}")
     models = list(models)
     by_id = {m.id: m for m in models}
     if len(by_id) != len(models):

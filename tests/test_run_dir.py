@@ -114,6 +114,38 @@ def test_crash_at_every_write_and_rename_of_an_epoch_commit(runs, tmp_path):
         shutil.rmtree(work)
 
 
+def test_a_disk_that_fills_during_an_epoch_commit_is_one_line_and_the_run_resumes(runs, tmp_path, capsys):
+    """From the first, a middle and the last file write of the epoch-2 commit on, every write fails with ENOSPC
+    (also the writes of the failure handling): the command stops with exit 2 and one line naming the full disk, no
+    traceback, and once there is room again the resume ends bit-identical to the uninterrupted run."""
+    import errno
+
+    from scunext.cli.main import main
+
+    ops = _resume_ops(runs, tmp_path)
+    first = next(i for i, (_, p) in enumerate(ops) if ".staging-e" in p)
+    writes = [i for i, (op, _) in enumerate(ops) if op == "write" and i >= first]
+    for k in (writes[0], writes[len(writes) // 2], writes[-1]):
+        work = tmp_path / f"full{k}"
+        shutil.copytree(runs / "base", work)
+        seen = []
+
+        def disk_full_from_k(op, path, k=k, seen=seen):
+            seen.append(op)
+            if len(seen) > k and op in ("write", "write_mid"):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+        durable.FAULT_HOOK = disk_full_from_k
+        try:
+            assert main(["train", "--resume", str(work), "--no-progress"]) == 2
+        finally:
+            durable.FAULT_HOOK = None
+        err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("INFO ")]
+        assert len(err) == 1 and err[0].startswith("scunext train: error: ") and "No space left" in err[0], err
+        assert main(["train", "--resume", str(work), "--no-progress"]) == 0
+        assert_same_as_reference(work, runs / "ref")
+
+
 @pytest.mark.slow
 def test_crash_at_every_durable_operation_of_a_whole_run(runs, tmp_path):
     """Every operation of a whole run (creation, status updates, both commits, curves, the finish)."""

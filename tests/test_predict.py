@@ -418,6 +418,25 @@ def test_sigterm_stops_like_ctrl_c_and_leaves_no_temporary_file(tmp_path):
     assert len(list((tmp_path / "out").glob("*_mask.png"))) < 24  # it did stop early
 
 
+def test_temporary_files_a_killed_run_left_are_removed_by_the_next_run(lungs, tmp_path):
+    """SIGKILL leaves no chance to clean up: the next run into the folder removes the hidden temporary outputs of
+    processes that are gone, and keeps those of a process still running and every other file."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "out"
+    out.mkdir()
+    orphans = [f".x_mask.{dead.pid}.tmp.png", f".x_overlay.{dead.pid}.tmp.png", f".y_seg.{dead.pid}.tmp.dcm"]
+    kept = [f".z_mask.{os.getppid()}.tmp.png",  # a live writer's
+            f".notes.{dead.pid}.tmp.txt", ".hidden.png", f".photo.{dead.pid}.tmp.png", "mine.txt"]  # not ours
+    for name in orphans + kept:
+        (out / name).write_bytes(b"x")
+    jobs = plan_predictions(XRAYS[:1], out)
+    records = list(stream_predict(lungs, jobs, batch_size=1, workers=1))
+    assert [r.ok for r in records] == [True]
+    assert sorted(p.name for p in out.iterdir()) == sorted(kept + [f"{XRAYS[0].stem}_mask.png",
+                                                                   f"{XRAYS[0].stem}_overlay.png"])
+
+
 # ------------------------------------------------------------------------------------------ bounded memory
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,6 +47,7 @@ from scunext.data.errors import DataError
 from scunext.data.io import MAX_IMAGE_PIXELS, read_image, read_image_info
 from scunext.deploy.predictor import Predictor
 from scunext.deploy.quality import quality_from_logits
+from scunext.runs.durable import writer_gone
 from scunext.visualize import overlay as make_overlay
 
 __all__ = [
@@ -451,6 +453,24 @@ def _tmp_name(final: Path) -> Path:
     return final.with_name(f".{final.stem}.{os.getpid()}.tmp{final.suffix}")  # hidden, with the output's suffix
 
 
+#: ``.NAME_mask.PID.tmp.png`` and the like: the temporary name of an output (see :func:`_tmp_name`)
+_TMP_PATTERN = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)\.tmp(?P<suffix>\.[A-Za-z]+)$")
+
+
+def _remove_orphan_temps(folder: Path) -> None:
+    """Remove the hidden temporary outputs that a killed run (SIGKILL, power loss: no cleanup) left in ``folder``;
+    those of a run still writing there are kept."""
+    removed = 0
+    for p in folder.iterdir():
+        m = _TMP_PATTERN.match(p.name) if p.name.startswith(".") else None
+        if m and any(f"{m['stem']}{m['suffix']}".endswith(s) for s in OUTPUT_SUFFIXES.values()) \
+                and writer_gone(int(m["pid"])):  # fmt: skip
+            p.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("%s: removed %d temporary file(s) that a stopped run left", folder, removed)
+
+
 def _save_png(pixels: np.ndarray, final: Path, overwrite: bool) -> None:
     tmp = _tmp_name(final)
     try:
@@ -556,6 +576,7 @@ def stream_predict(
         raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
     for folder in {p.parent for j in jobs for p in j.outputs}:
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_orphan_temps(folder)
     spec = _WriteSpec(fmt, overwrite, model_name or predictor.name, model_version,
                       dicom_seg_writer() if fmt == "dicom-seg" else None, segment)  # fmt: skip
     lookahead = max(batch_size, workers)  # decodes queued or running

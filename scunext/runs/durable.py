@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["FAULT_HOOK", "write_file", "atomic_write", "atomic_write_text", "fsync_dir", "rename", "remove_tree",
-           "orphan_temps", "made_folder"]
+           "orphan_temps", "made_folder", "writer_gone"]
 
 #: a callable ``(op, path) -> None`` called before every durable operation (None: no injection)
 FAULT_HOOK: Callable[[str, Path], None] | None = None
@@ -104,6 +104,12 @@ def orphan_temps(folder: Path, names: tuple[str, ...] | list[str]) -> list[Path]
         if sep and stem in names and pid.isdigit() and not _other_process_alive(int(pid)):
             found.append(p)
     return found
+
+
+def writer_gone(pid: int) -> bool:
+    """Whether the process ``pid`` that wrote a temporary file is gone, so that its file is an orphan (this
+    process counts as gone: its own leftovers come from a write that failed)."""
+    return not _other_process_alive(pid)
 
 
 def _other_process_alive(pid: int) -> bool:

@@ -418,6 +418,40 @@ def test_sigterm_stops_like_ctrl_c_and_leaves_no_temporary_file(tmp_path):
     assert len(list((tmp_path / "out").glob("*_mask.png"))) < 24  # it did stop early
 
 
+def test_skip_done_continues_a_killed_run_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL in the middle of a folder, then ``--skip-done`` into the same --out: the inputs the first run
+    finished are left out, the others (some with an overlay written before the kill) are done, and the folder ends
+    with the masks of an uninterrupted run and one ``ok`` row per image."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    big = Image.open(XRAYS[0]).resize((1024, 1024))
+    for i in range(16):
+        big.rotate(i).save(inputs / f"x{i:02d}.png", compress_level=1)
+    args = [str(inputs), "--out", "out", "--batch-size", "2", "--workers", "2"]
+    proc = _predict_process(args, tmp_path)
+    proc.stdout.readline()  # the first image is done: the pipeline is full of work in flight
+    proc.kill()
+    proc.communicate(timeout=300)
+    out = tmp_path / "out"
+    first = {p.name for p in out.glob("*_mask.png")}
+    assert 0 < len(first) < 16  # it stopped part of the way
+    assert main(["predict", "--weights", "lungs", *args[:1], "--out", str(out), "--overwrite", "--skip-done"]) == 2
+    todo = 16 - len(stream.finished_masks(out / "predictions.csv") & first)
+    proc = _predict_process([*args, "--skip-done"], tmp_path)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert f"{16 - todo} of 16 input(s) finished by an earlier run" in stderr.decode()
+    assert f"\n{todo} of {todo} images segmented" in stdout.decode()
+    rows = [r for r in csv.DictReader((out / "predictions.csv").open()) if r["status"] == "ok"]
+    assert sorted(Path(r["file"]).name for r in rows) == sorted(p.name for p in inputs.iterdir())  # once each
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    reference = tmp_path / "ref"
+    assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(reference), "--no-quality"]) == 0
+    for ref in sorted(reference.glob("*_mask.png")):
+        assert np.array_equal(read_image(out / ref.name), read_image(ref)), ref.name
+        assert (out / ref.name.replace("_mask", "_overlay")).is_file()
+
+
 def test_temporary_files_a_killed_run_left_are_removed_by_the_next_run(lungs, tmp_path):
     """SIGKILL leaves no chance to clean up: the next run into the folder removes the hidden temporary outputs of
     processes that are gone, and keeps those of a process still running and every other file."""

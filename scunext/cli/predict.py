@@ -58,6 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-overlay", action="store_true", help="write masks only (faster: JPEGs are then decoded at "
                    "reduced size)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--skip-done", action="store_true", help="continue a stopped run into the same --out: leave out "
+                   "the inputs it finished (mask written and recorded in predictions.csv), redo the others")
     p.add_argument("--no-quality", action="store_true", help="no quality score / review flag (saves one flipped "
                    "forward pass per image)")  # fmt: skip
     add_quality_option(p)
@@ -124,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.out.strip():
         raise ValueError("--out is empty; give an output folder")
     out = Path(args.out)
-    jobs = plan_predictions(inputs, out, fmt=args.fmt, overlay=not args.no_overlay, overwrite=args.overwrite)
+    jobs = plan_predictions(inputs, out, fmt=args.fmt, overlay=not args.no_overlay, overwrite=args.overwrite,
+                            skip_done=args.skip_done)
     predictor = Predictor.from_run(run_dir, args.checkpoint, device=args.device, engine=args.engine)
     predictor.threshold = args.threshold
     if quality is not None:
@@ -136,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     with PredictionsCSV(out / CSV_NAME, replace=args.overwrite) as table, \
             tqdm(total=len(jobs), unit="image", desc="predict", disable=None) as bar:  # fmt: skip
         records = stream_predict(predictor, jobs, batch_size=args.batch_size, workers=args.workers, fmt=args.fmt,
-                                 overwrite=args.overwrite, model_version=version, quality=not args.no_quality,
+                                 overwrite=args.overwrite or args.skip_done,  # (what a stopped run left)
+                                 model_version=version, quality=not args.no_quality,
                                  model_name=args.weights or predictor.name,
                                  segment=_segment(args, run_dir))  # fmt: skip
         for rec in records:

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,7 @@ __all__ = [
     "PredictJob",
     "PredictionRecord",
     "PredictionsCSV",
+    "finished_masks",
     "image_info",
     "plan_predictions",
     "printable",
@@ -178,6 +179,7 @@ def plan_predictions(
     overlay: bool = True,
     overwrite: bool = False,
     max_pixels: int = MAX_IMAGE_PIXELS,
+    skip_done: bool = False,
 ) -> list[PredictJob]:
     """Check every input and name every output, before anything is decoded or written.
 
@@ -189,6 +191,9 @@ def plan_predictions(
         overwrite: allow outputs to replace existing files (``predictions.csv`` is appended to either way, when it
             has today's columns).
         max_pixels: refuse larger images (header size).
+        skip_done: continue a stopped run: leave out every input that an earlier run into ``out`` finished (its
+            mask exists and ``predictions.csv`` has its ``ok`` row); the outputs that a stopped run left of the
+            other inputs (written before their row) are theirs to replace. Not together with ``overwrite``.
 
     Returns:
         One :class:`PredictJob` per input file, in input order (folders sorted by name).
@@ -201,6 +206,8 @@ def plan_predictions(
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if skip_done and overwrite:
+        raise ValueError("--skip-done keeps what an earlier run finished and --overwrite replaces it; give one")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output folder {out} is an existing file, not a folder")
@@ -251,13 +258,22 @@ def plan_predictions(
             raise ValueError(f"--format dicom-seg needs DICOM inputs; {len(not_dicom)} of {len(jobs)} are not: "
                              f"{_examples(not_dicom)}")  # fmt: skip
         dicom_seg_writer()  # the writer and its packages are there, before anything is written
+    if skip_done:
+        done = finished_masks(out / CSV_NAME)
+        todo = [j for j in jobs if not (printable(j.mask.name) in done and j.mask.exists())]
+        log.info("%s: %d of %d input(s) finished by an earlier run, left out (--skip-done)", out,
+                 len(jobs) - len(todo), len(jobs))  # fmt: skip
+        jobs = todo
     existing = [p for j in jobs for p in j.outputs if p.exists()]
     if (out / CSV_NAME).is_dir():
         raise OutputExistsError(f"{out / CSV_NAME} is a folder; the predictions table cannot be written there: move "
                                 "it away or choose another --out")  # fmt: skip
     if (out / CSV_NAME).exists() and not PredictionsCSV.appendable(out / CSV_NAME):
+        if skip_done:
+            raise OutputExistsError(f"{out / CSV_NAME}: is not a predictions table of this version, so it cannot "
+                                    "say which inputs are finished; --skip-done needs the table of the earlier run")
         existing.append(out / CSV_NAME)
-    if existing and not overwrite:
+    if existing and not overwrite and not skip_done:
         raise OutputExistsError(f"{len(existing)} output file(s) already exist and would be replaced: "
                                 f"{_examples([p.name for p in existing])} in {out}; pass --overwrite to replace "
                                 "them, or choose another --out")  # fmt: skip
@@ -333,6 +349,20 @@ def _measure(record: PredictionRecord, mask: np.ndarray, logits: torch.Tensor, i
         # at the model's input size: the calibration data (256x256 images) was scored at that size too
         q = quality_from_logits(logits, flipped, predictor.quality, predictor.threshold)
         record.score, record.review, record.review_reason = round(q.score, 4), q.review, q.reason
+
+
+def finished_masks(table: str | os.PathLike[str]) -> set[str]:
+    """The file names of the masks that ``predictions.csv`` records as written (``status`` ok); empty if there is no
+    table. Read row by row (a table of millions of rows is not held in memory, only the names); an unfinished last
+    row (a run killed while writing it) does not count."""
+    path, names = Path(table), set()
+    if not path.is_file():
+        return names
+    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("status") == "ok" and row.get("mask") and None not in row.values():
+                names.add(PurePath(row["mask"]).name)
+    return names
 
 
 class PredictionsCSV:
@@ -495,6 +525,8 @@ def _write(predictor: Predictor, job: PredictJob, logits: torch.Tensor, image: n
            spec: _WriteSpec, flipped: torch.Tensor | None = None) -> PredictionRecord:  # fmt: skip
     h, w = job.info.size
     mask = predictor.mask_from_logits(logits, (h, w))
+    if job.overlay is not None and image is not None:  # before the mask: an image's mask is written last
+        _save_png(make_overlay(image, mask), job.overlay, spec.overwrite)
     if spec.fmt == "png":
         _save_png(mask.view(np.uint8) * np.uint8(255), job.mask, spec.overwrite)
     else:
@@ -506,8 +538,6 @@ def _write(predictor: Predictor, job: PredictJob, logits: torch.Tensor, image: n
             tmp.unlink(missing_ok=True)
             raise
         _publish(Path(written) if written else tmp, job.mask, spec.overwrite)
-    if job.overlay is not None and image is not None:
-        _save_png(make_overlay(image, mask), job.overlay, spec.overwrite)
     record = PredictionRecord(str(job.source), str(job.mask), h, w)
     _measure(record, mask, logits, job.info, flipped, predictor)
     return record

@@ -51,6 +51,7 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
     (w / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     sample_image = sorted((sample_dir("isic2017") / "images").iterdir())[0]
     shutil.copy(sample_image, w / "img.jpg")
+    Image.open(sample_image).save(w / "img_mask.png")  # an input named like img.jpg's mask (an earlier output)
     (w / "preds").mkdir()  # a folder that already holds a user's earlier prediction
     (w / "preds" / "img_mask.png").write_bytes(b"earlier result")
     (w / "report").mkdir()  # a folder that already holds an earlier evaluation report
@@ -226,6 +227,7 @@ CASES = [
     case("predict", "run", "missing.png", "--out", "o", needle="missing.png"),
     case("predict", "run", "emptydir", "--out", "o", needle="no images"),
     case("predict", "run", "--out", "o", needle="at least one INPUT"),
+    case("predict", "run", "img.jpg", "img_mask.png", "--out", ".", "--overwrite", needle="would replace input"),
     case("predict", "run", "img.jpg", "--out", "o", "--workers", "100000", needle="--workers must be between 1 and 64"),
     case("predict", "run", "img.jpg", "--out", "o", "--batch-size", "100000",
          needle="--batch-size must be between 1 and 512"),
@@ -379,3 +381,19 @@ def test_bad_input_real_process(argv, needle, world):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and lines[0].startswith(f"scunext {argv[0]}: error: ")
     assert _snapshot(world) == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "--weights", "lungs", "--overwrite"],
+    ["calibrate", "--weights", "lungs", "--site", str(sample_dir("chest-xray-lungs")), "--max-images", "2",
+     "--overwrite", "--no-progress"],
+])  # fmt: skip
+def test_overwrite_never_replaces_a_device_or_pipe(argv, tmp_path, capsys):
+    """``--out /dev/null --overwrite`` as root replaced the machine's /dev/null with a file: an output that exists
+    and is not a regular file is refused, with or without --overwrite."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert main([*argv, "--out", str(fifo)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a regular file" in err[0]
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]

@@ -24,6 +24,8 @@ def check_out_file(path: Path, *, overwrite: bool = False, flag: str = "--out", 
     """``path`` as an output file: not a folder, and not an existing file unless ``overwrite``."""
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder; give a file name, e.g. {path / example}")
+    if path.exists() and not path.is_file():  # a device, pipe or socket: --overwrite would replace the node itself
+        raise UsageError(f"{flag} {path} is not a regular file (a device, pipe or socket); choose another {flag}")
     if path.exists() and not overwrite:
         raise UsageError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another {flag}")
     if path.parent.exists() and not path.parent.is_dir():

@@ -258,6 +258,11 @@ def plan_predictions(
             raise ValueError(f"--format dicom-seg needs DICOM inputs; {len(not_dicom)} of {len(jobs)} are not: "
                              f"{_examples(not_dicom)}")  # fmt: skip
         dicom_seg_writer()  # the writer and its packages are there, before anything is written
+    sources = {f.resolve() for f in files}
+    clash = [p for j in jobs for p in j.outputs if p.resolve() in sources]
+    if clash:  # `predict scans/*.png --out scans`: a.png's mask is the input a_mask.png of the run before
+        raise ValueError(f"{len(clash)} output(s) would replace input file(s): {_examples([p.name for p in clash])}"
+                         " in the inputs; give another --out, or leave earlier outputs out of the inputs")
     if skip_done:
         done = finished_masks(out / CSV_NAME)
         todo = [j for j in jobs if not (printable(j.mask.name) in done and j.mask.exists())]

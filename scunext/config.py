@@ -206,7 +206,7 @@ def parse_value(text: str, what: str) -> Any:
         return ""
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # (also 5,000-digit integers, nesting 20,000 deep)
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
         raise ConfigError(f"{what}: {shown(text)} is not a valid YAML value ({problem}); quote strings, write lists "
                           "as [a, b] and mappings as {a: 1}") from None  # fmt: skip
@@ -334,10 +334,10 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             raise ConfigError(f"config file not found: {p}")
         try:
             data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({exc.__class__.__name__})") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:  # (first: UnicodeDecodeError is a ValueError)
             raise ConfigError(f"{p}: cannot read the config file ({exc.__class__.__name__})") from None
+        except (yaml.YAMLError, ValueError, RecursionError) as exc:  # (5,000-digit integers, nesting 20,000 deep)
+            raise ConfigError(f"{p}: not valid YAML ({exc.__class__.__name__})") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):

@@ -15,11 +15,12 @@ loss) raises ``TrainingError`` (exit code 1).
 
 from __future__ import annotations
 
+import math
 import reprlib
 from typing import Any
 
 __all__ = ["UsageError", "ConfigError", "MissingDependencyError", "OPTIONAL_PACKAGES", "missing_dependency", "shown",
-           "MAX_MESSAGE"]
+           "MAX_MESSAGE", "is_finite_number"]
 
 #: the most characters of one error line (the CLI cuts a longer message there and says how long it was)
 MAX_MESSAGE = 2000
@@ -29,6 +30,17 @@ _SHOWN.maxlevel = 2
 _SHOWN.maxtuple = _SHOWN.maxlist = _SHOWN.maxarray = _SHOWN.maxdict = _SHOWN.maxset = _SHOWN.maxfrozenset = 4
 _SHOWN.maxdeque = 4
 _SHOWN.maxstring, _SHOWN.maxlong, _SHOWN.maxother = 80, 40, 80
+
+
+def is_finite_number(x: Any) -> bool:
+    """Whether a value read from a user's file is a finite int or float (not a bool). An integer too large for a
+    float (JSON allows 400 digits) is not: ``math.isfinite`` raised OverflowError on it."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def shown(value: Any) -> str:

@@ -65,6 +65,8 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
         "badvalue.yaml": "epochs: many\n",
         "tf.yaml": "test_fraction: 0.3\n",  # Table 2's k-fold ignores it
         "numkeys.yaml": "1: 2\nzz: 3\n",  # YAML keys that are numbers beside strings
+        "nested.yaml": "model_args: " + "[" * 20_000 + "]" * 20_000 + "\n",
+        "digits.yaml": "epochs: " + "9" * 5000 + "\n",
         "numaug.yaml": "augment: {1: 2, zz: 3}\n",
     }
     for name, text in configs.items():
@@ -79,6 +81,9 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
     for name, change in bad_quality.items():
         (w / f"{name}.json").write_text(json.dumps({**good, **change}))
     (w / "q-missing.json").write_text(json.dumps({k: v for k, v in good.items() if k != "threshold"}))
+    (w / "q-nested.json").write_text("[" * 100_000 + "]" * 100_000)  # RecursionError in json
+    (w / "q-digits.json").write_text(json.dumps(good)[:-1] + ', "x": ' + "9" * 5000 + "}")  # over int's 4,300 digits
+    (w / "q-bigint.json").write_text(json.dumps({**good, "max_components": 10**400}))  # OverflowError in isfinite
     (w / "q-binary.json").write_bytes(b"\xff\xfe\x00")
     # datasets with one problem each (6 real sample pairs)
     nonbinary = _copy_pairs(w / "nonbinary")
@@ -179,6 +184,9 @@ CASES = [
     case("train", "--out", "r", "--config", "unknown.yaml", needle="unknown config key(s) ['bogus']"),
     case("train", "--out", "r", "--config", "aug.yaml", needle="unknown augmentation option(s) hflip"),
     case("train", "--out", "r", "--config", "numkeys.yaml", needle="unknown config key(s) [1, 'zz']"),
+    case("train", "--out", "r", "--config", "nested.yaml", needle="not valid YAML (RecursionError)"),
+    case("train", "--out", "r", "--config", "digits.yaml", needle="not valid YAML (ValueError)"),
+    case("train", "--out", "r", "--set", "epochs=" + "9" * 5000, needle="not a valid YAML value"),
     case("train", "--out", "r", "--model-arg", "x=[&a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1], &b [*a, *a, *a, *a, *a, *a, "
          "*a, *a, *a, *a], &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b], [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]]",
          needle="model_args holds more than 10,000 values"),
@@ -240,6 +248,11 @@ CASES = [
     case("predict", "--weights", "lungs", "--weights", "isic2017", "img.jpg", "--out", "o", needle="given twice"),
     case("predict", "run", "img.jpg", "--out", "", needle="--out is empty"),
     case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-text.json", needle="threshold must be a finite"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-nested.json", needle="not a readable quality"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-digits.json", needle="not a readable quality"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-bigint.json",
+         needle="max_components must be a finite number"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "/dev/zero", needle="not a regular file"),
     case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-nan.json", needle="threshold must be a finite"),
     case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-above.json", needle="threshold must be in [0, 1]"),
     case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-swapped.json", needle="area_lo <= area_hi"),

@@ -67,6 +67,16 @@ CASES = {
     "config a list": ("config.yaml", lambda p: p.write_text("- 1\n"), "not a YAML mapping"),
     "negative epoch": (L, lambda p: _edit_lines(p, lambda ls: _cell(ls, 2, "epoch_seconds", "-9")), "epoch_seconds"),
     "epoch text": (L, lambda p: _edit_lines(p, lambda ls: _cell(ls, 2, "epoch_seconds", "abc")), "training log"),
+    # found by an audit: tracebacks (RecursionError, ValueError over 4,300 digits, OverflowError, TypeError)
+    "record nested": ("record.json", lambda p: p.write_text("[" * 100_000 + "]" * 100_000), "not readable JSON"),
+    "record 5000 digits": ("record.json", lambda p: p.write_text('{"status": ' + "9" * 5000 + "}"), "not readable"),
+    "config nested": ("config.yaml", lambda p: p.write_text("model: " + "[" * 20_000 + "]" * 20_000 + "\n"),
+                      "not readable YAML"),
+    "dice 400 digits": (M, lambda p: p.write_text(p.read_text().replace('"per_image_mean": 0.', '"per_image_mean": '
+                                                                        + "9" * 400 + ".", 1)), "in [0, 1]"),
+    "hd95 400 digits": (M, lambda p: _edit_json(p, lambda d: d["hd95"].update(per_image_mean=10**400)),
+                        "finite distance"),
+    "n_undefined text": (M, lambda p: _edit_json(p, lambda d: d["dice"].update(n_undefined="x")), "not a count"),
 }
 
 

@@ -201,8 +201,8 @@ class Split:
             raise DataError(f"{path}: split file not found")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: invalid JSON ({exc})") from exc
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # (incl. 5,000-digit ints, deep nesting)
+            raise DataError(f"{path}: invalid JSON ({exc})") from None
         return cls.from_dict(data, source=str(path))
 
 

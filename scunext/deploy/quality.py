@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from scunext.errors import is_finite_number, shown
+
 if TYPE_CHECKING:  # pragma: no cover
     from scunext.deploy.predictor import Predictor
 
@@ -55,6 +57,8 @@ __all__ = [
 
 QUALITY_FILE = "quality.json"
 QUALITY_FORMAT = "scunext-quality/1"
+#: a quality file is a few hundred bytes; a larger file is a wrong path, not a calibration
+MAX_QUALITY_FILE_BYTES = 1024 * 1024
 MIN_COMPONENT_FRACTION = 0.001
 """Connected components smaller than this fraction of the image are not counted."""
 
@@ -98,9 +102,13 @@ class QualityCalibration:
         """Read a calibration; every value is checked (:meth:`check`), so a hand-edited or foreign file is refused
         in one line before any image is scored, never applied with a wrong or missing threshold."""
         path = Path(path)
+        if path.exists() and not path.is_file():  # a folder, device or pipe (/dev/zero would be read forever)
+            raise ValueError(f"{path}: not a readable quality file (not a regular file)")
+        if path.is_file() and path.stat().st_size > MAX_QUALITY_FILE_BYTES:
+            raise ValueError(f"{path}: not a quality file (larger than {MAX_QUALITY_FILE_BYTES // 1024} kB)")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # (deep nesting, 5,000-digit ints)
             raise ValueError(f"{path}: not a readable quality file ({exc.__class__.__name__})") from None
         if not isinstance(data, dict) or data.pop("format", None) != QUALITY_FORMAT:
             raise ValueError(f"{path}: not a {QUALITY_FORMAT} file")
@@ -118,12 +126,9 @@ class QualityCalibration:
         """What is wrong with these values (None: nothing): numbers that are not finite or out of range, an area
         prior whose bounds are swapped, a component count below 1."""
 
-        def number(x: Any) -> bool:
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
         for name in _REQUIRED:
-            if not number(getattr(self, name)):
-                return f"{name} must be a finite number, got {getattr(self, name)!r}"
+            if not is_finite_number(getattr(self, name)):
+                return f"{name} must be a finite number, got {shown(getattr(self, name))}"
         if not 0 <= self.threshold <= 1 + 1e-6:  # scores are in [0, 1]; just above 1 flags every image
             return f"threshold must be in [0, 1], got {self.threshold}"
         if not 0 <= self.min_area_fraction <= 1 or not 0 <= self.area_lo <= self.area_hi <= 1:

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from scunext.errors import is_finite_number, shown
 from scunext.runs import RunDir
 
 __all__ = ["RECORD_FORMAT", "RecordError", "check_identity", "read_json", "export_record", "is_complete", "load_result",
@@ -52,7 +53,7 @@ def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``, or :class:`RecordError` naming the file (unreadable, not JSON, not an object)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # (5,000-digit ints, deep nesting)
         raise RecordError(f"{path}: not readable JSON ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise RecordError(f"{path}: not a JSON object")
@@ -62,7 +63,7 @@ def read_json(path: Path) -> dict[str, Any]:
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError) as exc:
         raise RecordError(f"{path}: not readable YAML ({exc.__class__.__name__})") from None
     if data is None:
         return {}
@@ -217,17 +218,14 @@ def _check_metrics(path: Path, m: dict[str, Any], per_image: dict[str, dict[str,
                    part_ids: list[str] | None) -> None:  # fmt: skip
     """The summary of one scored part agrees with itself, with its per-image rows and with the run's split."""
 
-    def number(x: Any) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
     for k in _FRACTIONS:
         entry = m.get(k)
         values = [entry.get(v) for v in ("per_image_mean", "pooled")] if isinstance(entry, dict) else [None]
-        if not all(number(x) and 0 <= x <= 1 for x in values):
+        if not all(is_finite_number(x) and 0 <= x <= 1 for x in values):
             raise RecordError(f"{path}: {k} needs per_image_mean and pooled in [0, 1], got {entry!r:.80}")
     hd = m.get("hd95")
     hd = hd.get("per_image_mean") if isinstance(hd, dict) else hd
-    if hd is not None and not (number(hd) and hd >= 0):
+    if hd is not None and not (is_finite_number(hd) and hd >= 0):
         raise RecordError(f"{path}: hd95 per_image_mean {hd!r} is not a finite distance")
     n = m.get("n_images")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -237,6 +235,8 @@ def _check_metrics(path: Path, m: dict[str, Any], per_image: dict[str, dict[str,
             raise RecordError(f"{path}: n_images {n} but per_image.csv has {len(per_image)} images")
         defined = [r["dice"] for r in per_image.values() if "dice" in r]
         undefined = m["dice"].get("n_undefined") or 0
+        if isinstance(undefined, bool) or not isinstance(undefined, int) or undefined < 0:
+            raise RecordError(f"{path}: dice n_undefined {shown(undefined)} is not a count")
         if len(defined) + undefined != n:
             raise RecordError(f"{path}: per_image.csv has {n - len(defined)} images without a Dice value, the "
                               f"summary {undefined}")  # fmt: skip

@@ -400,7 +400,7 @@ def test_a_reader_that_goes_away_does_not_stop_the_run(tmp_path):
 
 def test_sigterm_stops_like_ctrl_c_and_leaves_no_temporary_file(tmp_path):
     """``kill PID`` (a scheduler, a container stop) unwinds like Ctrl+C: exit 143, one line, and no hidden
-    ``.NAME.PID.tmp.png`` left in --out (SIGTERM used to kill the process mid-write)."""
+    ``.scunext-PID-N.tmp.png`` left in --out (SIGTERM used to kill the process mid-write)."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     big = Image.open(XRAYS[0]).resize((2048, 2048))
@@ -452,6 +452,21 @@ def test_skip_done_continues_a_killed_run_to_the_uninterrupted_result(tmp_path):
         assert (out / ref.name.replace("_mask", "_overlay")).is_file()
 
 
+def test_long_input_names_are_segmented_and_too_long_output_names_refused_up_front(lungs, tmp_path, capsys):
+    """An input name of 240 characters has a legal mask name (249) and was skipped at write time, because the
+    temporary name built from it was too long; a name whose outputs cannot exist is refused before any work."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(XRAYS[0], inputs / ("b" * 240 + ".png"))
+    assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(tmp_path / "out"), "--no-quality"]) == 0
+    assert (tmp_path / "out" / ("b" * 240 + "_overlay.png")).is_file()
+    longer = tmp_path / "in2"
+    longer.mkdir()
+    shutil.copy(XRAYS[0], longer / ("c" * 246 + ".png"))  # its overlay name would be 258 bytes
+    assert main(["predict", "--weights", "lungs", str(longer), "--out", str(tmp_path / "out2")]) == 2
+    assert "longer than the 255 bytes" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
 def test_temporary_files_a_killed_run_left_are_removed_by_the_next_run(lungs, tmp_path):
     """SIGKILL leaves no chance to clean up: the next run into the folder removes the hidden temporary outputs of
     processes that are gone, and keeps those of a process still running and every other file."""
@@ -459,9 +474,9 @@ def test_temporary_files_a_killed_run_left_are_removed_by_the_next_run(lungs, tm
     dead.wait()
     out = tmp_path / "out"
     out.mkdir()
-    orphans = [f".x_mask.{dead.pid}.tmp.png", f".x_overlay.{dead.pid}.tmp.png", f".y_seg.{dead.pid}.tmp.dcm"]
-    kept = [f".z_mask.{os.getppid()}.tmp.png",  # a live writer's
-            f".notes.{dead.pid}.tmp.txt", ".hidden.png", f".photo.{dead.pid}.tmp.png", "mine.txt"]  # not ours
+    orphans = [f".scunext-{dead.pid}-0.tmp.png", f".scunext-{dead.pid}-17.tmp.png", f".scunext-{dead.pid}-3.tmp.dcm"]
+    kept = [f".scunext-{os.getppid()}-0.tmp.png",  # a live writer's
+            f".scunext-{dead.pid}-1.tmp.txt", ".hidden.png", f".photo.{dead.pid}.tmp.png", "mine.txt"]  # not ours
     for name in orphans + kept:
         (out / name).write_bytes(b"x")
     jobs = plan_predictions(XRAYS[:1], out)

@@ -28,6 +28,7 @@ appeared after the plan was made.
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import os
 import re
@@ -83,6 +84,8 @@ PNG_COMPRESS_LEVEL = 1
 MAX_KEPT_BYTES = 160 * 2**20
 #: the largest ``batch_size`` and ``workers`` accepted: the images in flight (2 x batch + 2 x workers) and the decodes
 #: running at once grow with them, and beyond these nothing gets faster on any CPU we know of
+#: the longest file name (bytes) that Linux, macOS and Windows file systems accept
+MAX_NAME_BYTES = 255
 MAX_BATCH_SIZE = 512
 MAX_WORKERS = 64
 #: without overlays, JPEGs are decoded at the smallest DCT scale with both sides >= DRAFT_FACTOR x the model's input
@@ -258,6 +261,10 @@ def plan_predictions(
             raise ValueError(f"--format dicom-seg needs DICOM inputs; {len(not_dicom)} of {len(jobs)} are not: "
                              f"{_examples(not_dicom)}")  # fmt: skip
         dicom_seg_writer()  # the writer and its packages are there, before anything is written
+    too_long = [p.name for j in jobs for p in j.outputs if len(os.fsencode(p.name)) > MAX_NAME_BYTES]
+    if too_long:
+        raise ValueError(f"{len(too_long)} output name(s) would be longer than the {MAX_NAME_BYTES} bytes a file "
+                         f"name may have: {_examples(too_long)}; shorten those input names")  # fmt: skip
     sources = {f.resolve() for f in files}
     clash = [p for j in jobs for p in j.outputs if p.resolve() in sources]
     if clash:  # `predict scans/*.png --out scans`: a.png's mask is the input a_mask.png of the run before
@@ -484,12 +491,15 @@ def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
         tmp.unlink(missing_ok=True)
 
 
+_TMP_COUNT = itertools.count()
+#: ``.scunext-PID-N.tmp.png`` / ``.tmp.dcm``: the temporary name of an output (see :func:`_tmp_name`)
+_TMP_PATTERN = re.compile(r"^\.scunext-(?P<pid>\d+)-\d+\.tmp\.(png|dcm)$")
+
+
 def _tmp_name(final: Path) -> Path:
-    return final.with_name(f".{final.stem}.{os.getpid()}.tmp{final.suffix}")  # hidden, with the output's suffix
-
-
-#: ``.NAME_mask.PID.tmp.png`` and the like: the temporary name of an output (see :func:`_tmp_name`)
-_TMP_PATTERN = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)\.tmp(?P<suffix>\.[A-Za-z]+)$")
+    """A hidden, short temporary name beside ``final``, with its suffix (an input's name may be as long as the file
+    system allows, and a name built from it would not fit); unique within the process by a counter."""
+    return final.with_name(f".scunext-{os.getpid()}-{next(_TMP_COUNT)}.tmp{final.suffix}")
 
 
 def _remove_orphan_temps(folder: Path) -> None:
@@ -497,9 +507,8 @@ def _remove_orphan_temps(folder: Path) -> None:
     those of a run still writing there are kept."""
     removed = 0
     for p in folder.iterdir():
-        m = _TMP_PATTERN.match(p.name) if p.name.startswith(".") else None
-        if m and any(f"{m['stem']}{m['suffix']}".endswith(s) for s in OUTPUT_SUFFIXES.values()) \
-                and writer_gone(int(m["pid"])):  # fmt: skip
+        m = _TMP_PATTERN.match(p.name) if p.name.startswith(".scunext-") else None
+        if m and writer_gone(int(m["pid"])):
             p.unlink(missing_ok=True)
             removed += 1
     if removed:

@@ -22,7 +22,7 @@ from scunext.data.transforms import AugmentConfig
 from scunext.errors import ConfigError, shown
 
 __all__ = ["TrainConfig", "load_config", "apply_overrides", "ConfigError", "AugmentConfig", "parse_value", "MAX_SIZE",
-           "MAX_NUM_WORKERS"]
+           "MAX_NUM_WORKERS", "MAX_BATCH_SIZE", "MAX_CHANNELS"]
 
 
 def _models() -> list[str]:
@@ -120,7 +120,7 @@ class TrainConfig:
             (finite, "test_fraction, val_fraction, lr, min_lr, beta1, beta2 and weight_decay must be finite"),
             (32 <= self.size <= MAX_SIZE, f"size must be between 32 and {MAX_SIZE}"),
             (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (1 <= self.batch_size <= MAX_BATCH_SIZE, f"batch_size must be between 1 and {MAX_BATCH_SIZE:,}"),
             (self.lr > 0 and self.min_lr >= 0 and self.min_lr <= self.lr, "need 0 <= min_lr <= lr and lr > 0"),
             (self.lr <= MAX_LR, f"lr must be <= {MAX_LR:g} (larger steps overflow the optimiser's float32 state)"),
             (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)"),
@@ -184,6 +184,11 @@ MAX_LR = 1e6
 MAX_SIZE = 4096
 #: the most DataLoader workers: each is a process that imports PyTorch (about 300 MB)
 MAX_NUM_WORKERS = 64
+#: the largest batch_size (a batch larger than the training part is one batch; 2**63 was a traceback after the run
+#: folder was made)
+MAX_BATCH_SIZE = 65_536
+#: the most input channels / classes a profiled model may have (its first and last layers grow with them)
+MAX_CHANNELS = 1024
 
 
 def choices_of(f: dataclasses.Field) -> list[Any] | None:

@@ -174,6 +174,25 @@ def test_a_config_value_built_from_yaml_aliases_is_shown_cut_short(key, tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["c.yaml"]
 
 
+def test_a_model_too_large_to_build_is_a_config_error(monkeypatch, tmp_path, capsys):
+    """``--model-arg conv_widths=[100000,100000,100000]`` asks for 360 GB of weights: the allocation error is one
+    line naming model_args, not a traceback (simulated: on a machine that overcommits memory the real allocation
+    would wake the OOM killer, so the test does not make it)."""
+    from scunext.engine import trainer
+
+    def too_large(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 360000000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(trainer, "create_model", too_large)
+    argv = ["train", "--out", str(tmp_path / "r"), "--epochs", "1", "--size", "64", "--no-progress",
+            "--model-arg", "conv_widths=[100000,100000,100000]"]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("INFO ")]
+    assert len(err) == 1 and "cannot be built in memory" in err[0] and "360000000000 bytes" in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
 def test_training_failure_exits_1(monkeypatch, capsys):
     from scunext.engine.trainer import TrainingError
 

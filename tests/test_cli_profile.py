@@ -45,7 +45,7 @@ def test_profile_in_channels_json(capsys):
     "argv, needle",
     [
         (["profile", "--model", "unext_s", "--size", "250", "--no-latency"], "divisible by 32"),
-        (["profile", "--model", "unext_s", "--in-channels", "0", "--no-latency"], "in_channels"),
+        (["profile", "--model", "unext_s", "--in-channels", "0", "--no-latency"], "must be between 1 and 1024"),
         (["profile", "--model", "unext_s", "--repeats", "0"], "--repeats"),
     ],
 )

@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from scunext.config import MAX_SIZE
+from scunext.config import MAX_CHANNELS, MAX_SIZE
 from scunext.errors import UsageError
 from scunext.models import list_models
 from scunext.profiling import MAC_COUNTER, ProfileResult, check_threads, profile_model
@@ -54,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     check_threads(args.threads)
     if args.size > MAX_SIZE:
         raise UsageError(f"--size {args.size} is above {MAX_SIZE}: one such input alone would not fit in memory")
+    if not (1 <= args.in_channels <= MAX_CHANNELS and 1 <= args.num_classes <= MAX_CHANNELS):
+        raise UsageError(f"--in-channels and --num-classes must be between 1 and {MAX_CHANNELS}, got "
+                         f"{args.in_channels} and {args.num_classes}")  # fmt: skip
     planes = max(args.in_channels, args.num_classes)
     if planes * args.size**2 > 3 * MAX_SIZE**2:
         raise UsageError(f"--in-channels {args.in_channels} / --num-classes {args.num_classes} at --size {args.size}: "

@@ -82,10 +82,10 @@ PNG_COMPRESS_LEVEL = 1
 #: bytes of full-size pixels that the pipeline may hold for overlays (counted as the RGB overlay's size): about 4
 #: images of 4000x3000, 13 of 2048x2048; the count bound (2 x batch + 2 x workers) applies on top
 MAX_KEPT_BYTES = 160 * 2**20
-#: the largest ``batch_size`` and ``workers`` accepted: the images in flight (2 x batch + 2 x workers) and the decodes
-#: running at once grow with them, and beyond these nothing gets faster on any CPU we know of
 #: the longest file name (bytes) that Linux, macOS and Windows file systems accept
 MAX_NAME_BYTES = 255
+#: the largest ``batch_size`` and ``workers`` accepted: the images in flight (2 x batch + 2 x workers) and the decodes
+#: running at once grow with them, and beyond these nothing gets faster on any CPU we know of
 MAX_BATCH_SIZE = 512
 MAX_WORKERS = 64
 #: without overlays, JPEGs are decoded at the smallest DCT scale with both sides >= DRAFT_FACTOR x the model's input

@@ -74,6 +74,14 @@ def test_flags_set_config_fields(argv, expected):
         assert getattr(cfg, key) == getattr(TrainConfig(), key), key
 
 
+def test_set_keeps_the_text_of_text_fields():
+    """``--set split_column=010`` was the column "8" (YAML reads 010 as an octal number) and ``--set data=null`` kept
+    the default data silently; text fields keep what was written unless it is YAML text (quotes)."""
+    cfg = _cfg("--set", "split_column=010", "--set", "data=null", "--set", "lr=1e-3", "--set", "epochs=0x10")
+    assert (cfg.split_column, cfg.data, cfg.lr, cfg.epochs) == ("010", "null", 1e-3, 16)
+    assert _cfg("--set", 'data="my data"').data == "my data"
+
+
 def test_precedence_defaults_config_set_flags(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("epochs: 7\nlr: 0.01\nmodel_args: {pfm: false}\naugment: {hflip_p: 0.25}\n")

@@ -94,14 +94,18 @@ def add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | Non
 
 
 def parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
-    """``["a=1", "b=true"]`` -> ``{"a": 1, "b": True}`` (values parsed as YAML, plain data only)."""
+    """``["a=1", "b=true"]`` -> ``{"a": 1, "b": True}`` (values parsed as YAML, plain data only). A text field keeps
+    the text as written when YAML would read it as something else: ``split_column=010`` is ``"010"``, not 8 (an
+    octal number), and ``data=null`` is the folder ``null``, not "no value" (which kept the default silently)."""
+    text_fields = {k for k, tp in field_types().items() if tp is str}
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key] = parse_value(value, f"{flag} {key}")
+        parsed = parse_value(value, f"{flag} {key}")
+        out[key] = value if key in text_fields and not isinstance(parsed, str) else parsed
     return out
 
 

@@ -177,7 +177,8 @@ CASES = [
     case("train", "--out", "r", "--set", "augment.hflip_p=2", needle="hflip_p is a probability"),
     case("train", "--out", "r", "--set", "augment=3", needle="augment must be a mapping"),
     case("train", "--out", "r", "--set", "model_args=[1]", needle="model_args must be a mapping"),
-    case("train", "--out", "r", "--set", "data=[a]", needle="data must be a string"),
+    case("train", "--out", "r", "--set", "data=[a]", needle="[a]: dataset folder not found"),  # text kept as written
+    case("train", "--out", "r", "--set", "model=[a]", needle="model must be one of"),
     case("train", "--out", "r", "--config", "missing.yaml", needle="config file not found"),
     case("train", "--out", "r", "--config", "emptydir", needle="emptydir"),
     case("train", "--out", "r", "--config", "badyaml.yaml", needle="not valid YAML"),

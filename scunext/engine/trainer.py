@@ -334,9 +334,9 @@ def _plan(cfg: TrainConfig, run: RunDir, resume: bool, show_progress: bool) -> _
     except TypeError as exc:
         raise ConfigError(f"model_args {shown(cfg.model_args)} do not fit {cfg.model}: {exc}") from None
     except (RuntimeError, MemoryError) as exc:  # e.g. widths of 100,000: "tried to allocate 360000000000 bytes"
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ConfigError(f"model_args {shown(cfg.model_args)}: {cfg.model} cannot be built in memory "
-                          f"({exc.__class__.__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc) else ''})"
-                          ) from None  # fmt: skip
+                          f"({exc.__class__.__name__}: {first})") from None
     divisor = getattr(model, "input_divisor", 1)
     if cfg.size % divisor:
         fit = max(divisor, round(cfg.size / divisor) * divisor)

@@ -201,6 +201,22 @@ def test_a_model_too_large_to_build_is_a_config_error(monkeypatch, tmp_path, cap
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize(("model", "arg", "said"), [
+    ("sc_unext", "depths=[100000000,1]", "depths must be at most 64"),
+    ("unext_s", "depths=[1,65]", "depths must be at most 64"),
+    ("unet", "depth=100000", "depth must be at most 12"),
+])
+def test_a_count_of_layers_past_its_ceiling_is_refused_before_the_build(model, arg, said, tmp_path, capsys):
+    """No allocation error stops 100 million small blocks: they were built one by one until the machine ran out
+    of memory. Counts of layers have a ceiling, checked before anything is built; one line, nothing written."""
+    argv = ["train", "--model", model, "--out", str(tmp_path / "r"), "--epochs", "1", "--size", "64",
+            "--no-progress", "--model-arg", arg]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("INFO ")]
+    assert len(err) == 1 and said in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
 def test_training_failure_exits_1(monkeypatch, capsys):
     from scunext.engine.trainer import TrainingError
 

@@ -14,15 +14,19 @@ class InputShapeError(ValueError):
     """An input tensor the model cannot handle (wrong rank, channels or spatial size)."""
 
 
-def check_positive_int(name: str, value: Any) -> int:
-    """Return ``value`` if it is a positive int, else raise a ValueError naming the argument."""
+def check_positive_int(name: str, value: Any, most: int | None = None) -> int:
+    """Return ``value`` if it is a positive int (at most ``most`` when given), else raise a ValueError naming the
+    argument. ``most`` bounds counts of layers, which no allocation error stops: 100 million blocks are built one
+    small module at a time until the machine runs out of memory."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if most is not None and value > most:
+        raise ValueError(f"{name} must be at most {most}, got {value!r}")
     return value
 
 
-def check_widths(name: str, value: Any, length: int) -> tuple[int, ...]:
-    """Return ``value`` as a tuple of ``length`` positive ints, else raise a ValueError."""
+def check_widths(name: str, value: Any, length: int, most: int | None = None) -> tuple[int, ...]:
+    """Return ``value`` as a tuple of ``length`` positive ints (each at most ``most``), else raise a ValueError."""
     try:
         widths = tuple(value)
     except TypeError:
@@ -30,7 +34,7 @@ def check_widths(name: str, value: Any, length: int) -> tuple[int, ...]:
     if len(widths) != length:
         raise ValueError(f"{name} must have {length} entries, got {len(widths)}: {value!r}")
     for w in widths:
-        check_positive_int(name, w)
+        check_positive_int(name, w, most)
     return widths
 
 

@@ -101,7 +101,7 @@ class UNet(SegmentationModel):
     def __init__(self, in_channels: int = 3, num_classes: int = 1, base_width: int = 32, depth: int = 4) -> None:
         super().__init__(in_channels, num_classes)
         check_positive_int("base_width", base_width)
-        check_positive_int("depth", depth)
+        check_positive_int("depth", depth, most=12)  # input_divisor 2**12 = 4096, the largest --size
         self.init_args.update(base_width=base_width, depth=depth)
         self.input_divisor = 2**depth
         widths = [base_width * 2**i for i in range(depth + 1)]

@@ -40,7 +40,11 @@ from scunext.models._registry import register_model
 from scunext.models.base import SegmentationModel, check_widths
 from scunext.models.layers import OverlapPatchEmbed, ShiftedBlock, init_weights, upsample2x
 
-__all__ = ["UNeXt", "UNEXT_VARIANTS"]
+__all__ = ["UNeXt", "UNEXT_VARIANTS", "MAX_BLOCKS_PER_STAGE"]
+
+#: the most ShiftedBlocks a tokenized stage may hold (official: 1); a typo such as 1e8 blocks would otherwise be
+#: built module by module until the machine runs out of memory, with no allocation error to stop it
+MAX_BLOCKS_PER_STAGE = 64
 
 
 class ConvStage(nn.Module):
@@ -137,7 +141,7 @@ class UNeXt(SegmentationModel):
         super().__init__(in_channels, num_classes)
         c1, c2, c3 = check_widths("conv_widths", conv_widths, 3)
         t1, t2 = check_widths("token_widths", token_widths, 2)
-        d1, d2 = check_widths("depths", depths, 2)
+        d1, d2 = check_widths("depths", depths, 2, most=MAX_BLOCKS_PER_STAGE)
         if mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
         if not 0.0 <= drop_rate < 1.0 or not 0.0 <= drop_path_rate < 1.0:

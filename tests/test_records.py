@@ -77,6 +77,13 @@ CASES = {
     "hd95 400 digits": (M, lambda p: _edit_json(p, lambda d: d["hd95"].update(per_image_mean=10**400)),
                         "finite distance"),
     "n_undefined text": (M, lambda p: _edit_json(p, lambda d: d["dice"].update(n_undefined="x")), "not a count"),
+    # left alone in session 11, fixed since: the id check skipped, an infinite total, a config error naming no file
+    "test part text": ("split.json", lambda p: _edit_json(p, lambda d: d.update(test="abc")), "not a list of image"),
+    "test ids numbers": ("split.json", lambda p: _edit_json(p, lambda d: d.update(test=[1, 2])), "not a list of"),
+    "epochs add to inf": (L, lambda p: _edit_lines(p, lambda ls: _cell(_cell(ls, 2, "epoch_seconds", "1e308"), 3,
+                                                                      "epoch_seconds", "1e308")), "add up to inf"),
+    "config epochs text": ("config.yaml", lambda p: p.write_text(p.read_text().replace("epochs: 50", "epochs: forty")),
+                           "epochs"),
 }
 
 

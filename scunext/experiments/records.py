@@ -12,7 +12,7 @@ any run folder of this format and a record folder reads like a run folder.
 Records travel between machines and through hand merges, so every file is checked when it is read
 (:func:`load_result`): unreadable or misshapen files, metrics that are not finite or outside [0, 1], per-image rows
 with repeated ids, ids that are not the run's own scored part (``split.json``), summary metrics that disagree with
-the per-image rows, negative epoch times, and (:func:`check_identity`) a record that belongs to another model,
+the per-image rows, negative or overflowing epoch times, a ``config.yaml`` that is not a valid run config, and (:func:`check_identity`) a record that belongs to another model,
 seed, split or dataset than the run it stands for. Each is a :class:`RecordError` naming the file: a table is never
 built from a damaged record.
 """
@@ -32,7 +32,8 @@ from typing import Any
 
 import yaml
 
-from scunext.errors import is_finite_number, shown
+from scunext.config import TrainConfig
+from scunext.errors import ConfigError, is_finite_number, shown
 from scunext.runs import RunDir
 
 __all__ = ["RECORD_FORMAT", "RecordError", "check_identity", "read_json", "export_record", "is_complete", "load_result",
@@ -102,7 +103,10 @@ def train_seconds_from_log(log_csv: Path) -> float | None:
                     per_epoch[row["epoch"]] = seconds
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
         raise RecordError(f"{log_csv}: not a readable training log ({exc})") from None
-    return round(sum(per_epoch.values()), 2) if per_epoch else None
+    total = sum(per_epoch.values())
+    if not math.isfinite(total):  # each finite, the sum not (1e308 + 1e308)
+        raise RecordError(f"{log_csv}: not a readable training log (the epoch_seconds add up to {total})")
+    return round(total, 2) if per_epoch else None
 
 
 def _run_device(run_dir: Path) -> str:
@@ -255,8 +259,13 @@ def _part_ids(source: Path, part: str) -> list[str] | None:
     path = source / "split.json"
     if not path.is_file():
         return None
-    ids = read_json(path).get(part)
-    return [str(i) for i in ids] if isinstance(ids, list) else None
+    split = read_json(path)
+    if part not in split:
+        return None
+    ids = split[part]
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise RecordError(f"{path}: part {part!r} is {shown(ids)}, not a list of image ids")
+    return ids
 
 
 def load_result(source: Path, subsets: tuple[str, ...] = ("test",)) -> dict[str, Any]:
@@ -266,6 +275,10 @@ def load_result(source: Path, subsets: tuple[str, ...] = ("test",)) -> dict[str,
         RecordError: a damaged file, or numbers that disagree (module docstring); the message names the file.
     """
     cfg = _read_yaml(source / "config.yaml") if (source / "config.yaml").is_file() else {}
+    try:
+        TrainConfig.from_dict(cfg)  # the tables read its settings (budget, protocol): they must be a config's
+    except ConfigError as exc:
+        raise RecordError(f"{source / 'config.yaml'}: {exc}") from None
     host = None
     if (source / "record.json").is_file():
         h = read_json(source / "record.json").get("host") or {}

@@ -232,10 +232,11 @@ def test_predictions_csv_columns_and_values(tmp_path, capsys):
     assert main(["predict", "--weights", "lungs", *map(str, XRAYS[:3]), "--out", str(out), "--no-overlay"]) == 0
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert list(rows[0]) == ["file", "mask", "height", "width", "area_px", "area_mm2", "score", "review",
-                             "review_reason", "status"]
+                             "review_reason", "status", "model"]
     for row, src in zip(rows, XRAYS[:3]):
         mask = np.asarray(Image.open(row["mask"])) > 0
         assert row["file"] == str(src) and row["status"] == "ok"
+        assert row["model"] == "weights lungs, threshold 0.5, torch"
         assert (int(row["height"]), int(row["width"])) == mask.shape
         assert int(row["area_px"]) == int(mask.sum()) > 0
         assert row["area_mm2"] == ""  # PNG: no pixel spacing
@@ -436,7 +437,7 @@ def test_skip_done_continues_a_killed_run_to_the_uninterrupted_result(tmp_path):
     first = {p.name for p in out.glob("*_mask.png")}
     assert 0 < len(first) < 16  # it stopped part of the way
     assert main(["predict", "--weights", "lungs", *args[:1], "--out", str(out), "--overwrite", "--skip-done"]) == 2
-    todo = 16 - len(stream.finished_masks(out / "predictions.csv") & first)
+    todo = 16 - len(set(stream.finished_masks(out / "predictions.csv")) & first)
     proc = _predict_process([*args, "--skip-done"], tmp_path)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr.decode()[-2000:]
@@ -450,6 +451,25 @@ def test_skip_done_continues_a_killed_run_to_the_uninterrupted_result(tmp_path):
     for ref in sorted(reference.glob("*_mask.png")):
         assert np.array_equal(read_image(out / ref.name), read_image(ref)), ref.name
         assert (out / ref.name.replace("_mask", "_overlay")).is_file()
+
+
+@pytest.mark.parametrize("other", [["--weights", "isic2017"], ["--weights", "lungs", "--threshold", "0.3"],
+                                   ["--weights", "lungs", "--engine", "onnxruntime"]])
+def test_skip_done_refuses_to_continue_another_models_run(other, tmp_path, capsys):
+    """``--skip-done`` keeps the masks an earlier run finished: of another model, threshold or engine they would
+    be mixed silently into this run's. One line naming what made them, nothing written; the same settings go on."""
+    out = tmp_path / "out"
+    argv = [str(XRAYS[0]), str(XRAYS[1]), "--out", str(out), "--no-overlay", "--no-quality"]
+    assert main(["predict", "--weights", "lungs", *argv[:1], *argv[2:]]) == 0  # x0 done by "weights lungs, 0.5"
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [r["model"] for r in rows] == ["weights lungs, threshold 0.5, torch"]
+    capsys.readouterr()
+    before = sorted((p.name, p.read_bytes()) for p in out.iterdir())
+    assert main(["predict", *other, *argv, "--skip-done"]) == 2
+    _one_line_error(capsys, "1 of the finished masks in")
+    assert sorted((p.name, p.read_bytes()) for p in out.iterdir()) == before
+    assert main(["predict", "--weights", "lungs", *argv, "--skip-done"]) == 0  # the same model continues
+    assert "1 of 1 images segmented" in capsys.readouterr().out
 
 
 def test_long_input_names_are_segmented_and_too_long_output_names_refused_up_front(lungs, tmp_path, capsys):

@@ -126,13 +126,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.out.strip():
         raise ValueError("--out is empty; give an output folder")
     out = Path(args.out)
+    version = f"weights {args.weights}" if args.weights else f"{run_dir.resolve().name} ({args.checkpoint})"
+    label = f"{version}, threshold {args.threshold:g}, {args.engine}"  # predictions.csv `model`: what made a mask
     jobs = plan_predictions(inputs, out, fmt=args.fmt, overlay=not args.no_overlay, overwrite=args.overwrite,
-                            skip_done=args.skip_done)
+                            skip_done=args.skip_done, model=label)
     predictor = Predictor.from_run(run_dir, args.checkpoint, device=args.device, engine=args.engine)
     predictor.threshold = args.threshold
     if quality is not None:
         predictor.quality = quality
-    version = f"weights {args.weights}" if args.weights else f"{run_dir.resolve().name} ({args.checkpoint})"
     out.mkdir(parents=True, exist_ok=True)
     skipped, flagged, start = _Tally(), _Tally(), time.perf_counter()
     echo = Echo()
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
                                  model_name=args.weights or predictor.name,
                                  segment=_segment(args, run_dir))  # fmt: skip
         for rec in records:
+            rec.model = label
             table.write(rec)
             bar.update()
             if rec.ok:

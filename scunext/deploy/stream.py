@@ -48,6 +48,7 @@ from scunext.data.errors import DataError
 from scunext.data.io import MAX_IMAGE_PIXELS, read_image, read_image_info
 from scunext.deploy.predictor import Predictor
 from scunext.deploy.quality import quality_from_logits
+from scunext.errors import shown
 from scunext.runs.durable import writer_gone
 from scunext.visualize import overlay as make_overlay
 
@@ -183,6 +184,7 @@ def plan_predictions(
     overwrite: bool = False,
     max_pixels: int = MAX_IMAGE_PIXELS,
     skip_done: bool = False,
+    model: str | None = None,
 ) -> list[PredictJob]:
     """Check every input and name every output, before anything is decoded or written.
 
@@ -197,6 +199,9 @@ def plan_predictions(
         skip_done: continue a stopped run: leave out every input that an earlier run into ``out`` finished (its
             mask exists and ``predictions.csv`` has its ``ok`` row); the outputs that a stopped run left of the
             other inputs (written before their row) are theirs to replace. Not together with ``overwrite``.
+        model: the ``model`` column this run writes (:class:`PredictionRecord`); with ``skip_done``, masks that
+            ``predictions.csv`` records as another model's (or settings') are an error, not a finished part of this
+            run. None: not checked.
 
     Returns:
         One :class:`PredictJob` per input file, in input order (folders sorted by name).
@@ -272,7 +277,16 @@ def plan_predictions(
                          " in the inputs; give another --out, or leave earlier outputs out of the inputs")
     if skip_done:
         done = finished_masks(out / CSV_NAME)
-        todo = [j for j in jobs if not (printable(j.mask.name) in done and j.mask.exists())]
+        finished = [j for j in jobs if printable(j.mask.name) in done and j.mask.exists()]
+        others = sorted({done[printable(j.mask.name)] for j in finished} - {model})
+        if model is not None and others:
+            n = sum(done[printable(j.mask.name)] != model for j in finished)
+            raise ValueError(f"--skip-done: {n} of the finished masks in {out} were made by {shown(others[0])}"
+                             f"{f' and {len(others) - 1} other setting(s)' if len(others) > 1 else ''}, not by "
+                             f"this run's {shown(model)}; continue with the same model and settings, or use "
+                             "--overwrite or another --out")  # fmt: skip
+        left_out = {id(j) for j in finished}
+        todo = [j for j in jobs if id(j) not in left_out]
         log.info("%s: %d of %d input(s) finished by an earlier run, left out (--skip-done)", out,
                  len(jobs) - len(todo), len(jobs))  # fmt: skip
         jobs = todo
@@ -313,6 +327,7 @@ class PredictionRecord:
     review: bool | None = None
     review_reason: str = ""
     status: str = "ok"
+    model: str = ""  # what made the mask: weights or run, threshold, engine (``--skip-done`` continues only its own)
 
     @property
     def ok(self) -> bool:
@@ -363,17 +378,18 @@ def _measure(record: PredictionRecord, mask: np.ndarray, logits: torch.Tensor, i
         record.score, record.review, record.review_reason = round(q.score, 4), q.review, q.reason
 
 
-def finished_masks(table: str | os.PathLike[str]) -> set[str]:
-    """The file names of the masks that ``predictions.csv`` records as written (``status`` ok); empty if there is no
-    table. Read row by row (a table of millions of rows is not held in memory, only the names); an unfinished last
-    row (a run killed while writing it) does not count."""
-    path, names = Path(table), set()
+def finished_masks(table: str | os.PathLike[str]) -> dict[str, str]:
+    """The file names of the masks that ``predictions.csv`` records as written (``status`` ok), each with the
+    ``model`` that made it (its latest row); empty if there is no table. Read row by row (a table of millions of
+    rows is not held in memory, only the names); an unfinished last row (a run killed while writing it) does not
+    count."""
+    path, names = Path(table), {}
     if not path.is_file():
         return names
     with path.open(newline="", encoding="utf-8", errors="replace") as fh:
         for row in csv.DictReader(fh):
             if row.get("status") == "ok" and row.get("mask") and None not in row.values():
-                names.add(PurePath(row["mask"]).name)
+                names[PurePath(row["mask"]).name] = row.get("model") or ""
     return names
 
 

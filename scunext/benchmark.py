@@ -21,6 +21,7 @@ import torch
 
 from scunext.deploy.runtimes import ENGINES, make_runner
 from scunext.engine.distributed import cpu_has_native_bf16
+from scunext.hostinfo import cpu_name
 from scunext.losses import DeepSupervisionLoss
 from scunext.models import create_model
 from scunext.profiling import check_threads, count_macs, count_params
@@ -251,7 +252,7 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
             "input": f"{cfg.in_channels}x{cfg.size}x{cfg.size}", "threads": cfg.threads,
             "precision": "fp32 (training rows marked bf16: CPU bfloat16 autocast, as scunext train --cpu-amp)",
             "torch": torch.__version__, "onnxruntime": _ort_version(), "python": platform.python_version(),
-            "cpu": platform.processor() or platform.machine(), "matmul_gflops": round(gflops, 1),
+            "cpu": cpu_name(), "matmul_gflops": round(gflops, 1),
             "baseline": f"{cfg.baseline} on eager torch, measured in the same run",
             "mac_counter": "torch.utils.flop_counter FLOPs / 2; floor = 2*MACs / measured 1024^3 GEMM GFLOP/s",
             "memory": "peak RSS growth while running a batch of 8 over a warm process (sampled, subprocess)",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from scunext.hostinfo import cpu_name
 from scunext.models import create_model, list_models
 
 __all__ = ["count_params", "count_macs", "measure_latency", "ProfileResult", "profile_model", "MAC_COUNTER",
@@ -146,7 +146,7 @@ def profile_model(
         input_shape=list(shape),
         threads=lat["threads"] if lat else (threads or torch.get_num_threads()),
         torch_version=torch.__version__,
-        cpu=platform.processor() or platform.machine(),
+        cpu=cpu_name(),
     )
 
 

@@ -236,3 +236,22 @@ def test_an_incomplete_record_is_named_not_silently_ignored(tmp_path, capsys):
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "unext_s-seed-0 is not complete (status 'failed'" in err
+
+
+def test_a_record_names_the_processor_not_only_its_architecture(tmp_path, monkeypatch):
+    """Records from two machines said "x86_64, 2 cores" alike (``platform.processor()``), so train minutes measured
+    on a 3x faster CPU could not be told apart: the host is the CPU's model name where the OS gives one."""
+    from scunext import hostinfo
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9999 Test\nflags\t: avx2\n")
+    real_path = hostinfo.Path
+    monkeypatch.setattr(hostinfo, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    hostinfo.cpu_name.cache_clear()
+    try:
+        assert hostinfo.cpu_name() == "AMD EPYC 9999 Test"
+        cpuinfo.write_text("processor\t: 0\n")  # no model name (e.g. some ARM kernels): the architecture
+        hostinfo.cpu_name.cache_clear()
+        assert hostinfo.cpu_name() == (hostinfo.platform.processor() or hostinfo.platform.machine())
+    finally:
+        hostinfo.cpu_name.cache_clear()

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from scunext.deploy.stream import MAX_BATCH_SIZE, MAX_WORKERS
+from scunext.hostinfo import cpu_name
 from scunext.profiling import check_threads
 
 __all__ = ["KINDS", "MAX_FILES", "EndToEndConfig", "baseline_predict", "generate_inputs", "run_end_to_end",
@@ -306,7 +307,7 @@ def run_end_to_end(cfg: EndToEndConfig, progress: Any = None) -> dict[str, Any]:
 def _context(cfg: EndToEndConfig) -> dict[str, Any]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return {"torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
-            "cpu": platform.processor() or platform.machine(), "engine": cfg.engine, "threads": cfg.threads,
+            "cpu": cpu_name(), "engine": cfg.engine, "threads": cfg.threads,
             "workers": cfg.workers, "batch_size": cfg.batch_size, "load_avg_1min_at_end": round(load, 2),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")}  # fmt: skip
 

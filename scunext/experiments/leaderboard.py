@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from scunext.config import TrainConfig, apply_overrides
 from scunext.experiments.plan import PlannedRun, check_count
 from scunext.experiments.records import RecordError, read_json
 from scunext.experiments.report import budget_line, mean_sd, pct, protocol_differences, run_in_channels, write_csv
+from scunext.hostinfo import cpu_name
 from scunext.metrics.paired import paired_comparison
 from scunext.models import create_model, list_models
 from scunext.profiling import MAC_COUNTER, count_macs, count_params
@@ -140,7 +140,7 @@ def engine_latency(
     fastest = min(med, key=med.get)
     return {"engines": med, "fastest": fastest, "latency_ms": med[fastest], "threads": threads,
             "torch": torch.__version__, "onnxruntime": _ort_version(),
-            "cpu": platform.processor() or platform.machine(), "input": f"1x{in_channels}x{size}x{size}",
+            "cpu": cpu_name(), "input": f"1x{in_channels}x{size}x{size}",
             "timing": f"median of {rounds} interleaved rounds x {runs} runs"}  # fmt: skip
 
 

@@ -12,9 +12,9 @@ any run folder of this format and a record folder reads like a run folder.
 Records travel between machines and through hand merges, so every file is checked when it is read
 (:func:`load_result`): unreadable or misshapen files, metrics that are not finite or outside [0, 1], per-image rows
 with repeated ids, ids that are not the run's own scored part (``split.json``), summary metrics that disagree with
-the per-image rows, negative or overflowing epoch times, a ``config.yaml`` that is not a valid run config, and (:func:`check_identity`) a record that belongs to another model,
-seed, split or dataset than the run it stands for. Each is a :class:`RecordError` naming the file: a table is never
-built from a damaged record.
+the per-image rows, negative or overflowing epoch times, a ``config.yaml`` that is not a valid run config, and
+(:func:`check_identity`) a record that belongs to another model, seed, split or dataset than the run it stands for.
+Each is a :class:`RecordError` naming the file: a table is never built from a damaged record.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import yaml
 
 from scunext.config import TrainConfig
 from scunext.errors import ConfigError, is_finite_number, shown
+from scunext.hostinfo import cpu_name
 from scunext.runs import RunDir
 
 __all__ = ["RECORD_FORMAT", "RecordError", "check_identity", "read_json", "export_record", "is_complete", "load_result",
@@ -159,7 +160,7 @@ def export_record(run_dir: Path, dest: Path, subsets: tuple[str, ...] | None = N
         "train_seconds": train_seconds_from_log(run_dir / "log.csv"),
         "device": _run_device(run_dir),
         "subsets": list(subsets),
-        "host": {"machine": platform.machine(), "cpu": platform.processor() or platform.machine(),
+        "host": {"machine": platform.machine(), "cpu": cpu_name(),
                  "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
     }  # fmt: skip
     (tmp / "record.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -404,3 +404,29 @@ def test_agrees_with_medpy():
         assert percentile_hausdorff(pred[i], target[i], percentile=100) == pytest.approx(
             binary.hd(pred[i], target[i]), abs=1e-9
         )
+
+
+def test_the_meter_does_not_grow_memory_with_the_number_of_full_size_images():
+    """The meter kept a few tiny tensors per image; between each image's large temporary masks they kept glibc's
+    heap from shrinking, so ``scunext evaluate`` grew ~36 MB per 1536x1536 image (1.1 GB for 32 test images, 1.7 GB
+    for 64). Measured in a fresh process: the resident size after 24 images is within 100 MB of that after 8."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, torch
+from scunext.metrics import SegmentationMeter
+def rss(): return int(open("/proc/self/statm").read().split()[1]) * 4096 // 2**20
+meter, rng, at = SegmentationMeter(output_type="mask", compute_hd95=False), np.random.default_rng(0), {}
+for i in range(24):
+    pred, mask = rng.random((1536, 1536)) > 0.5, rng.random((1536, 1536)) > 0.5
+    meter.update(torch.from_numpy(pred)[None], torch.from_numpy(mask)[None], ids=[i])
+    at[i + 1] = rss()
+assert meter.compute()["n_images"] == 24
+print(at[8], at[24])
+"""
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    after_8, after_24 = map(int, out.stdout.split())
+    assert after_24 - after_8 < 100, (after_8, after_24)

@@ -47,6 +47,16 @@ def weights_dir(name: str) -> Path:
     return WEIGHTS_DIR / name
 
 
+def released_name(path: str | Path) -> str | None:
+    """The name of the released weights whose folder ``path`` is (or lies in), else None: those folders are part of
+    the installed package, which no command writes into (an update or reinstall would replace or lose the file)."""
+    try:
+        rel = Path(path).resolve().relative_to(WEIGHTS_DIR.resolve())
+    except (OSError, ValueError):
+        return None
+    return rel.parts[0] if rel.parts else "(all)"
+
+
 def weights_card(name: str) -> dict[str, Any]:
     """The card (``card.json``) of released weights ``name``."""
     from scunext.runs import RunDir

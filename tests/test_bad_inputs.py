@@ -25,6 +25,7 @@ from PIL import Image
 
 from scunext.cli.main import main
 from scunext.data import sample_dir
+from scunext.weights import weights_dir
 
 TINY = ["--model", "unext_s", "--size", "64", "--epochs", "1", "--batch-size", "4", "--no-progress"]
 
@@ -276,6 +277,12 @@ CASES = [
          needle="not found among the 6 pairs"),  # the o/ it made for q.json is removed again
     case("calibrate", "run", "--out", "file.txt/q.json", needle="file.txt is a file"),
     case("export", "run", "--out", "m.onnx", "--size", "100000", needle="--size 100000 is above 4096"),
+    # the released weights' folders are part of the installed package: no default output goes there
+    case("evaluate", str(weights_dir("lungs")), needle="part of the installed package"),
+    case("evaluate", str(weights_dir("lungs") / "."), "--subset", "val", needle="default RUN_DIR/eval/val/"),
+    case("calibrate", "--weights", "lungs", "--shifts", "gamma", needle="part of the installed package"),
+    case("calibrate", str(weights_dir("isic2017")), needle="shipped with the weights"),
+    case("export", str(weights_dir("lungs")), needle="part of the installed package"),
     # ---------------------------------------------------------------- export
     case("export", needle="either a RUN_DIR or --weights"),
     case("export", "run", "--weights", "isic2017", needle="either a RUN_DIR or --weights"),
@@ -367,6 +374,17 @@ def test_bad_input(argv, code, needle, world, capsys, monkeypatch):
     assert needle.lower() in lines[0].lower(), lines[0]
     assert got == code
     assert _snapshot(world) == before, "a file was left behind or changed"
+
+
+def test_no_command_writes_into_the_released_weights(tmp_path):
+    """``scunext evaluate .../assets/weights/lungs`` wrote its report into the installed package: the cases above
+    are refused, and the weights' folders hold the same files afterwards (the snapshot of the test world does not
+    cover the package)."""
+    folders = [weights_dir(n) for n in ("lungs", "isic2017")]
+    before = [sorted(p.relative_to(f) for p in f.rglob("*")) for f in folders]
+    for argv in (["evaluate", str(folders[0])], ["calibrate", str(folders[1])], ["export", str(folders[0])]):
+        assert main(argv) == 2
+    assert [sorted(p.relative_to(f) for p in f.rglob("*")) for f in folders] == before
 
 
 def test_catalogue_is_large_enough():

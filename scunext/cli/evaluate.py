@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from scunext.cli.paths import check_out_folder, out_arg
+from scunext.cli.paths import check_not_in_package, check_out_folder, out_arg
 from scunext.engine.evaluate import SUBSETS, evaluate_run
 
 METRICS = ("dice", "iou", "precision", "recall", "specificity")
@@ -37,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if out_arg(args.out) is not None:
         check_out_folder(Path(args.out))
+    else:
+        check_not_in_package(args.run_dir, f"RUN_DIR/eval/{args.subset}/")
     report = evaluate_run(
         args.run_dir, data=args.data, subset=args.subset, checkpoint=args.checkpoint, out_dir=args.out,
         hd95=not args.no_hd95, threshold_masks=args.threshold_masks, device=args.device,

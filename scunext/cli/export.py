@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scunext.cli.paths import check_out_file, out_arg
+from scunext.cli.paths import check_not_in_package, check_out_file, out_arg
 from scunext.cli.weights import add_weights_option
 from scunext.config import MAX_SIZE
 from scunext.deploy.export import export_run
@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.run_dir)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"run folder not found: {run_dir}")
+        if out is None:
+            check_not_in_package(run_dir, "RUN_DIR/model.onnx")
         out = out or run_dir / "model.onnx"
     if args.size is not None and args.size < 1:
         raise UsageError(f"--size must be a positive number of pixels, got {args.size}")

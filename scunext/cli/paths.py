@@ -7,7 +7,7 @@ from pathlib import Path
 
 from scunext.errors import UsageError
 
-__all__ = ["out_arg", "check_out_file", "check_out_folder"]
+__all__ = ["out_arg", "check_out_file", "check_out_folder", "check_not_in_package"]
 
 
 def out_arg(text: str | None, flag: str = "--out") -> Path | None:
@@ -43,3 +43,15 @@ def check_out_folder(path: Path, *, flag: str = "--out") -> Path:
                 raise UsageError(f"{flag} {path}: {parent} is a file, not a folder")
             break
     return path
+
+
+def check_not_in_package(run_dir: str | Path, default: str, *, flag: str = "--out") -> None:
+    """Refuse a default output inside released weights (``scunext evaluate src/scunext/assets/weights/lungs``
+    wrote its report into the installed package, ``calibrate`` would have replaced the shipped quality.json):
+    ``default`` names what would have been written there."""
+    from scunext.weights import released_name
+
+    name = released_name(run_dir)
+    if name is not None:
+        raise UsageError(f"{run_dir} is the released weights {name!r}, part of the installed package, which scunext "
+                         f"does not write into (the default {default}); give {flag}")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from scunext.cli.paths import check_out_file, check_out_folder, out_arg
+from scunext.cli.paths import check_not_in_package, check_out_file, check_out_folder, out_arg
 from scunext.cli.weights import add_quality_option, add_weights_option
 from scunext.data.shifts import SHIFTS
 from scunext.deploy.quality import THRESHOLD_RULES
@@ -110,6 +110,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     _check_max_images(args)
     if args.site and args.data:
         raise ValueError("give --site DIR (a local labelled folder) or --data DIR (the run's own dataset), not both")
+    if out_arg(args.out) is None and not args.site:  # (a site calibration always needs --out)
+        check_not_in_package(run_dir, "RUN_DIR/quality.json, shipped with the weights")
     cal = calibrate_quality(run_dir, data=args.data, shifts=args.shifts, out=args.out, max_images=args.max_images,
                             checkpoint=args.checkpoint, overwrite=args.overwrite,
                             show_progress=not args.no_progress, rule=args.rule, site=args.site)  # fmt: skip

@@ -36,6 +36,8 @@ def test_sites_from_pattern_and_errors(lung_ids, tmp_path):
     assert sum(s == "MCUCXR" for s in sites.values()) == 12 and len(sites) == 30
     with pytest.raises(ValueError, match="match no site"):
         sites_from_pattern(lung_ids, "^(MCUCXR)_")
+    with pytest.raises(ValueError, match="18 of 30 images match no site"):  # an optional group: None was a site
+        sites_from_pattern(lung_ids, "^(MCUCXR)?")
     with pytest.raises(ValueError, match=r"found 1 site\(s\) \(CXR\); cross-site needs at least 2"):
         sites_from_pattern(lung_ids, "(CXR)")
     with pytest.raises(ValueError, match="not a valid regular expression"):

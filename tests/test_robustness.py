@@ -172,6 +172,19 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def test_an_optional_group_that_takes_no_part_is_the_other_group():
+    """``--group-pattern 'ISIC_(0000)?'`` matched every id with group 1 None for most: sorting the groups was a
+    TypeError traceback after the per-image rows were written."""
+    import re
+
+    from scunext.engine.robustness import _group_of
+
+    rx = re.compile("ISIC_(0000)?")
+    assert [_group_of(rx, i) for i in ("ISIC_0000123", "ISIC_1234567", "x")] == ["0000", "other", "other"]
+    assert _group_of(re.compile("(a*)"), "bbb") == "other"  # an empty group names nothing
+    assert _group_of(None, "x") == "all"
+
+
 def test_stress_test_command_on_a_one_epoch_run(lung_run, tmp_path, capsys):
     from scunext.engine.evaluate import evaluate_run
 

@@ -57,9 +57,8 @@ def _group_of(pattern: re.Pattern[str] | None, image_id: str) -> str:
     if pattern is None:
         return "all"
     m = pattern.search(image_id)
-    if not m:
-        return "other"
-    return m.group(1) if m.groups() else m.group(0)
+    group = (m.group(1) if m.groups() else m.group(0)) if m else None
+    return group or "other"  # (an optional group that took no part is None; an empty name says nothing either)
 
 
 def _score_conditions(

@@ -48,10 +48,11 @@ def sites_from_pattern(ids: list[str], pattern: str) -> dict[str, str]:
     sites, unmatched = {}, []
     for i in ids:
         m = rx.search(i)
-        if not m:
+        site = (m.group(1) if rx.groups else m.group(0)) if m else None
+        if not site:  # no match, an optional group that took no part (None), or an empty site name
             unmatched.append(i)
             continue
-        sites[i] = m.group(1) if rx.groups else m.group(0)
+        sites[i] = site
     if unmatched:
         raise ValueError(f"{len(unmatched)} of {len(ids)} images match no site of --site-pattern {pattern!r} "
                          f"(e.g. {unmatched[0]}); every image needs a site")  # fmt: skip

@@ -173,6 +173,29 @@ def test_report_only_from_a_damaged_or_missing_records_folder_is_one_line(tmp_pa
     assert "folder not found" in capsys.readouterr().err and not (tmp_path / "leaderbord-lungs").exists()
 
 
+def test_a_cross_site_column_of_another_dataset_or_of_no_runs_is_refused_before_training(tmp_path, capsys):
+    """``--cross-site`` of the lung experiment beside ``--data .../isic2017`` printed the lung score in the ISIC
+    table; a folder without cross-site runs (a typo'd table1 or run folder) gave a column of dashes. Both are one
+    line, before any run starts or any table is written."""
+    records = tmp_path / "leaderboard-isic2017"
+    records.mkdir()
+    for name in ("sc_unext-seed-0", "latency.json"):
+        src = DOCS / "leaderboard-isic2017" / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, records / name)
+    lungs_xs = str(DOCS / "cross-site-lungs-robust-e20" / "records")
+    argv = ["experiment", "leaderboard", "--data", str(tmp_path / "absent" / "isic2017"), "--split", "csv",
+            "--out", str(tmp_path / "lb"), "--config", str(DOCS.parents[1] / "configs" / "robust-cpu.yaml"),
+            "--epochs", "40", "--seeds", "1", "--models", "sc_unext", "--records", str(records), "--report-only"]
+    assert main([*argv, "--cross-site", lungs_xs]) == 2
+    err = capsys.readouterr().err
+    assert "a cross-site run on 'chest-xray-lungs', not on 'isic2017' (--data)" in err, err[-500:]
+    assert main([*argv, "--cross-site", str(DOCS / "leaderboard-lungs")]) == 2
+    assert "holds no finished cross-site run" in capsys.readouterr().err
+    assert not (tmp_path / "lb").exists()
+    lungs = [a.replace("isic2017", "chest-xray-lungs") for a in argv]  # the right dataset: the column is there
+    assert cross_site_scores(Path(lungs_xs), data=lungs[3])["sc_unext"][1] == 6
+
+
 @pytest.mark.parametrize("name, text, needle", [
     ("latency.json", '{"trunc', "latency.json: not readable JSON"),
     ("latency.json", "[]", "latency.json: not a JSON object"),

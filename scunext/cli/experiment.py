@@ -155,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         if args.cross_site and not Path(args.cross_site).is_dir():  # read for the tables, after the last run
             raise UsageError(f"--cross-site {args.cross_site}: folder not found (the cross-site experiment's "
                              "records folder, or its --out)")  # fmt: skip
+        if args.cross_site:  # ... and checked now (another dataset's runs, no runs at all), before any training
+            cross_site_scores(Path(args.cross_site), data=base.data)
         if not args.no_latency:  # measured after the last training run: a mistake must not wait until then
             check_threads(args.threads)
             if args.latency_runs < 1:
@@ -218,5 +220,5 @@ def _leaderboard_report(args, results, out: Path, base, records: Path | None) ->
     if not args.no_latency:
         print("measuring CPU latency (cached in " + str(cache) + ")", file=sys.stderr, flush=True)
         lat = latencies(rows, in_ch, cache, threads=args.threads, runs=args.latency_runs)
-    xs = cross_site_scores(Path(args.cross_site)) if args.cross_site else None
+    xs = cross_site_scores(Path(args.cross_site), data=base.data) if args.cross_site else None
     return summarize_leaderboard(results, out, base, latency=lat, cross_site=xs, n_boot=args.n_boot)

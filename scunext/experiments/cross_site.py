@@ -244,12 +244,17 @@ def summarize_cross_site(
     return text
 
 
-def cross_site_scores(folder: Path) -> dict[str, tuple[float, int]]:
+def cross_site_scores(folder: Path, data: str | Path | None = None) -> dict[str, tuple[float, int]]:
     """``{model: (mean other-site per-image Dice, runs)}`` over the default-configured runs (no switches changed, the
-    default loss) of a cross-site experiment folder (``runs/``) or records folder."""
+    default loss) of a cross-site experiment folder (``runs/``) or records folder.
+
+    ``data``: the dataset the scores are for (the leaderboard's ``--data``); a run trained on a dataset of another
+    folder name is a :class:`RecordError` (the lung score in an ISIC table). A folder without any finished
+    cross-site run (a typo, a table1 or run folder) is a ValueError rather than a column of dashes."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: cross-site experiment or records folder not found")
+    want = Path(str(data)).name if data else None
     seen: dict[str, Path] = {}
     for cand in sorted(folder.glob("runs/*")) + sorted(folder.glob("*")):
         if cand.name not in seen and cand.is_dir() and is_complete(cand, ("test", "external")):
@@ -257,9 +262,16 @@ def cross_site_scores(folder: Path) -> dict[str, tuple[float, int]]:
     by_model: dict[str, list[float]] = {}
     runs: dict[tuple[Any, ...], Path] = {}  # (model, seed, split file): each run counted once, whatever its folder
     protocol: tuple[Path, dict[str, Any]] | None = None
+    if not seen:
+        raise ValueError(f"{folder}: holds no finished cross-site run (runs/* or records scored on their 'test' and "
+                         "'external' parts); is it the cross-site experiment's folder?")  # fmt: skip
     for path in seen.values():
         r = load_result(path, ("external",))
         cfg = r["config"]
+        got = Path(str(cfg.get("data") or "")).name
+        if want and got != want:
+            raise RecordError(f"{path / 'config.yaml'}: a cross-site run on {got!r}, not on {want!r} (--data); give "
+                              "the cross-site experiment of the same dataset")  # fmt: skip
         if cfg.get("model_args") or cfg.get("loss", "bce_dice") != TrainConfig().loss:
             continue
         key = (cfg.get("model"), cfg.get("seed"), Path(str(cfg.get("split_csv") or "")).name)

@@ -78,7 +78,8 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
             "min_area_fraction": 0.01, "max_components": 3}  # fmt: skip
     bad_quality = {"q-text": {"threshold": "high"}, "q-nan": {"threshold": float("nan")},
                    "q-above": {"threshold": 2.0}, "q-swapped": {"area_lo": 0.6},
-                   "q-components": {"max_components": -1}, "q-bool": {"max_components": True}}  # fmt: skip
+                   "q-components": {"max_components": -1}, "q-bool": {"max_components": True},
+                   "q-sha": {"weights_sha256": "abc"}, "q-other": {"weights_sha256": "0" * 64}}  # fmt: skip
     for name, change in bad_quality.items():
         (w / f"{name}.json").write_text(json.dumps({**good, **change}))
     (w / "q-missing.json").write_text(json.dumps({k: v for k, v in good.items() if k != "threshold"}))
@@ -262,6 +263,8 @@ CASES = [
     case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-swapped.json", needle="area_lo <= area_hi"),
     case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-components.json", needle="max_components"),
     case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-bool.json", needle="max_components"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-sha.json", needle="weights_sha256 must be"),
+    case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-other.json", needle="for other weights"),
     case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-missing.json", needle="without threshold"),
     case("predict", "run", "img.jpg", "--out", "o", "--quality", "q-binary.json", needle="not a readable quality"),
     case("robustness", "run", "--out", "o", "--group-pattern", "(", needle="not a valid regular expression"),

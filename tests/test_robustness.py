@@ -452,6 +452,27 @@ def test_site_calibration_chooses_on_the_site_keeps_the_prior_and_is_used_by_rob
     # again without --overwrite: refused, file kept
     before = out.read_bytes()
     assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
+    # tied to the lung weights: refused for the skin model in every command that takes --quality (its lung area
+    # prior flagged a 3.6 % lesion mask as near-empty), before any image is read
+    from scunext.cli.serve import add_parser as _serve_parser
+    from scunext.weights import weights_card
+
+    assert cal.weights_sha256 == weights_card("lungs")["weights_sha256"] == own.weights_sha256
+    wrong = "calibrated for other weights"
+    image = str(sorted((sample_dir("isic2017") / "images").iterdir())[0])
+    assert main(["predict", "--weights", "isic2017", image, "--quality", str(out), "--out", str(tmp_path / "p")]) == 2
+    assert wrong in capsys.readouterr().err and not (tmp_path / "p").exists()
+    assert main(["robustness", "--weights", "isic2017", "--shifts", "gamma", "--quality", str(out), "--out",
+                 str(tmp_path / "r"), "--no-progress"]) == 2  # fmt: skip
+    assert wrong in capsys.readouterr().err and not (tmp_path / "r").exists()
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    _serve_parser(parser.add_subparsers())
+    from scunext.cli.serve import models_from_args
+
+    with pytest.raises(ValueError, match=wrong):
+        models_from_args(parser.parse_args(["serve", "--weights", "isic2017", "--quality", str(out)]))
 
 
 @pytest.mark.parametrize(("auroc", "shown"), [(0.0, "Dice < 0.90 0.000,"), (None, "Dice < 0.90 n/a")])

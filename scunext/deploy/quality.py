@@ -74,6 +74,8 @@ class QualityCalibration:
         max_components: largest component count of 99 % of the training masks.
         source: ``"calibrated"`` (from data) or ``"default"`` (a run without ``quality.json``).
         stats: how the threshold was chosen (counts, AUROC on validation, ...), for the record.
+        weights_sha256: SHA-256 of the weights file the threshold was chosen with (``scunext calibrate`` writes it;
+            empty in files written before it existed, which cannot be checked): :meth:`check_weights`.
     """
 
     threshold: float = 0.5
@@ -83,6 +85,16 @@ class QualityCalibration:
     max_components: int = 1000
     source: str = "default"
     stats: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str = ""
+
+    def check_weights(self, sha256: str, file: str | Path, model: str | Path) -> None:
+        """Refuse a calibration made for other weights than ``sha256`` (those of ``model``): its area prior and
+        threshold belong to another model and would flag, or pass, this model's masks wrongly. ``file`` is the
+        quality file, for the message."""
+        if self.weights_sha256 and self.weights_sha256 != sha256:
+            raise ValueError(f"{file}: calibrated for other weights (sha256 {self.weights_sha256[:12]}...) than "
+                             f"{model} ({sha256[:12]}...); calibrate this model for the site: scunext calibrate "
+                             "... --site DIR --out FILE")  # fmt: skip
 
     @classmethod
     def default(cls) -> QualityCalibration:
@@ -138,6 +150,8 @@ class QualityCalibration:
             return f"max_components must be a whole number >= 1, got {self.max_components}"
         if not isinstance(self.stats, dict) or not isinstance(self.source, str):
             return "source must be text and stats a mapping"
+        if not isinstance(self.weights_sha256, str) or len(self.weights_sha256) not in (0, 64):
+            return f"weights_sha256 must be a SHA-256 in hex, got {shown(self.weights_sha256)}"
         return None
 
 

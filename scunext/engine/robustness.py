@@ -277,6 +277,7 @@ def stress_test(
     predictor = Predictor.from_run(run_dir, checkpoint)
     if quality_file is not None:
         predictor.quality = QualityCalibration.from_json(quality_file)
+        predictor.quality.check_weights(RunDir(run_dir).weights_sha256(checkpoint), quality_file, run_dir)
     names = parse_shifts(shifts, modality_of(predictor.in_channels))
     cfg, data_root, pairs, reader = _prepare(run_dir, data, subset, max_images, predictor)
     conditions = shift_conditions(names)
@@ -390,13 +391,15 @@ def calibrate_quality(
         if target.exists() and not overwrite:  # written by a process that held the lock before us
             raise ReportExistsError(f"{target} exists; pass --overwrite to recalibrate")
         return _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, batch_size, show_progress,
-                          rule)  # fmt: skip
+                          rule, checkpoint)  # fmt: skip
 
 
-def _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, batch_size, show_progress, rule):
+def _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, batch_size, show_progress, rule,
+               checkpoint):  # fmt: skip
     """The body of :func:`calibrate_quality`, run under the target folder's writer lock."""
     if site is not None:
-        return _calibrate_site(predictor, cfg, Path(site), names, target, max_images, batch_size, show_progress, rule)
+        return _calibrate_site(predictor, cfg, Path(site), names, target, max_images, batch_size, show_progress, rule,
+                               RunDir(run_dir).weights_sha256(checkpoint))  # fmt: skip
     data_root = Path(data) if data else data_root_of(cfg)
     split = Split.from_json(run_dir / "split.json")
     if not split.train or not split.val:
@@ -418,7 +421,8 @@ def _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, b
     stats.update({"data": str(data_root), "part": "val", "n_images": len(pairs), "shifts": names,
                   "conditions": len(conditions), "n_train_masks": len(train_pairs),
                   "train_area_fraction_median": float(np.median(fracs))})  # fmt: skip
-    cal = QualityCalibration(threshold=threshold, source="calibrated", stats=_jsonable(stats), **prior)
+    cal = QualityCalibration(threshold=threshold, source="calibrated", stats=_jsonable(stats), **prior,
+                             weights_sha256=RunDir(run_dir).weights_sha256(checkpoint))  # fmt: skip
     cal.to_json(target)
     log.info("%s: review threshold %.4f (%s)", target, threshold, stats["rule"])
     return cal
@@ -438,7 +442,7 @@ def _choose_on(predictor, pairs, reader, conditions, calibration, batch_size, ru
                             rule=rule)  # fmt: skip
 
 
-def _calibrate_site(predictor, cfg, site, names, target, max_images, batch_size, show_progress, rule):
+def _calibrate_site(predictor, cfg, site, names, target, max_images, batch_size, show_progress, rule, sha256):
     """The threshold from every image of a local labelled folder; the area prior from the run's calibration."""
     own = predictor.quality
     if own is None or own.source != "calibrated":
@@ -451,7 +455,7 @@ def _calibrate_site(predictor, cfg, site, names, target, max_images, batch_size,
     stats.update({"data": str(site), "part": "site (all images)", "n_images": len(pairs), "shifts": names,
                   "conditions": len(conditions), "area_prior_from": "the run's quality.json",
                   "run_threshold": own.threshold})  # fmt: skip
-    cal = replace(own, threshold=threshold, source="calibrated", stats=_jsonable(stats))
+    cal = replace(own, threshold=threshold, source="calibrated", stats=_jsonable(stats), weights_sha256=sha256)
     cal.to_json(target)
     log.info("%s: site review threshold %.4f (%s; the run's own: %.4f)", target, threshold, stats["rule"],
              own.threshold)  # fmt: skip

@@ -277,6 +277,11 @@ class RunDir:
             raise CheckpointError(f"{self.path} has no {which} checkpoint (has it finished an epoch?)")
         return path.with_suffix("")
 
+    def weights_sha256(self, which: str = "best") -> str:
+        """SHA-256 of checkpoint ``which``'s weights file (the ``weights_sha256`` of a released card): what a
+        quality calibration is tied to."""
+        return _digest(self.checkpoint_stem(which).with_suffix(".safetensors"))["sha256"]
+
     def load_model(self, which: str = "best", cfg: TrainConfig | None = None):
         """The model of checkpoint ``which`` and its metadata, refused (:class:`CheckpointError`, one line) when its
         files differ from the run's commit record or it is not the model of the run's config."""

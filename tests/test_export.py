@@ -276,6 +276,33 @@ def test_cli_export_int8_reports_dice_change(run_dir, tmp_path, capsys):
     assert "calibrated on 30 shipped isic2017 images" in text
     m = re.search(r"Dice fp32 (\S+) -> int8 (\S+) \(([-+]\S+) points\) on 30 shipped isic2017 pairs", text)
     assert m and abs(float(m.group(3))) < 100
+    # the scoring reads one pair at a time (it held every test image and mask at once: 1.1 GB for 64 full-size
+    # images): generators are consumed lazily and give the numbers of lists; unequal counts are an error
+    from scunext.data import discover_pairs, read_image, read_mask, sample_dir
+    from scunext.deploy.int8 import dice_change
+    from scunext.deploy.predictor import Predictor
+
+    prepare, pairs = Predictor.from_run(run_dir).prepare, discover_pairs(sample_dir("isic2017"))[:4]
+    read = []
+
+    def images():
+        for p in pairs:
+            read.append(p.id)
+            yield read_image(p.image)
+
+    def masks():
+        for p in pairs:
+            assert len(read) <= pairs.index(p) + 1  # never more than the pair being scored
+            yield read_mask(p.mask)
+
+    lazy = dice_change(out, tmp_path / "m-int8.onnx", images(), masks(), prepare)
+    eager = dice_change(out, tmp_path / "m-int8.onnx", [read_image(p.image) for p in pairs],
+                        [read_mask(p.mask) for p in pairs], prepare)  # fmt: skip
+    assert lazy == eager and lazy["n_images"] == 4 and len(read) == 4
+    with pytest.raises(ValueError, match="as many masks as images"):
+        dice_change(out, out, [read_image(p.image) for p in pairs], [read_mask(pairs[0].mask)], prepare)
+    with pytest.raises(ValueError, match="at least one"):
+        dice_change(out, out, [], [], prepare)
 
 
 def test_cli_export_interrupted_or_done_leaves_only_its_files(tiny_run, tmp_path, capsys, monkeypatch):

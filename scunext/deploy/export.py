@@ -161,7 +161,7 @@ def _export_staged(
 
         test = discover_pairs(sample_dir(sample))
         on = f"{len(test)} shipped {sample} pairs (the run's test data is not reachable)"
-    images = [read_image(p.image) for p in test]
-    masks = [read_mask(p.mask, threshold=cfg.threshold_masks) for p in test]
+    images = (read_image(p.image) for p in test)  # read one pair at a time: memory stays flat with the test part
+    masks = (read_mask(p.mask, threshold=cfg.threshold_masks) for p in test)
     report["dice"] = {**dice_change(path, q, images, masks, prepare, threshold=pred.threshold), "on": on}
     return report

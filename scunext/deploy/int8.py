@@ -3,8 +3,9 @@ and :func:`dice_change` measures what that costs in Dice on image/mask pairs. Ne
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,8 @@ def quantize_int8(
 def dice_change(
     reference: str | Path,
     candidate: str | Path,
-    images: Sequence[np.ndarray],
-    masks: Sequence[np.ndarray],
+    images: Iterable[np.ndarray],
+    masks: Iterable[np.ndarray],
     prepare: Callable[[np.ndarray], torch.Tensor],
     *,
     threshold: float = 0.5,
@@ -104,8 +105,9 @@ def dice_change(
     Args:
         reference: the fp32 ``.onnx``.
         candidate: the model to compare (e.g. from :func:`quantize_int8`).
-        images: uint8 images as read by :func:`scunext.data.read_image`.
-        masks: boolean ground-truth masks of the same sizes.
+        images: uint8 images as read by :func:`scunext.data.read_image`; any iterable, read one at a time (pass
+            generators so that only one full-size image and mask are held, whatever the number of test images).
+        masks: boolean ground-truth masks of the same sizes, in the same order.
         prepare: image -> float32 ``(C, S, S)`` tensor (:meth:`~scunext.deploy.predictor.Predictor.prepare`).
         threshold: foreground probability threshold.
         threads: onnxruntime intra-op threads.
@@ -116,12 +118,13 @@ def dice_change(
     """
     from scunext.metrics import confusion_counts, dice_score
 
-    if len(images) != len(masks) or not images:
-        raise ValueError(f"need as many masks as images (and at least one), got {len(images)} and {len(masks)}")
     sessions = [make_session(reference, threads), make_session(candidate, threads)]
     scores: list[list[float]] = [[], []]
     changed = total = 0
-    for im, mask in zip(images, masks):
+    missing = object()
+    for im, mask in itertools.zip_longest(images, masks, fillvalue=missing):
+        if im is missing or mask is missing:
+            raise ValueError(f"need as many masks as images; they differ after {len(scores[0])} pairs")
         x = prepare(im)[None].float().numpy()
         preds = []
         for s, session in enumerate(sessions):
@@ -133,12 +136,14 @@ def dice_change(
             scores[s].append(float(dice_score(counts, reduction="none")[0, 0]))
         changed += int((preds[0] != preds[1]).sum())
         total += preds[0].numel()
+    if not scores[0]:
+        raise ValueError("need at least one image and mask")
     ref, cand = float(np.mean(scores[0])), float(np.mean(scores[1]))
     return {
         "dice_reference": ref,
         "dice_candidate": cand,
         "change_points": 100.0 * (cand - ref),
-        "n_images": float(len(images)),
+        "n_images": float(len(scores[0])),
         "pixels_changed_fraction": changed / total,
     }
 

@@ -60,8 +60,9 @@ def report_lock(out: Path, wait_s: float | None = None):
     deadline = time.monotonic() + wait_s
     while not lock.acquire():
         if time.monotonic() >= deadline:
-            raise RunInUseError(f"{out}: another process ({lock.holder()}) is writing a report there; try again "
-                                "when it has finished, or choose another --out")  # fmt: skip
+            raise RunInUseError(f"{out}: another process ({lock.holder()}) is writing there (a report, or the "
+                                "training of this run folder); try again when it has finished, or choose another "
+                                "--out")  # fmt: skip
         time.sleep(0.05)
     try:
         yield

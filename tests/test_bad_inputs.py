@@ -280,6 +280,15 @@ CASES = [
          needle="not found among the 6 pairs"),  # the o/ it made for q.json is removed again
     case("calibrate", "run", "--out", "file.txt/q.json", needle="file.txt is a file"),
     case("export", "run", "--out", "m.onnx", "--size", "100000", needle="--size 100000 is above 4096"),
+    # an option given twice: an error, not "the last one wins" (the first --out stayed empty without a word)
+    case("predict", "run", "img.jpg", "--out", "o", "--out", "p", needle="--out given twice (o, p)"),
+    case("evaluate", "run", "--out", "o", "--out", "p", needle="--out given twice"),
+    case("export", "run", "--out", "a.onnx", "--out", "b.onnx", needle="--out given twice"),
+    case("train", "--out", "r", "--out", "s", "--epochs", "1", needle="--out given twice"),
+    case("robustness", "run", "--out", "o", "--out", "p", needle="--out given twice"),
+    case("calibrate", "run", "--out", "o.json", "--out", "p.json", needle="--out given twice"),
+    case("experiment", "table1", "--data", "ds", "--out", "e", "--models", "unet,sc_unext,unet",
+         needle="--models names unet more than once"),
     # the released weights' folders are part of the installed package: no default output goes there
     case("evaluate", str(weights_dir("lungs")), needle="part of the installed package"),
     case("evaluate", str(weights_dir("lungs") / "."), "--subset", "val", needle="default RUN_DIR/eval/val/"),

@@ -231,7 +231,8 @@ def test_a_stress_test_into_a_folder_another_one_is_writing_is_refused(lung_run,
     args = ["robustness", str(lung_run), "--shifts", "invert", "--out", str(out), "--no-progress", "--no-quality"]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert f"pid {holder.proc.pid}" in err and "is writing there (a report, or the training" in err and err.count("\n") == 1
+    assert f"pid {holder.proc.pid}" in err and "is writing there (a report, or the training" in err
+    assert err.count("\n") == 1
     assert sorted(p.name for p in out.iterdir()) == [".writer.lock"]  # the holder's; nothing of ours
     holder.kill()
     assert main(args) == 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from scunext.cli.paths import check_not_in_package, check_out_folder, out_arg
+from scunext.cli.paths import Once, check_not_in_package, check_out_folder, out_arg
 from scunext.engine.evaluate import SUBSETS, evaluate_run
 
 METRICS = ("dice", "iou", "precision", "recall", "specificity")
@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="dataset folder (default: the one the run was trained on)")
     p.add_argument("--subset", choices=SUBSETS, default="test", help="part of the run's split (default test)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    p.add_argument("--out", help="report folder (default RUN_DIR/eval/SUBSET, whose report is replaced)")
+    p.add_argument("--out", action=Once, help="report folder (default RUN_DIR/eval/SUBSET, whose report is replaced)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     p.add_argument("--no-hd95", action="store_true", help="skip HD95 (faster)")
     p.add_argument("--threshold-masks", action="store_true", help="binarise masks with values other than 0/1/255")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from scunext.cli.config_flags import add_config_flags, config_from_args
+from scunext.cli.paths import Once
 from scunext.config import apply_overrides
 from scunext.data import discover_pairs
 from scunext.engine.distributed import resolve_device
@@ -63,7 +64,8 @@ SHARED_FLAGS = ("epochs", "max_train_images", "size", "lr", "min_lr", "batch_siz
 
 def _budget(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder with images/ and masks/")
-    p.add_argument("--out", required=True, help="experiment folder (one run folder per model x split inside)")
+    p.add_argument("--out", action=Once, required=True,
+                   help="experiment folder (one run folder per model x split inside)")
     p.add_argument("--config", metavar="FILE", help="YAML with shared training settings (lr, batch, augment...)")
     add_config_flags(p, SHARED_FLAGS)  # the same flags, help and checks as scunext train
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other shared config key, repeatable")
@@ -83,6 +85,9 @@ def _models_arg(text: str | None) -> tuple[str, ...] | None:
     models = tuple(m.strip() for m in text.split(",") if m.strip())
     if not models:
         raise ValueError("--models is empty")
+    twice = sorted({m for m in models if models.count(m) > 1})
+    if twice:  # one row each: the experiment would record a list that its tables do not show
+        raise ValueError(f"--models names {', '.join(twice)} more than once; give each model once")
     return models
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scunext.cli.paths import check_not_in_package, check_out_file, out_arg
+from scunext.cli.paths import Once, check_not_in_package, check_out_file, out_arg
 from scunext.cli.weights import add_weights_option
 from scunext.config import MAX_SIZE
 from scunext.deploy.export import export_run
@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a training run folder")
     add_weights_option(p, "export released weights instead of a RUN_DIR")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="export format (default onnx)")
-    p.add_argument("--out", metavar="FILE", help="output file (default RUN_DIR/model.onnx; NAME.onnx with --weights)")
+    p.add_argument("--out", action=Once, metavar="FILE",
+                   help="output file (default RUN_DIR/model.onnx; NAME.onnx with --weights)")
     p.add_argument("--size", type=int, help="trace size; the fixed size with --no-dynamic (default: the run's size)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")

@@ -3,11 +3,24 @@ user file is overwritten."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from scunext.errors import UsageError
 
-__all__ = ["out_arg", "check_out_file", "check_out_folder", "check_not_in_package"]
+__all__ = ["Once", "out_arg", "check_out_file", "check_out_folder", "check_not_in_package"]
+
+
+class Once(argparse.Action):
+    """An option that takes one value: given twice with different values it is an error, not "the last one wins"
+    (``--weights lungs --weights isic2017`` must not quietly segment a chest X-ray with the skin model, ``--out a
+    --out b`` not quietly write to b)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        before = getattr(namespace, self.dest, None)
+        if before is not None and before != values:
+            parser.error(f"{option_string} given twice ({before}, {values}); give one")
+        setattr(namespace, self.dest, values)
 
 
 def out_arg(text: str | None, flag: str = "--out") -> Path | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from scunext.cli.output import Echo
+from scunext.cli.paths import Once
 from scunext.cli.weights import add_quality_option, add_weights_option
 from scunext.deploy.predictor import Predictor
 from scunext.deploy.quality import QualityCalibration
@@ -45,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="[RUN_DIR] INPUT",
                    help="a training run folder (unless --weights is given), then image files or folders of images")
     add_weights_option(p, "released weights instead of a RUN_DIR")
-    p.add_argument("--out", required=True, help="output folder (not an input folder)")
+    p.add_argument("--out", action=Once, required=True, help="output folder (not an input folder)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from scunext.cli.paths import check_not_in_package, check_out_file, check_out_folder, out_arg
+from scunext.cli.paths import Once, check_not_in_package, check_out_file, check_out_folder, out_arg
 from scunext.cli.weights import add_quality_option, add_weights_option
 from scunext.data.shifts import SHIFTS
 from scunext.deploy.quality import THRESHOLD_RULES
@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     _model_args(p)
     p.add_argument("--subset", choices=SUBSETS, default="test", help="part of the run's split (default test)")
-    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--out", action=Once, required=True, help="report folder")
     p.add_argument("--group-pattern", metavar="REGEX",
                    help="split the summary by this regex on the image id (first group), e.g. '^(MCUCXR|CHNCXR)'")
     p.add_argument("--no-quality", action="store_true", help="skip the quality score (half the work)")
@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--quality FILE.",
     )
     _model_args(c)
-    c.add_argument("--out", help="file to write (default RUN_DIR/quality.json; required with --site)")
+    c.add_argument("--out", action=Once, help="file to write (default RUN_DIR/quality.json; required with --site)")
     c.add_argument("--site", metavar="DIR",
                    help="a labelled folder of local images (images/ + masks/, e.g. 10-20 from a new hospital): "
                    "choose the threshold on all of them instead of the run's validation part, keeping the run's "

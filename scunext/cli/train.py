@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from scunext.cli.config_flags import add_config_flags, config_from_args, given_flags
-from scunext.cli.paths import check_out_folder
+from scunext.cli.paths import Once, check_out_folder
 from scunext.errors import UsageError
 
 
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_flags(p)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any config key, repeatable (augment.KEY=VALUE for one augmentation option)")  # fmt: skip
-    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/MODEL-YYYYmmdd-HHMMSS)")
+    p.add_argument("--out", action=Once, metavar="RUN_DIR", help="run folder (default runs/MODEL-YYYYmmdd-HHMMSS)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
     p.add_argument("--evaluate", action="store_true", help="evaluate the best checkpoint on the test part after")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -5,18 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from scunext.cli.paths import Once as _Once
 from scunext.weights import list_weights, weights_card
-
-
-class _Once(argparse.Action):
-    """An option that takes one value: given twice with different values it is an error, not "the last one wins"
-    (``--weights lungs --weights isic2017`` must not quietly segment a chest X-ray with the skin model)."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        before = getattr(namespace, self.dest, None)
-        if before is not None and before != values:
-            parser.error(f"{option_string} given twice ({before}, {values}); give one")
-        setattr(namespace, self.dest, values)
 
 
 def add_weights_option(p: argparse.ArgumentParser, help: str, repeatable: bool = False) -> None:

@@ -649,3 +649,26 @@ def test_end_to_end_benchmark_report(tmp_path, capsys):
     assert dicom["status"] in ("ok", "skipped: DICOM reader not available")
     assert main(["benchmark", "--end-to-end", "--kinds", "tiff"]) == 2
     assert "unknown input kind" in capsys.readouterr().err
+
+
+def test_files_a_folder_scan_leaves_out_are_named(tmp_path, caplog, capsys):
+    """A folder holding a .gif and a .webp (readable images, but not of the extensions a folder is scanned for) and
+    a note: they were left out without a word ("12 of 13 images" for 15 files). Now a log line names them; given
+    by name, the gif is segmented."""
+    import logging
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(XRAYS[0], inputs / "a.png")
+    Image.open(XRAYS[1]).save(inputs / "b.gif")
+    Image.open(XRAYS[2]).save(inputs / "c.webp")
+    (inputs / "notes.txt").write_text("ward 3")
+    with caplog.at_level(logging.INFO, logger="scunext.deploy.stream"):
+        assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(tmp_path / "o"), "--no-overlay",
+                     "--no-quality"]) == 0  # fmt: skip
+    assert "1 of 1 images segmented" in capsys.readouterr().out
+    said = [r.getMessage() for r in caplog.records if "left out file(s) without an image extension" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("b.gif, c.webp, notes.txt; give a file by name to segment it anyway")
+    assert main(["predict", "--weights", "lungs", str(inputs / "b.gif"), "--out", str(tmp_path / "g"),
+                 "--no-overlay", "--no-quality"]) == 0  # fmt: skip
+    assert (tmp_path / "g" / "b.gif_mask.png").is_file()  # (its id keeps the extension it is not scanned for)

@@ -154,8 +154,10 @@ def _is_output_name(name: str) -> bool:
 
 
 def _scan_folder(folder: Path) -> tuple[list[Path], int]:
-    """Image files in ``folder`` (not recursive, hidden files skipped) and how many earlier outputs were left out."""
-    found, outputs = [], 0
+    """Image files in ``folder`` (not recursive, hidden files skipped) and how many earlier outputs were left out;
+    other files (``.gif``, ``.webp``, notes) are left out with a log line naming a few, so that none goes missing
+    without a word (given by name, any file Pillow reads is segmented)."""
+    found, outputs, others = [], 0, []
     for f in sorted(folder.iterdir()):
         if not f.is_file() or f.name.startswith("."):
             continue
@@ -164,6 +166,11 @@ def _scan_folder(folder: Path) -> tuple[list[Path], int]:
                 outputs += 1
             else:
                 found.append(f)
+        elif len(others) <= _SHOW:
+            others.append(f.name)
+    if others:
+        log.info("%s: left out file(s) without an image extension (%s): %s; give a file by name to segment it "
+                 "anyway", folder, ", ".join(IMAGE_EXTENSIONS), _examples(others))  # fmt: skip
     return found, outputs
 
 

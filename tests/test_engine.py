@@ -68,6 +68,17 @@ def test_deterministic_on_cpu(finished_run, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_the_number_of_dataloader_workers_does_not_change_the_run(finished_run, tmp_path):
+    """Each sample is augmented with a seed from (seed, epoch, sample) alone. The augmentation stream came from the
+    main process with 0 workers and from the workers' own seeds otherwise, so --num-workers 2 trained other
+    weights, and a run resumed with another --num-workers (which resume allows) matched neither."""
+    workers = tmp_path / "w2"
+    train(fast_cfg(num_workers=2), workers, show_progress=False)
+    wa, wb = load_file(str(finished_run / "last.safetensors")), load_file(str(workers / "last.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [r["train_loss"] for r in _log(finished_run)] == [r["train_loss"] for r in _log(workers)]
+
+
 def test_resume_continues_exactly(tmp_path):
     cfg = fast_cfg(epochs=3)
     straight, cut = tmp_path / "straight", tmp_path / "cut"

@@ -418,6 +418,9 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         self.intensity = check_intensity(intensity)
         self.intensity_before_augment = bool(intensity_before_augment)
         self._worker_key: tuple[int, int] | None = None
+        #: when set (the trainer sets it each epoch), sample ``i`` is augmented with a seed drawn from
+        #: ``(augment_seed, i)`` alone: the same draws whatever the number of DataLoader workers or processes
+        self.augment_seed: int | None = None
 
     @staticmethod
     def _check_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -467,6 +470,11 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
             raise DataError(f"{pair.mask}: mask is {mw}x{mh} (WxH) but its image {pair.image.name} is {iw}x{ih}")
         return convert_channels(image, self.in_channels), mask
 
+    def _reseed_for(self, index: int) -> None:
+        reseed = getattr(self.transform, "set_random_seed", None)
+        if callable(reseed):
+            reseed(int(np.random.SeedSequence([self.augment_seed, index]).generate_state(1)[0]))
+
     def _reseed_in_worker(self) -> None:
         info = get_worker_info()
         if info is None or self.transform is None:
@@ -489,7 +497,10 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         if early:
             image = standardise_intensity(image, self.intensity)
         if self.transform is not None:
-            self._reseed_in_worker()
+            if self.augment_seed is not None:
+                self._reseed_for(index)
+            else:
+                self._reseed_in_worker()
             out = self.transform(image=image, mask=mask_u8)
             image, mask_u8 = np.asarray(out["image"]), np.asarray(out["mask"])
             if image.ndim == 2:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
 from scunext.config import ConfigError, TrainConfig, load_config
@@ -112,14 +112,36 @@ def build_split(cfg: TrainConfig, ids: list[str], data_root: Path) -> Split:
     return split
 
 
+class _EpochOrder(Sampler[int]):
+    """The training order of one epoch, drawn by :meth:`shuffle` from ``(seed, epoch)`` alone. (A RandomSampler
+    draws its permutation from a generator that the loader also draws from, a different number of times with and
+    without worker processes, so ``--num-workers`` changed the order.)"""
+
+    def __init__(self, n: int) -> None:
+        self.order = list(range(n))
+
+    def shuffle(self, seed: int) -> None:
+        self.order = torch.randperm(len(self.order), generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
 def _loader(ds, cfg: TrainConfig, shuffle: bool, dist_info: DistInfo, generator: torch.Generator | None):
+    """A shuffled loader takes its order from an :class:`_EpochOrder` (DistributedSampler under DDP); the loader's
+    own draws (worker seeds) come from ``generator``, not the global RNG."""
     sampler = None
     if dist_info.enabled and shuffle:
         sampler = DistributedSampler(ds, num_replicas=dist_info.world_size, rank=dist_info.rank, seed=cfg.seed)
+    elif shuffle:
+        sampler = _EpochOrder(len(ds))
     return DataLoader(
         ds,
         batch_size=cfg.batch_size,
-        shuffle=shuffle and sampler is None,
+        shuffle=False,
         sampler=sampler,
         num_workers=cfg.num_workers,
         generator=generator,
@@ -430,10 +452,13 @@ def _train(
     last_plot = time.perf_counter()  # curves.png: at the end and every 30 s (matplotlib costs ~0.3-1 s a call)
     for epoch in epochs_bar:
         t0 = time.perf_counter()
-        # per-epoch seeds: data order, worker seeds and augmentation depend only on (seed, epoch) -> exact resume
+        # per-epoch seeds: data order and each sample's augmentation depend only on (seed, epoch, sample) -> exact
+        # resume, and the same run whatever --num-workers (the workers' own seeds are not used for augmentation,
+        # and the order has a generator of its own)
         gen.manual_seed(cfg.seed * 1_000_003 + epoch)
-        if transform is not None and cfg.num_workers == 0:
-            transform.set_random_seed((cfg.seed * 1_000_003 + epoch) % 2**32)
+        if isinstance(train_loader.sampler, _EpochOrder):
+            train_loader.sampler.shuffle(cfg.seed * 1_000_003 + epoch)
+        train_loader.dataset.augment_seed = (cfg.seed * 1_000_003 + epoch) % 2**32
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         ddp_model.train()

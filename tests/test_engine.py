@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -98,6 +99,28 @@ def test_resume_errors(finished_run, tmp_path):
         train(None, tmp_path / "missing", resume=True, show_progress=False)
     with pytest.raises(RunFolderError, match="not empty"):
         train(fast_cfg(), finished_run, show_progress=False)
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda t: t.replace("epochs: 3", "epochs: 4"), "epochs 3 -> 4"),
+    (lambda t: t.replace("lr: 0.001", "lr: 0.01"), "lr 0.001 -> 0.01"),
+    (lambda t: t.replace("batch_size: 4", "batch_size: 2"), "batch_size 4 -> 2"),
+])
+def test_a_config_edited_between_stop_and_resume_is_refused(edit, said, tmp_path):
+    """config.yaml was read on resume without a check: a run stopped at epoch 1 of 3 and resumed with epochs: 4 went
+    on with the 3-epoch cosine schedule of its train_state past its end, and an edited lr was ignored while the file
+    claimed it. The commit record holds the settings; only --device, --data and --num-workers may change."""
+    run = tmp_path / "cut"
+    train(fast_cfg(epochs=3), run, show_progress=False, stop_after_epoch=1)
+    cfg = run / "config.yaml"
+    text = cfg.read_text()
+    cfg.write_text(edit(text))
+    expected = f"not the settings the run was trained with up to epoch 1 \\({re.escape(said)}"
+    with pytest.raises(RunFolderError, match=expected):
+        train(None, run, resume=True, show_progress=False)
+    cfg.write_text(text.replace("num_workers: 0", "num_workers: 1"))  # where it runs may change: resumes
+    train(None, run, resume=True, show_progress=False)
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

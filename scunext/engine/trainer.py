@@ -302,7 +302,7 @@ def train(
 
 
 #: config fields a resumed run may change (where it runs, not what it trains)
-RESUME_OVERRIDES = ("device", "data", "num_workers")
+RESUME_OVERRIDES = RunDir.MOVABLE
 
 
 def _move_run(cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:

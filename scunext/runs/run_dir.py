@@ -49,6 +49,7 @@ from typing import Any
 
 from scunext.config import TrainConfig, load_config
 from scunext.data import Split, sample_dir
+from scunext.errors import shown
 from scunext.runs.checkpoint import CheckpointError, load_model
 from scunext.runs.durable import atomic_write_text, fsync_dir, remove_tree, rename, write_file
 from scunext.runs.lock import FolderLock
@@ -100,6 +101,9 @@ class RunDir:
     """
 
     CONFIG = "config.yaml"
+    #: the settings a resumed run may change (where it trains, not what): every other one is part of each commit
+    #: record, so a ``config.yaml`` edited between a stop and ``--resume`` is refused, not trained half and half
+    MOVABLE = ("device", "data", "num_workers")
     SPLIT = "split.json"
     STATUS = "run.json"
     LOG = "log.csv"
@@ -432,11 +436,33 @@ class RunDir:
                 remove_tree(p)
         self.verify()
 
+    def _settings(self) -> dict[str, Any] | None:
+        """The run's ``config.yaml`` as plain data, without the :data:`MOVABLE` keys (None: not a readable mapping)."""
+        import yaml
+
+        try:
+            data = yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        return json.loads(json.dumps({str(k): v for k, v in data.items() if k not in self.MOVABLE}, default=str))
+
     def verify(self) -> None:
-        """Every file of the commit record is present with its recorded size and hash; else one-line refusal."""
+        """Every file of the commit record is present with its recorded size and hash, and ``config.yaml`` holds
+        the settings of the commit (apart from :data:`MOVABLE`); else one-line refusal."""
         rec = self._commit()
         if rec is None:
             return
+        want, got = rec.get("config"), self._settings()
+        if isinstance(want, dict) and got != want:
+            now = got or {}
+            keys = sorted(k for k in {*want, *now} if k not in want or k not in now or want[k] != now[k])
+            changed = ", ".join(f"{k} {shown(want.get(k))} -> {shown(now.get(k))}" for k in keys[:4])
+            raise RunFolderError(f"{self.config_file}: not the settings the run was trained with up to epoch "
+                                 f"{rec.get('epoch')} ({changed or 'unreadable'}; changed outside scunext); restore "
+                                 f"it, or start a new run with the new settings (only {', '.join(self.MOVABLE)} may "
+                                 "change on --resume)")  # fmt: skip
         for name, want in sorted(rec.get("files", {}).items()):
             path = self.path / name
             if not path.is_file():
@@ -509,7 +535,7 @@ class RunDir:
         for p in sorted(staging.iterdir()):
             files[p.name] = _digest(p)
         new = {**self.read_status(), **status, "epochs_done": epoch,
-               "commit": {"epoch": epoch, "staging": staging.name, "files": files}}  # fmt: skip
+               "commit": {"epoch": epoch, "staging": staging.name, "files": files, "config": self._settings()}}
         self._write_status(new)  # the commit point
         self._apply(staging)
 

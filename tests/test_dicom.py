@@ -564,3 +564,30 @@ def test_dicom_seg_refusals(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "highdicom", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'scunext\[dicom-seg\]'"):
         write_dicom_seg(src, mask, tmp_path / "y.dcm", model_name="m", model_version="1")
+
+
+def test_an_image_whose_seg_cannot_be_written_leaves_no_overlay(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``--format dicom-seg``: an input whose SEG the writer refuses (a source without StudyInstanceUID) is skipped,
+    and its overlay, written before the mask, went with it no more: it stayed and blocked the next run into --out
+    ("1 output file(s) already exist"). The writer is a stand-in (highdicom is an optional extra)."""
+    from scunext.cli.main import main
+    from scunext.data.errors import DataError
+    from scunext.deploy import stream
+
+    stored = np.asarray(Image.open(sample_dir("chest-xray-lungs") / "images" / f"{CHEST}.png").convert("L"))
+    good, bad = (_save(_dataset(stored), tmp_path / "in" / f"{n}.dcm") for n in ("good", "bad"))
+
+    def writer(source, mask, out, **kwargs):
+        if Path(source).name == "bad.dcm":
+            raise DataError(f"{source}: DICOM source lacks StudyInstanceUID")
+        Path(out).write_bytes(b"a SEG")
+        return out
+
+    monkeypatch.setattr(stream, "dicom_seg_writer", lambda: writer)
+    out = tmp_path / "out"
+    argv = ["predict", "--weights", "lungs", str(good), str(bad), "--format", "dicom-seg", "--out", str(out)]
+    assert main(argv) == 1  # one skipped
+    assert "bad.dcm: skipped: write:" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["good_overlay.png", "good_seg.dcm", "predictions.csv"]
+    assert main(["predict", "--weights", "lungs", str(bad), "--format", "dicom-seg", "--out", str(out)]) == 1
+    assert "already exist" not in capsys.readouterr().err  # the next run is not blocked by a leftover

@@ -562,19 +562,25 @@ def _write(predictor: Predictor, job: PredictJob, logits: torch.Tensor, image: n
            spec: _WriteSpec, flipped: torch.Tensor | None = None) -> PredictionRecord:  # fmt: skip
     h, w = job.info.size
     mask = predictor.mask_from_logits(logits, (h, w))
-    if job.overlay is not None and image is not None:  # before the mask: an image's mask is written last
+    overlay = job.overlay is not None and image is not None
+    if overlay:  # before the mask: an image's mask is written last
         _save_png(make_overlay(image, mask), job.overlay, spec.overwrite)
-    if spec.fmt == "png":
-        _save_png(mask.view(np.uint8) * np.uint8(255), job.mask, spec.overwrite)
-    else:
-        tmp = _tmp_name(job.mask)
-        try:
-            written = spec.seg_writer(job.source, mask, tmp, model_name=spec.model_name,
-                                      model_version=spec.model_version, segment=spec.segment)  # fmt: skip
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _publish(Path(written) if written else tmp, job.mask, spec.overwrite)
+    try:
+        if spec.fmt == "png":
+            _save_png(mask.view(np.uint8) * np.uint8(255), job.mask, spec.overwrite)
+        else:
+            tmp = _tmp_name(job.mask)
+            try:
+                written = spec.seg_writer(job.source, mask, tmp, model_name=spec.model_name,
+                                          model_version=spec.model_version, segment=spec.segment)  # fmt: skip
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            _publish(Path(written) if written else tmp, job.mask, spec.overwrite)
+    except Exception:  # the image is skipped: no overlay of it stays behind to block the next run into --out
+        if overlay:
+            job.overlay.unlink(missing_ok=True)
+        raise
     record = PredictionRecord(str(job.source), str(job.mask), h, w)
     _measure(record, mask, logits, job.info, flipped, predictor)
     return record

@@ -171,6 +171,18 @@ def test_rescale_then_window(tmp_path: Path, bits, signed, scale, offset, slope,
         assert 0 < out.min() and out.max() < 255
 
 
+@pytest.mark.parametrize("empty", ["centre", "width", "both"])
+def test_an_empty_window_is_no_window(tmp_path: Path, empty) -> None:
+    """Exports write empty Window Center/Width elements; "WindowCenter in ds" held for them and float(None) made
+    the file a skipped "cannot apply the DICOM LUTs". Empty is read as no window: min-max, as without one."""
+    narrow = _chest() // 2 + 50
+    ds = _dataset(narrow)
+    ds.WindowCenter, ds.WindowWidth = ("" if empty in ("centre", "both") else 100), ("" if empty != "centre" else 80)
+    path = _save(ds, tmp_path / "w.dcm")
+    assert "WindowCenter" in pydicom.dcmread(path) and "WindowWidth" in pydicom.dcmread(path)
+    assert np.array_equal(read_image(path), _minmax(narrow))
+
+
 def test_first_of_several_windows_is_used(tmp_path: Path) -> None:
     png = _chest()
     ds = _dataset(png)

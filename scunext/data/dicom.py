@@ -398,6 +398,11 @@ def _finite(values: np.ndarray, *bounds: float) -> bool:
     return bool(np.isfinite(bounds).all()) and (values.dtype.kind in "iub" or bool(np.isfinite(values).all()))
 
 
+def _present(value: Any) -> bool:
+    """A header value that holds something: exports write empty Window Center/Width elements (None or ``""``)."""
+    return value is not None and value != "" and not (isinstance(value, Sequence) and len(value) == 0)
+
+
 def _first(value: Any) -> float:
     """The first of a multi-valued number (Window Center/Width may hold several windows), as a float."""
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
@@ -483,7 +488,7 @@ def _voi_to_uint8(values: np.ndarray, ds: Any, label: str, present: np.ndarray |
                 bits = int(item.LUTDescriptor[2])
                 out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
                 return _to_uint8(out, 0.0, float(2**bits - 1))
-            if "WindowCenter" in ds and "WindowWidth" in ds:
+            if _present(ds.get("WindowCenter")) and _present(ds.get("WindowWidth")):  # (empty: no window)
                 # the first window is the one applied; an infinite width maps every value to one grey, finite
                 window = [_first(ds.WindowCenter), _first(ds.WindowWidth)]
                 out = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True))

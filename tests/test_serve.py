@@ -227,6 +227,22 @@ def test_cli_user_errors(run_dir, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+def test_a_port_in_use_or_an_unknown_host_is_one_line(run_dir, capsys):
+    """Werkzeug printed two lines of its own and exited with status 1; now one line and exit 2, before serving."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(run_dir), "--port", str(port)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        err = [line for line in err if not line.startswith("INFO ")]
+        assert err == [f"scunext serve: error: cannot listen on 127.0.0.1:{port}: Address already in use; choose "
+                       "another --port (0 picks a free one)"], err  # fmt: skip
+    assert main(["serve", str(run_dir), "--host", "999.1.1.1", "--port", "0"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("INFO ")]
+    assert len(err) == 1 and "--host 999.1.1.1: not an address or name of this machine" in err[0], err
+
+
 class _FakeServer:
     server_port = 8123
 

@@ -110,11 +110,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--quality FILE applies to one model: serve exactly one RUN_DIR or --weights NAME with it")
     try:
         from scunext.serve import serve
+        from scunext.serve.app import check_listen
     except ImportError as exc:
         missing = missing_dependency(exc, "scunext serve")
         if missing is None:
             raise  # not a missing extra: a bug
         raise missing from exc
+    check_listen(args.host, args.port)  # before the models load (serve() checks again)
     models = models_from_args(args)
     serve(
         models,

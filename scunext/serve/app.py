@@ -20,6 +20,7 @@ traceback in the server log only) for anything else. Uploads never touch the dis
 
 from __future__ import annotations
 
+import errno
 import io
 import ipaddress
 import json
@@ -312,6 +313,29 @@ def make_server(app: Flask, host: str = "127.0.0.1", port: int = 8000,
     return _werkzeug_server(host, port, app, threaded=True, request_handler=handler)
 
 
+class ListenError(ValueError):
+    """The server cannot listen where it was asked to (a port in use, an address that is not this machine's)."""
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse, in one line, a ``host``/``port`` the server could not listen on. Werkzeug would print two lines of
+    its own and exit with status 1 instead; this binds (and closes) a socket the same way first."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise ListenError(f"--host {host}: not an address or name of this machine ({why})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server: a port in TIME_WAIT is free
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            hint = "; choose another --port (0 picks a free one)" if exc.errno == errno.EADDRINUSE else ""
+            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
+
+
 def serve(
     models: Sequence[ServedModel],
     *,
@@ -329,6 +353,7 @@ def serve(
     ``Host`` header is not a loopback name are refused. Any other address logs a warning: the server has no
     authentication and is meant for local use.
     """
+    check_listen(host, port)  # before the app is built
     local = is_loopback(host)
     trusted = sorted({*_LOOPBACK_NAMES, host}) if local else None
     app = create_app(

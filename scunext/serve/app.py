@@ -302,6 +302,16 @@ class _RequestHandler(WSGIRequestHandler):
             self.wfile.write(body)
 
 
+class _QuietTimedOutDrain(logging.Filter):
+    """Werkzeug drains what is left of a request body after the answer; after an upload that stopped arriving (the
+    app answered 408) the socket has timed out, the drain raises ``OSError: cannot read from timed out object`` and
+    werkzeug logged it as "Error on request" with a traceback, one per slow client. The client's mistake is answered
+    and logged already: those records are dropped (tracebacks stay for real 500s)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and "cannot read from timed out object" in record.getMessage())
+
+
 def make_server(app: Flask, host: str = "127.0.0.1", port: int = 8000,
                 read_timeout: float = DEFAULT_READ_TIMEOUT_S) -> BaseWSGIServer:  # fmt: skip
     """A threaded WSGI server for ``app`` (not started); ``port=0`` picks a free port (``server.server_port``).
@@ -309,6 +319,9 @@ def make_server(app: Flask, host: str = "127.0.0.1", port: int = 8000,
     Each connection gets a thread, but the work is bounded by the app's :class:`~scunext.serve.pool.WorkPool`; a
     connection silent for ``read_timeout`` seconds is closed (an upload cut short answers 408 and frees its place).
     """
+    werkzeug_log = logging.getLogger("werkzeug")
+    if not any(isinstance(f, _QuietTimedOutDrain) for f in werkzeug_log.filters):
+        werkzeug_log.addFilter(_QuietTimedOutDrain())
     handler = type("_TimedRequestHandler", (_RequestHandler,), {"timeout": read_timeout})
     return _werkzeug_server(host, port, app, threaded=True, request_handler=handler)
 

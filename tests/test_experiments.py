@@ -308,3 +308,25 @@ def test_record_export_is_all_or_nothing(tiny_run, tmp_path, monkeypatch):
         export_record(run, dest)
     assert calls and is_complete(dest)
     assert {p.name: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before
+
+
+def test_a_partial_table2_marks_what_its_means_and_verdicts_rest_on(tmp_path, capsys):
+    """--report-only of a Table 2 with runs missing printed a one-fold value as the "mean" and verdicts from one
+    fold with nothing to say so: a runs column, ‡ on means over fewer folds, and a note on the comparisons."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "results" / "table2-isic120-e100"
+    records = tmp_path / "records"
+    shutil.copytree(docs / "records", records)
+    for k in (2, 3, 4, 5):
+        shutil.rmtree(records / f"unext-fold{k}")
+    argv = ["experiment", "table2", "--data", str(tmp_path / "isic2017"), "--out", str(tmp_path / "t2"), "--epochs",
+            "100", "--lr", "1e-3", "--device", "cpu", "--set", "channels_last=true", "--records", str(records),
+            "--report-only", "--n-boot", "1000"]  # fmt: skip
+    assert main(argv) == 0
+    md = (tmp_path / "t2" / "table2.md").read_text()
+    assert "| UNeXt | 71.06 | – | – | – | – | 71.06 ‡ |" in md and md.count("| 5/5 |") == 7 and "| 1/5 |" in md
+    assert "‡ 36 of 40 runs finished" in md
+    full = (docs / "table2.md").read_text()
+    assert "| UNeXt | 71.06 | 75.84 | 75.50 | 74.35 | 80.70 | 75.49 | 0.12% | 3.47 | 85.89 / 0.14% | 5/5 |" in full
+    assert "‡" not in full

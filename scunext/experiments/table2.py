@@ -112,18 +112,21 @@ def summarize_table2(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
           f"{len(columns)}-fold cross-validation (the held-out fold is scored; model selection on a validation part "
           f"carved from the other folds); epochs {base.epochs}; size {base.size}; lr {base.lr}.",
           budget_line(base, results) + "\n",
-          "| configuration | " + " | ".join(columns) + " | mean | variance (paper style) | sd | paper mean / var |",
-          "|---|" + "---:|" * (len(columns) + 4)]  # fmt: skip
+          "| configuration | " + " | ".join(columns) + " | mean | variance (paper style) | sd | paper mean / var "
+          "| runs |",
+          "|---|" + "---:|" * (len(columns) + 5)]  # fmt: skip
     csv_rows, means, sds = [], [], []
+    done = {row: sum(by.get((row, c), {}).get("dice") is not None for c in columns) for row in rows}
     for row in rows:
         d = [by.get((row, c), {}).get("dice") for c in columns]
         vals = [v for v in d if v is not None]
         m, s = mean_sd(vals)
         var = statistics.variance(vals) if len(vals) > 1 else None
         paper = PAPER_TABLE2.get(row)
-        md.append(f"| {row} | " + " | ".join(pct(v) for v in d) + f" | {pct(m)} | "
+        mark = "" if done[row] == len(columns) else " ‡"  # a mean over the folds it has, not all
+        md.append(f"| {row} | " + " | ".join(pct(v) for v in d) + f" | {pct(m)}{mark if vals else ''} | "
                   f"{'–' if var is None else f'{100 * var:.2f}%'} | {pct(s)} | "
-                  f"{'–' if not paper else f'{paper[1]:.2f} / {paper[2]:.2f}%'} |")  # fmt: skip
+                  f"{'–' if not paper else f'{paper[1]:.2f} / {paper[2]:.2f}%'} | {done[row]}/{len(columns)} |")
         means.append(m or 0.0)
         sds.append(s or 0.0)
         for c, v in zip(columns, d):
@@ -139,6 +142,10 @@ def summarize_table2(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
                                       "UNeXt", n_boot=n_boot, group_names=common)  # fmt: skip
                 paired.append((row, r))
     effects = component_effects(scores, n_boot=n_boot)
+    if any(n < len(columns) for n in done.values()):
+        md += ["", f"‡ {sum(done.values())} of {len(rows) * len(columns)} runs finished: a mean marked ‡ is over the "
+               "folds its row has (runs column), and the comparisons below pair only the folds that both sides "
+               "have (their groups column), so a verdict may rest on fewer folds than planned."]  # fmt: skip
     if paired:
         md += ["", "Each configuration against UNeXt, per image on the same held-out images (folds are the groups; "
                "the verdict names a winner only when the 95 % CI excludes 0 and p < 0.05):", ""]  # fmt: skip

@@ -349,3 +349,21 @@ def test_predict_with_onnxruntime_gives_the_torch_mask(run_dir, tmp_path, capsys
     h, w = read_image(image).shape[:2]
     assert 0 < areas["torch"] < h * w  # a non-trivial mask, so the comparison means something
     assert abs(areas["onnxruntime"] - areas["torch"]) <= 5
+
+
+def test_int8_of_a_run_on_the_default_sample_uses_its_own_split(tiny_run, tmp_path, capsys):
+    """A run trained without --data (config ``data: ''``, the shipped sample) was taken as "unreachable": the int8
+    model was calibrated on all 30 sample images, the run's test images among them, and its Dice reported on those
+    30. The empty data is the sample, as for evaluate: 18 training images calibrate, 8 test images score."""
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = run / "config.yaml"
+    cfg.write_text("".join(("data: ''\n" if line.startswith("data:") else line)
+                           for line in cfg.read_text().splitlines(keepends=True)))  # fmt: skip
+    assert main(["export", str(run), "--out", str(tmp_path / "m.onnx"), "--int8"]) == 0
+    text = capsys.readouterr().out
+    assert f"calibrated on 18 training images of {sample_dir('isic2017')}" in text, text
+    assert re.search(r"\) on 8 test images of ", text), text

@@ -25,13 +25,14 @@ __all__ = ["export_run"]
 log = logging.getLogger(__name__)
 
 
-def _run_pairs(run_dir: Path, data: str, part: str) -> list[Any]:
-    """The run's ``part`` image/mask pairs if its split and data folder are reachable, else an empty list."""
+def _run_pairs(run_dir: Path, data: Path, part: str) -> list[Any]:
+    """The run's ``part`` image/mask pairs if its split and data folder ``data`` (:meth:`RunDir.data_root`: the
+    shipped ISIC 2017 sample for a config without one, as for evaluate) are reachable, else an empty list."""
     from scunext.data import DataError, discover_pairs, select_pairs
     from scunext.runs import RunDir
 
     run = RunDir(run_dir)
-    if not data or not run.split_file.is_file() or not Path(data).is_dir():
+    if not run.split_file.is_file() or not Path(data).is_dir():
         return []
     try:
         ids = getattr(run.load_split(), part)
@@ -141,12 +142,15 @@ def _export_staged(
     def prepare(image: np.ndarray) -> torch.Tensor:
         return preprocess(image, pred.in_channels, side, pred.intensity)
 
-    train = _run_pairs(run_dir, cfg.data, "train")
+    # the shipped sample when the config names none (read as "unreachable", the int8 check calibrated and scored
+    # on the whole sample, the run's test images among the calibration ones)
+    data = RunDir(run_dir).data_root(None, cfg)
+    train = _run_pairs(run_dir, data, "train")
     if train:
         rng = np.random.default_rng(0)
         chosen = [train[i] for i in sorted(rng.choice(len(train), min(calibration_images, len(train)), replace=False))]
         calib = [prepare(read_image(p.image)) for p in chosen]
-        report["calibration"] = f"{len(calib)} training images of {cfg.data}"
+        report["calibration"] = f"{len(calib)} training images of {data}"
     else:
         calib = sample_inputs(pred.in_channels, side, calibration_images, pred.intensity)
         report["calibration"] = f"{len(calib)} shipped {sample} images (the run's training data is not reachable)"
@@ -154,8 +158,8 @@ def _export_staged(
     set_preprocessing_metadata(q, preprocessing)
     report["int8_onnx"] = str(q)
     report["int8_max_abs_logit_diff"] = check_onnx(q, pred.model, x)
-    test = _run_pairs(run_dir, cfg.data, "test")
-    on = f"{len(test)} test images of {cfg.data}"
+    test = _run_pairs(run_dir, data, "test")
+    on = f"{len(test)} test images of {data}"
     if not test:
         from scunext.data import discover_pairs
 

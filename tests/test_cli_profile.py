@@ -60,3 +60,11 @@ def test_unknown_model_exits_nonzero(capsys):
         main(["profile", "--model", "nope"])
     assert info.value.code == 2
     assert "sc_unext" in capsys.readouterr().err
+
+
+def test_the_table_rounds_the_mac_count_once(capsys):
+    """U-Net (1 channel, 256 px) has 12,033,458,176 MACs: 12.033 G. The table printed 12.034 (the JSON's 12.0335,
+    rounded to 4 places, rounded again to 3), unlike the docs and the leaderboard."""
+    assert main(["profile", "--model", "unet", "--in-channels", "1", "--no-latency"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("unet "))
+    assert row.split()[1:3] == ["7,762,465", "12.033"], row

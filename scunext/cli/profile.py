@@ -39,7 +39,7 @@ def _table(results: list[ProfileResult]) -> str:
     for r in results:
         lat = "-" if r.latency_ms is None else f"{r.latency_ms:.2f}"
         p90 = "-" if r.latency_p90_ms is None else f"{r.latency_p90_ms:.2f}"
-        lines.append(f"{r.model:<12} {r.params:>12,} {r.gmacs:>8.3f} {lat:>20} {p90:>8}")
+        lines.append(f"{r.model:<12} {r.params:>12,} {r.macs / 1e9:>8.3f} {lat:>20} {p90:>8}")  # (not gmacs: rounded)
     r0 = results[0]
     lines.append(
         f"input 1x{r0.input_shape[1]}x{r0.input_shape[2]}x{r0.input_shape[3]}, batch 1, fp32 eager, "

@@ -108,6 +108,7 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
     other = w / "other-model"
     shutil.copytree(tiny_run, other)
     status = json.loads((other / "run.json").read_text())
+    status["commit"]["config"]["epochs"] = 2  # as if started for 2 epochs: its settings are in the commit record
     (other / "run.json").write_text(json.dumps({**status, "status": "running", "epochs": 2}))
     (other / "config.yaml").write_text((other / "config.yaml").read_text().replace("epochs: 1", "epochs: 2"))
     from scunext.models import create_model

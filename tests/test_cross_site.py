@@ -169,3 +169,56 @@ def test_cross_site_end_to_end_resume_and_records(tmp_path, capsys):
     assert not (out2 / "runs").exists()
     scores = cross_site_scores(rec)
     assert set(scores) == {"sc_unext", "unext_s"} and all(n == 2 for _, n in scores.values())
+
+
+SITE_CSVS = {  # (file bytes, what the one-line error says)
+    "id twice": ("image_id,site\n{rows}CHNCXR_0021_0,MCUCXR\n", "'CHNCXR_0021_0' is listed twice (line 32)"),
+    "latin-1": (b"image_id,site\n{rows}" + "x,h\xf4pital\n".encode("latin-1"), "cannot read CSV"),
+    "long field": ("image_id,site\n{rows}x," + "a" * 140_000 + "\n", "cannot read CSV (field larger"),
+    "column twice": ("image_id,site,site\n{rows3}", "column(s) 'site' named twice"),
+    "a folder": (None, "site CSV not found (it is a folder)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SITE_CSVS))
+def test_a_bad_site_csv_is_one_line_and_leaves_nothing(case, lung_ids, tmp_path, capsys):
+    """An id listed twice took the last row's site (a Shenzhen image trained as Montgomery's); a Latin-1 file or
+    a field over the csv limit was a traceback. All one line, exit 2, no experiment folder."""
+    text, said = SITE_CSVS[case]
+    path = tmp_path / "sites.csv"
+    if text is None:
+        path.mkdir()
+    else:
+        rows = "".join(f"{i},{i[:6]}\n" for i in lung_ids)
+        rows3 = "".join(f"{i},{i[:6]},{i[:6]}\n" for i in lung_ids)
+        data = text if isinstance(text, bytes) else text.format(rows=rows, rows3=rows3).encode()
+        path.write_bytes(data.replace(b"{rows}", rows.encode()))
+    out = tmp_path / "xs"
+    argv = ["experiment", "cross-site", "--data", str(sample_dir("chest-xray-lungs")), "--site-csv", str(path),
+            "--site-column", "site", "--out", str(out), "--epochs", "1", "--size", "64", "--seeds", "1",
+            "--models", "unext_s"]  # fmt: skip
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("INFO ")]
+    assert len(err) == 1 and said in err[0], err
+    assert not out.exists()
+
+
+def test_a_refused_plan_leaves_no_folder_and_the_corrected_rerun_works(lung_ids, tmp_path, capsys):
+    """A site with 3 images (or two site names with one file name) was refused after experiment.json and the
+    first site's split file were written; the rerun with the corrected CSV into the same --out was then refused
+    as "another split" or "other settings". Now nothing is written until every check passed."""
+    path, out = tmp_path / "sites.csv", tmp_path / "xs"
+    few = {i: ("Z" if i in lung_ids[:3] else "A") for i in lung_ids}
+    path.write_text("image_id,site\n" + "".join(f"{i},{s}\n" for i, s in few.items()))
+    argv = ["experiment", "cross-site", "--data", str(sample_dir("chest-xray-lungs")), "--site-csv", str(path),
+            "--site-column", "site", "--out", str(out), "--epochs", "1", "--size", "64", "--seeds", "1",
+            "--models", "unext_s", "--report-only"]  # fmt: skip
+    assert main(argv) == 2 and "site 'Z' has 3 images" in capsys.readouterr().err
+    assert not out.exists()
+    clash = {i: ("Site A" if i.startswith("MC") else "site-a") for i in lung_ids}
+    path.write_text("image_id,site\n" + "".join(f"{i},{s}\n" for i, s in clash.items()))
+    assert main(argv) == 2
+    assert "sites 'Site A' and 'site-a' have the same file name" in capsys.readouterr().err and not out.exists()
+    path.write_text("image_id,site\n" + "".join(f"{i},{i[:6]}\n" for i in lung_ids))
+    assert main(argv) == 0  # the corrected CSV, same --out: the plan and its report (no run trained)
+    assert sorted(p.name for p in (out / "splits").iterdir()) == ["train-chncxr-seed-0.csv", "train-mcucxr-seed-0.csv"]

@@ -592,6 +592,15 @@ def test_csv_split_on_isic_sample(tmp_path: Path) -> None:
         csv_split(dup)
     with pytest.raises(DataError, match="split CSV not found"):
         csv_split(tmp_path / "none.csv")
+    # found by an audit: a column named twice took the last one silently; line numbers counted rows, not lines
+    twice = tmp_path / "twice.csv"
+    twice.write_text("image_id,split,split\nA,train,test\nB,test,train\n")
+    with pytest.raises(DataError, match="column\\(s\\) 'split' named twice in the header"):
+        csv_split(twice, column="split")
+    blank = tmp_path / "blank.csv"
+    blank.write_text("image_id,s\n\nA,train\n\nB,\"te\nst\"\n\nC,holdout\n")
+    with pytest.raises(DataError, match="'holdout' \\(line 8\\)"):  # the file's line, blank and continued ones counted
+        csv_split(blank, column="s", values={"train": "train", "te\nst": "test"})
 
 
 # ----------------------------------------------------------------------------------------------- augmentation

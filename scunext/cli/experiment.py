@@ -184,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give --models or --configs, not both")
         record = {"table": "cross-site", "seeds": seeds, "models": list(models or CROSS_SITE_MODELS),
                   "configs": args.configs, "sites": site_rule, "base_config": base.to_dict()}  # fmt: skip
+        cross_site_plan(base, sites, out, seeds, models, args.configs, write=False)  # all checks, nothing written
         check_experiment_record(out, record)
         plan = cross_site_plan(base, sites, out, seeds, models, args.configs)
     if not args.report_only:

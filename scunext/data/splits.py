@@ -42,9 +42,40 @@ __all__ = [
     "random_split",
     "kfold_split",
     "csv_split",
+    "read_csv_rows",
     "carve_validation",
     "DEFAULT_CSV_VALUES",
 ]
+
+
+def read_csv_rows(
+    path: str | os.PathLike[str], what: str = "CSV"
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header (names stripped: ``"image_id, site"``) and ``(line, row)`` of every row of a CSV with a header
+    row (a UTF-8 BOM is dropped; ``line`` is the file line the row ends on, blank and continued lines counted). One
+    :class:`DataError` naming the file for a missing file or a folder, text that is not UTF-8, a field over the csv
+    module's limit, an empty file and a header that names a column twice (``split,split``: which one would be read
+    was the last one, silently). ``what`` names the file in the messages (``split CSV``, ``site CSV``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found" + (" (it is a folder)" if path.is_dir() else ""))
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in reader.fieldnames or []]
+            twice = sorted({h for h in header if header.count(h) > 1})
+            if twice:
+                raise DataError(f"{path}: column(s) {', '.join(map(repr, twice))} named twice in the header; keep one")
+            reader.fieldnames = header
+            for row in reader:
+                rows.append((reader.line_num, row))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read CSV ({exc})") from exc
+    if not header:
+        raise DataError(f"{path}: empty CSV (no header row)")
+    return header, rows
+
 
 SPLIT_FORMAT = "scunext-split/1"
 """Value of the ``"format"`` key in split JSON files."""
@@ -413,18 +444,7 @@ def csv_split(
     if bad_targets:
         raise ValueError(f"values may map only to 'train', 'val', 'test', 'external' or None, got "
                          f"{', '.join(bad_targets)}")  # fmt: skip
-    if not path.is_file():
-        raise DataError(f"{path}: split CSV not found")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            reader.fieldnames = [h.strip() for h in reader.fieldnames or []]  # "image_id, isic2017_split"
-            header = list(reader.fieldnames)
-            rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read CSV ({exc})") from exc
-    if not header:
-        raise DataError(f"{path}: empty CSV (no header row)")
+    header, rows = read_csv_rows(path, "split CSV")
     for name, what in ((id_column, "id"), (column, "split")):
         if name not in header:
             raise DataError(f"{path}: no {what} column {name!r}; columns are {', '.join(header)}")
@@ -433,7 +453,7 @@ def csv_split(
     unknown: dict[str, int] = {}
     absent: list[str] = []  # listed for a part, but not among ``ids``
     wanted = None if ids is None else set(_check_ids(ids))
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         sample = (row.get(id_column) or "").strip()
         if not sample:
             raise DataError(f"{path}: line {line} has an empty {id_column!r}")

@@ -21,6 +21,7 @@ from typing import Any
 
 from scunext.config import TrainConfig, apply_overrides
 from scunext.data import DataError, random_split
+from scunext.data.splits import read_csv_rows
 from scunext.experiments.plan import PlannedRun, check_count, slug
 from scunext.experiments.records import RecordError, is_complete, load_result
 from scunext.experiments.report import PROTOCOL_KEYS, budget_line, mean_sd, pct, write_csv
@@ -63,15 +64,16 @@ def sites_from_pattern(ids: list[str], pattern: str) -> dict[str, str]:
 def sites_from_csv(path: Path, column: str, ids: list[str], id_column: str = "image_id") -> dict[str, str]:
     """``{id: site}`` from a CSV with an id column and a site column; every id of ``ids`` must be listed."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: site CSV not found")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = list(reader.fieldnames or [])
-        for name in (id_column, column):
-            if name not in header:
-                raise DataError(f"{path}: no column {name!r}; columns are {', '.join(header)}")
-        table = {(r[id_column] or "").strip(): (r[column] or "").strip() for r in reader}
+    header, rows = read_csv_rows(path, "site CSV")
+    for name in (id_column, column):
+        if name not in header:
+            raise DataError(f"{path}: no column {name!r}; columns are {', '.join(header)}")
+    table: dict[str, str] = {}
+    for line, r in rows:
+        key = (r.get(id_column) or "").strip()
+        if key in table:  # the last row won: an image trained as the other site's
+            raise DataError(f"{path}: id {key!r} is listed twice (line {line})")
+        table[key] = (r.get(column) or "").strip()
     missing = [i for i in ids if not table.get(i)]
     if missing:
         raise DataError(f"{path}: {len(missing)} image(s) have no site in column {column!r} (e.g. {missing[0]})")
@@ -122,36 +124,49 @@ def cross_site_plan(
     seeds: int = 3,
     models: tuple[str, ...] | None = None,
     configs: str | None = None,
+    write: bool = True,
 ) -> list[PlannedRun]:
     """Every row x training site x seed; writes each split to ``out_dir/splits/train-SITE-seed-S.csv``.
 
-    A split file already there with other content (the data folder changed) is refused, never overwritten.
+    Everything is checked before the first file is written (each site's image count, site names that would share
+    a file or folder name, split files already there with other content: the data folder changed, refused and
+    never overwritten), so a refused plan leaves nothing. ``write=False`` checks only (the CLI, before it records
+    the experiment).
     """
     check_count(seeds, "--seeds", 1)
     rows = _rows(models, configs)
     split_dir = out_dir / "splits"
-    plan = []
-    for site in sorted(set(sites.values())):
+    names = sorted(set(sites.values()))
+    by_slug: dict[str, str] = {}
+    for site in names:
+        other = by_slug.setdefault(slug(site), site)
+        if other != site:
+            raise ValueError(f"sites {other!r} and {site!r} have the same file name ({slug(site)!r}) in the "
+                             "experiment's folders; rename one of them in the site column")  # fmt: skip
+    splits = []
+    for site in names:
         for seed in range(seeds):
             text, counts = _split_csv_text(sites, site, seed, base)
             path = split_dir / f"train-{slug(site)}-seed-{seed}.csv"
-            if path.is_file():
-                if path.read_text() != text:
-                    raise ValueError(f"{path} holds another split (has the data folder changed?); use another --out")
-            else:
-                split_dir.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
-            column = f"train {site}, seed {seed}"
-            for row, (model, args, loss) in rows.items():
-                over: dict[str, Any] = {"model": model, "model_args": args, "seed": seed, "split": "csv",
-                                        "split_csv": str(path.resolve()), "split_column": SPLIT_COLUMN,
-                                        "max_images": 0}  # fmt: skip
-                if loss:
-                    over["loss"] = loss
-                cfg = apply_overrides(base, over).validate()
-                info = {"train_site": site, "seed": seed, "counts": counts}
-                plan.append(PlannedRun(row, column, f"{slug(row)}-train-{slug(site)}-seed-{seed}", cfg,
-                                       subsets=("test", "external"), info=info))  # fmt: skip
+            if path.is_file() and path.read_text() != text:
+                raise ValueError(f"{path} holds another split (has the data folder changed?); use another --out")
+            splits.append((site, seed, text, counts, path))
+    plan = []
+    for site, seed, text, counts, path in splits:
+        if write and not path.is_file():
+            split_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        column = f"train {site}, seed {seed}"
+        for row, (model, args, loss) in rows.items():
+            over: dict[str, Any] = {"model": model, "model_args": args, "seed": seed, "split": "csv",
+                                    "split_csv": str(path.resolve()), "split_column": SPLIT_COLUMN,
+                                    "max_images": 0}  # fmt: skip
+            if loss:
+                over["loss"] = loss
+            cfg = apply_overrides(base, over).validate()
+            info = {"train_site": site, "seed": seed, "counts": counts}
+            plan.append(PlannedRun(row, column, f"{slug(row)}-train-{slug(site)}-seed-{seed}", cfg,
+                                   subsets=("test", "external"), info=info))  # fmt: skip
     return plan
 
 

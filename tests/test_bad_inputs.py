@@ -281,6 +281,9 @@ CASES = [
          needle="not found among the 6 pairs"),  # the o/ it made for q.json is removed again
     case("calibrate", "run", "--out", "file.txt/q.json", needle="file.txt is a file"),
     case("export", "run", "--out", "m.onnx", "--size", "100000", needle="--size 100000 is above 4096"),
+    # end-to-end options without --end-to-end were ignored while the model benchmark (minutes) ran instead
+    case("benchmark", "--n", "5", "--kinds", "png", needle="--n, --kinds belong to --end-to-end"),
+    case("benchmark", "--no-baseline", needle="--no-baseline belong to --end-to-end"),
     # an option given twice: an error, not "the last one wins" (the first --out stayed empty without a word)
     case("predict", "run", "img.jpg", "--out", "o", "--out", "p", needle="--out given twice (o, p)"),
     case("evaluate", "run", "--out", "o", "--out", "p", needle="--out given twice"),

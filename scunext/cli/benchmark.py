@@ -47,7 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e2e.add_argument("--baseline-max-n", type=int, default=20,
                      help="files for the pre-streaming baseline, whose memory grows with N (default 20)")
     e2e.add_argument("--no-baseline", action="store_true", help="measure the streaming pipeline only")
-    p.set_defaults(func=run)
+    # the end-to-end options and their defaults: given without --end-to-end they are an error, not ignored while
+    # the model benchmark (minutes) runs instead
+    e2e_only = {a.dest: (a.option_strings[0], a.default) for a in e2e._group_actions if a.dest != "end_to_end"}
+    p.set_defaults(func=run, e2e_only=e2e_only)
 
 
 def _ints(text: str) -> list[int]:
@@ -72,6 +75,9 @@ def run_end_to_end_cli(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.end_to_end:
         return run_end_to_end_cli(args)
+    given = [flag for dest, (flag, default) in args.e2e_only.items() if getattr(args, dest) != default]
+    if given:
+        raise UsageError(f"{', '.join(given)} belong to --end-to-end; add it, or drop them for the model benchmark")
     if args.size > MAX_SIZE:
         raise UsageError(f"--size {args.size} is above {MAX_SIZE}: a batch of such inputs would not fit in memory")
     cfg = BenchmarkConfig(

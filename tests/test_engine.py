@@ -419,3 +419,23 @@ def test_validation_builds_no_graph():
     model.register_forward_hook(lambda m, i, o: seen.append(o.requires_grad))
     validate(model, [batch], build_loss("bce_dice"), torch.device("cpu"), False)
     assert seen == [False]
+
+
+def test_max_images_with_a_csv_split_is_not_a_missing_file(tmp_path, caplog):
+    """--max-images 12 on the 30-image sample with its CSV split warned that 18 listed ids "are not among the
+    dataset's images" and recorded them as listed_but_absent (files missing from disk): they were only left out by
+    --max-images. The split keeps each chosen image's CSV part."""
+    import logging
+
+    from scunext.data import csv_split, discover_pairs
+    from scunext.engine.trainer import build_split
+
+    cfg = fast_cfg(max_images=12)
+    ids = [p.id for p in discover_pairs(sample_dir("isic2017"))]
+    with caplog.at_level(logging.WARNING):
+        split = build_split(cfg, ids, sample_dir("isic2017"))
+    assert not [r for r in caplog.records if "not among the dataset's images" in r.getMessage()]
+    assert "listed_but_absent" not in split.description and split.description["max_images"] == 12
+    full = csv_split(sample_dir("isic2017") / "splits.csv", cfg.split_column, ids=ids)
+    chosen = set(split.train) | set(split.val) | set(split.test)
+    assert len(chosen) == 12 and set(split.test) == set(full.test) & chosen and set(split.train) <= set(full.train)

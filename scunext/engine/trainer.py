@@ -84,6 +84,7 @@ def _seed_everything(seed: int) -> None:
 
 def build_split(cfg: TrainConfig, ids: list[str], data_root: Path) -> Split:
     """The run's split; a validation part for model selection always comes from the training side."""
+    on_disk = ids
     if cfg.max_images and len(ids) > cfg.max_images:
         ids = sorted(random.Random(cfg.seed).sample(sorted(ids), cfg.max_images))
     if cfg.split == "random":
@@ -94,7 +95,13 @@ def build_split(cfg: TrainConfig, ids: list[str], data_root: Path) -> Split:
         split = split.with_carved_validation(cfg.val_fraction, seed=cfg.seed)
     else:
         csv_path = Path(cfg.split_csv) if cfg.split_csv else data_root / "splits.csv"
-        split = csv_split(csv_path, cfg.split_column, ids=ids)
+        # the CSV is checked against every image on disk: ids that --max-images left out are neither "listed but
+        # absent" (a warning and a count for files missing from the disk) nor unlisted
+        split = csv_split(csv_path, cfg.split_column, ids=on_disk)
+        if len(ids) < len(on_disk):
+            chosen = set(ids)
+            split = Split(*([i for i in part if i in chosen] for part in (split.train, split.val, split.test)),
+                          split.description, external=[i for i in split.external if i in chosen])  # fmt: skip
         if not split.val:
             split = split.with_carved_validation(cfg.val_fraction, seed=cfg.seed)
     if cfg.max_train_images and len(split.train) > cfg.max_train_images:

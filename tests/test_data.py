@@ -378,6 +378,11 @@ def test_discover_layouts(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"discover_pairs\(..., mask_suffix='_segmentation'\)"):
         discover_pairs(isic)
     assert discover_pairs(isic, mask_suffix="_segmentation")[0].id == "ISIC_1"
+    prefix = _make_folder(tmp_path / "prefix", [f"case{i}" for i in range(1, 13)])  # case1's mask missing:
+    (prefix / "masks" / "case1.png").unlink()  # case10.png is case10's mask, not case1's with a suffix '0'
+    with pytest.raises(DataError, match="1 image") as exc:
+        discover_pairs(prefix)
+    assert "suffix" not in str(exc.value), exc.value
     assert [p.id for p in select_pairs(discover_pairs(plain), ["c", "a"])] == ["c", "a"]
     with pytest.raises(DataError, match="1 id.* not found.*zzz"):
         select_pairs(discover_pairs(plain), ["a", "zzz"])

@@ -224,7 +224,8 @@ def discover_pairs(
         if no_image:
             parts.append(f"{len(no_image)} mask(s) without an image ({_examples([by_mask[k].name for k in no_image])})")
         counts = f"{len(by_image)} images in {image_dir}, {len(by_mask)} masks in {mask_dir}"
-        raise DataError(f"{root}: {'; '.join(parts)} [{counts}]{_pairing_hint(no_mask, by_mask, mask_all)}")
+        hint = _pairing_hint(no_mask, {k: by_mask[k] for k in no_image}, mask_all)
+        raise DataError(f"{root}: {'; '.join(parts)} [{counts}]{hint}")
     # the id is the image's own name as stored (the key only pairs), so that ids, their order and the splits of
     # earlier runs are what they were for every folder that paired before
     return sorted((Pair(id=image_id(by_image[k]), image=by_image[k], mask=by_mask[k]) for k in by_image),
@@ -232,7 +233,8 @@ def discover_pairs(
 
 
 def _pairing_hint(no_mask: list[str], by_mask: dict[str, Path], mask_all: list[Path]) -> str:
-    """Guess why images found no mask: non-PNG masks, or a suffix in the mask names."""
+    """Guess why images found no mask: non-PNG masks, or a suffix in the names of the masks that found no image
+    (``by_mask``: only those; a paired mask is another image's, as ``case10.png`` is not ``case1``'s)."""
     if not no_mask:
         return ""
     wanted = set(no_mask)

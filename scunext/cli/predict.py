@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     quality = QualityCalibration.from_json(args.quality) if args.quality else None  # before loading the model
     run_dir, inputs = model_source(args.weights, args.paths)
     if quality is not None:
-        quality.check_weights(RunDir(run_dir).weights_sha256(args.checkpoint), args.quality, run_dir)
+        quality.check_weights(run_dir, args.checkpoint, args.quality)
     if not inputs:
         raise ValueError("give at least one INPUT image or folder after RUN_DIR")
     if not args.out.strip():

@@ -9,7 +9,6 @@ from scunext.data import MAX_IMAGE_PIXELS
 from scunext.deploy.quality import QualityCalibration
 from scunext.deploy.runtimes import ENGINES
 from scunext.errors import UsageError, missing_dependency
-from scunext.runs import RunDir
 from scunext.weights import list_weights, weights_dir
 
 # The same defaults as scunext.serve (importing it needs Flask); tests/test_serve.py checks that they agree.
@@ -83,7 +82,7 @@ def models_from_args(args: argparse.Namespace) -> list:
     folders = [*args.run_dirs, *(weights_dir(n) for n in args.weights)]
     quality = QualityCalibration.from_json(args.quality) if args.quality else None  # before loading any model
     if quality is not None:
-        quality.check_weights(RunDir(folders[0]).weights_sha256(args.checkpoint), args.quality, folders[0])
+        quality.check_weights(folders[0], args.checkpoint, args.quality)
     models = load_models(folders, checkpoint=args.checkpoint, device=args.device, engine=args.engine)
     if quality is not None:
         models[0].predictor.quality = quality

@@ -136,7 +136,8 @@ def _export_staged(
     if not int8:
         return report
 
-    cfg = RunDir(run_dir).load_config()
+    run = RunDir(run_dir)
+    cfg = run.load_config()
     side = pred.size if dynamic else size  # what the graph will be fed: images at the training size if it can be
 
     def prepare(image: np.ndarray) -> torch.Tensor:
@@ -144,7 +145,7 @@ def _export_staged(
 
     # the shipped sample when the config names none (read as "unreachable", the int8 check calibrated and scored
     # on the whole sample, the run's test images among the calibration ones)
-    data = RunDir(run_dir).data_root(None, cfg)
+    data = run.data_root(None, cfg)
     train = _run_pairs(run_dir, data, "train")
     if train:
         rng = np.random.default_rng(0)

@@ -87,13 +87,18 @@ class QualityCalibration:
     stats: dict[str, Any] = field(default_factory=dict)
     weights_sha256: str = ""
 
-    def check_weights(self, sha256: str, file: str | Path, model: str | Path) -> None:
-        """Refuse a calibration made for other weights than ``sha256`` (those of ``model``): its area prior and
-        threshold belong to another model and would flag, or pass, this model's masks wrongly. ``file`` is the
+    def check_weights(self, run_dir: str | Path, checkpoint: str, file: str | Path) -> None:
+        """Refuse a calibration made for other weights than checkpoint ``checkpoint`` of ``run_dir``: its area prior
+        and threshold belong to another model and would flag, or pass, this model's masks wrongly. ``file`` is the
         quality file, for the message."""
-        if self.weights_sha256 and self.weights_sha256 != sha256:
+        if not self.weights_sha256:  # written before the field existed: nothing to compare
+            return
+        from scunext.runs import RunDir
+
+        sha256 = RunDir(run_dir).weights_sha256(checkpoint)
+        if self.weights_sha256 != sha256:
             raise ValueError(f"{file}: calibrated for other weights (sha256 {self.weights_sha256[:12]}...) than "
-                             f"{model} ({sha256[:12]}...); calibrate this model for the site: scunext calibrate "
+                             f"{run_dir} ({sha256[:12]}...); calibrate this model for the site: scunext calibrate "
                              "... --site DIR --out FILE")  # fmt: skip
 
     @classmethod

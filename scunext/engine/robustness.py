@@ -277,7 +277,7 @@ def stress_test(
     predictor = Predictor.from_run(run_dir, checkpoint)
     if quality_file is not None:
         predictor.quality = QualityCalibration.from_json(quality_file)
-        predictor.quality.check_weights(RunDir(run_dir).weights_sha256(checkpoint), quality_file, run_dir)
+        predictor.quality.check_weights(run_dir, checkpoint, quality_file)
     names = parse_shifts(shifts, modality_of(predictor.in_channels))
     cfg, data_root, pairs, reader = _prepare(run_dir, data, subset, max_images, predictor)
     conditions = shift_conditions(names)
@@ -391,15 +391,16 @@ def calibrate_quality(
         if target.exists() and not overwrite:  # written by a process that held the lock before us
             raise ReportExistsError(f"{target} exists; pass --overwrite to recalibrate")
         return _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, batch_size, show_progress,
-                          rule, checkpoint)  # fmt: skip
+                          rule, RunDir(run_dir).weights_sha256(checkpoint))  # fmt: skip
 
 
 def _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, batch_size, show_progress, rule,
-               checkpoint):  # fmt: skip
-    """The body of :func:`calibrate_quality`, run under the target folder's writer lock."""
+               sha256):  # fmt: skip
+    """The body of :func:`calibrate_quality`, run under the target folder's writer lock; ``sha256``: the weights
+    calibrated (:attr:`QualityCalibration.weights_sha256`)."""
     if site is not None:
         return _calibrate_site(predictor, cfg, Path(site), names, target, max_images, batch_size, show_progress, rule,
-                               RunDir(run_dir).weights_sha256(checkpoint))  # fmt: skip
+                               sha256)  # fmt: skip
     data_root = Path(data) if data else data_root_of(cfg)
     split = Split.from_json(run_dir / "split.json")
     if not split.train or not split.val:
@@ -422,7 +423,7 @@ def _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, b
                   "conditions": len(conditions), "n_train_masks": len(train_pairs),
                   "train_area_fraction_median": float(np.median(fracs))})  # fmt: skip
     cal = QualityCalibration(threshold=threshold, source="calibrated", stats=_jsonable(stats), **prior,
-                             weights_sha256=RunDir(run_dir).weights_sha256(checkpoint))  # fmt: skip
+                             weights_sha256=sha256)  # fmt: skip
     cal.to_json(target)
     log.info("%s: review threshold %.4f (%s)", target, threshold, stats["rule"])
     return cal

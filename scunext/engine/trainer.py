@@ -462,10 +462,11 @@ def _train(
         # per-epoch seeds: data order and each sample's augmentation depend only on (seed, epoch, sample) -> exact
         # resume, and the same run whatever --num-workers (the workers' own seeds are not used for augmentation,
         # and the order has a generator of its own)
-        gen.manual_seed(cfg.seed * 1_000_003 + epoch)
+        epoch_seed = cfg.seed * 1_000_003 + epoch
+        gen.manual_seed(epoch_seed)
         if isinstance(train_loader.sampler, _EpochOrder):
-            train_loader.sampler.shuffle(cfg.seed * 1_000_003 + epoch)
-        train_loader.dataset.augment_seed = (cfg.seed * 1_000_003 + epoch) % 2**32
+            train_loader.sampler.shuffle(epoch_seed)
+        train_loader.dataset.augment_seed = epoch_seed % 2**32
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         ddp_model.train()

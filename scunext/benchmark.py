@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import statistics
 import subprocess
@@ -223,7 +224,7 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
             "params": info[name]["params"],
             "gmacs": round(info[name]["macs"] / 1e9, 4),
             "latency_ms_median": round(med, 3),
-            "latency_ms_p90": round(times[int(0.9 * (len(times) - 1))], 3),
+            "latency_ms_p90": round(_p90(times), 3),
             "latency_ratio_to_baseline": round(med / base_lat, 3),
             "compute_floor_ms": round(flops / (gflops * 1e9) * 1e3, 3),
             "fraction_of_floor": round(flops / (gflops * 1e9) * 1e3 / med, 5),
@@ -257,10 +258,19 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
             "mac_counter": "torch.utils.flop_counter FLOPs / 2; floor = 2*MACs / measured 1024^3 GEMM GFLOP/s",
             "memory": "peak RSS growth while running a batch of 8 over a warm process (sampled, subprocess)",
             "timing": f"median of {cfg.rounds} interleaved rounds x {cfg.latency_runs} runs after warm-up",
+            "latency_batch": 1,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+            "load_avg_1min_at_end": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         },  # fmt: skip
         "inference": rows,
         "training": training,
     }
+
+
+def _p90(times: list[float]) -> float:
+    """90th percentile, linear between the two nearest runs (``times[int(0.9 * (n - 1))]`` was the median for
+    three runs)."""
+    return statistics.quantiles(times, n=10, method="inclusive")[-1] if len(times) > 1 else times[0]
 
 
 def _ort_version() -> str | None:
@@ -277,7 +287,7 @@ def format_report(report: dict[str, Any]) -> str:
     ctx = report["context"]
     bs = report["config"]["throughput_batches"]
     head = f"{'model':<10} {'engine':<16} {'lat ms':>8} {'p90':>7} {'x base':>7} {'floor %':>8}"
-    head += "".join(f" {'b' + str(b) + ' img/s':>11} {'x base':>7}" for b in bs) + f" {'mem MB':>7}"
+    head += "".join(f" {'b' + str(b) + ' img/s':>11} {'x base':>7}" for b in bs) + f" {'mem MiB':>7}"
     lines = [head]
     for r in report["inference"]:
         line = (f"{r['model']:<10} {r['engine']:<16} {r['latency_ms_median']:>8.2f} {r['latency_ms_p90']:>7.2f} "
@@ -297,6 +307,10 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"input {ctx['input']}, {ctx['precision']}, {ctx['threads']} threads, torch {ctx['torch']}, "
                  f"onnxruntime {ctx['onnxruntime']}, {ctx['cpu']}; GEMM {ctx['matmul_gflops']} GFLOP/s")  # fmt: skip
     lines.append(f"baseline: {ctx['baseline']}; {ctx['timing']}")
+    lines.append(f"latency: batch {ctx.get('latency_batch', 1)}; floor %: compute floor / median latency, "
+                 f"{ctx['mac_counter']}; mem: {ctx['memory']}")  # fmt: skip
+    lines.append(f"OMP_WAIT_POLICY={ctx.get('omp_wait_policy', 'unset')}, load average at the end "
+                 f"{ctx.get('load_avg_1min_at_end')}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -23,6 +23,8 @@ from scunext.deploy.quality import (
     load_calibration,
     quality_from_probabilities,
 )
+from scunext.runs import RunDir
+from scunext.weights import weights_dir
 
 LUNG_CAL = QualityCalibration(threshold=0.8, area_lo=0.15, area_hi=0.45, min_area_fraction=0.075, max_components=3)
 
@@ -570,3 +572,18 @@ def test_trainer_passes_the_order_to_the_training_data_only(before, tmp_path, mo
     assert val_ds.transform is None and val_ds.intensity_before_augment is False
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert f"intensity_before_augment: {str(before).lower()}" in saved
+
+
+def test_calibrate_replaces_a_quality_file_of_other_weights(tiny_run, tmp_path, capsys):
+    """predict refuses a run's own quality.json made for other weights, and points to calibrate, which must then be
+    able to replace it (it does not read the old file unless it is a site calibration)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.copy(weights_dir("isic2017") / "quality.json", run / "quality.json")
+    image = str(sorted((sample_dir("isic2017") / "images").iterdir())[0])
+    assert main(["predict", str(run), image, "--out", str(tmp_path / "p")]) == 2
+    assert "calibrated for other weights" in capsys.readouterr().err
+    argv = ["calibrate", str(run), "--overwrite", "--shifts", "gamma", "--max-images", "2", "--no-progress"]
+    assert main(argv) == 0
+    assert QualityCalibration.from_json(run / "quality.json").weights_sha256 == RunDir(run).weights_sha256()
+    assert main(["predict", str(run), image, "--out", str(tmp_path / "p")]) == 0

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scunext.cli.paths import Once, check_not_in_package, check_out_file, out_arg
+from scunext.cli.paths import Once, check_not_in_package, check_not_run_file, check_out_file, out_arg
 from scunext.cli.weights import add_weights_option
 from scunext.config import MAX_SIZE
-from scunext.deploy.export import export_run
+from scunext.deploy.export import export_run, int8_path
 from scunext.errors import UsageError
+from scunext.runs import RunDir
 from scunext.weights import weights_dir
 
 __all__ = ["add_parser", "run"]
@@ -62,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--size {args.size} is above {MAX_SIZE}: tracing at that size would not fit in memory "
                          "(with dynamic axes the exported model still takes any size)")  # fmt: skip
     check_out_file(out, overwrite=args.overwrite)
+    check_not_run_file(out, run_dir, own=RunDir.ONNX)
     if args.int8:
-        check_out_file(out.with_name(out.stem + "-int8.onnx"), overwrite=args.overwrite, flag="--int8 output")
+        int8_out = int8_path(out)
+        check_out_file(int8_out, overwrite=args.overwrite, flag="--int8 output")
+        check_not_run_file(int8_out, run_dir, own=int8_path(RunDir.ONNX).name, flag="--int8 output")
     report = export_run(
         run_dir, out, checkpoint=args.checkpoint, size=args.size, dynamic=not args.no_dynamic,
         int8=args.int8,

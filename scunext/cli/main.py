@@ -47,7 +47,8 @@ CLIError = UsageError  # the name sub-commands used before scunext.errors existe
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 _PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError)
-_MACHINE_ERRNOS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
+_MACHINE_ERRNOS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                   errno.EFBIG}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from scunext.errors import UsageError
 
-__all__ = ["Once", "out_arg", "check_out_file", "check_out_folder", "check_not_in_package"]
+#: longest output file name accepted: 255 bytes (the usual file-system limit) less room for a temporary suffix
+MAX_NAME_BYTES = 240
+
+__all__ = ["Once", "out_arg", "check_out_file", "check_out_folder", "check_not_in_package", "check_not_run_file"]
 
 
 class Once(argparse.Action):
@@ -43,7 +46,25 @@ def check_out_file(path: Path, *, overwrite: bool = False, flag: str = "--out", 
         raise UsageError(f"{flag} {path} exists; pass --overwrite to replace it, or choose another {flag}")
     if path.parent.exists() and not path.parent.is_dir():
         raise UsageError(f"{flag} {path}: {path.parent} is a file, not a folder")
+    if len(path.name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise UsageError(f"{flag}: file name of {len(path.name.encode('utf-8', 'surrogateescape'))} bytes, above the "
+                         f"{MAX_NAME_BYTES} a file system allows (with room for a temporary name); choose a shorter "
+                         "one")  # fmt: skip
     return path
+
+
+def check_not_run_file(path: Path, run_dir: str | Path, *, own: str, flag: str = "--out") -> None:
+    """Refuse an output that is one of the files of the run folder the command reads (its weights, config, split,
+    card, calibration; :meth:`RunDir.holds`), even with --overwrite: ``export RUN --out RUN/best.safetensors
+    --overwrite`` replaced the run's weights by the ONNX graph. ``own`` is the file name the command itself writes
+    there by default (``model.onnx``, ``quality.json``), which stays allowed."""
+    from scunext.runs import RunDir
+
+    run = RunDir(run_dir)
+    if path.name != own or path.parent.resolve() != run.path.resolve():
+        if run.holds(path):
+            raise UsageError(f"{flag} {path} is a file of the run folder {run_dir} that this command reads; choose "
+                             "another --out (it would be replaced even with --overwrite)")  # fmt: skip
 
 
 def check_out_folder(path: Path, *, flag: str = "--out") -> Path:

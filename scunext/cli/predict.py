@@ -120,10 +120,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be between 1 and {most}, got {getattr(args, name)}")
     if args.quality and args.no_quality:
         raise ValueError("--quality and --no-quality contradict each other; give one")
-    quality = QualityCalibration.from_json(args.quality) if args.quality else None  # before loading the model
+    if args.quality:
+        QualityCalibration.from_json(args.quality)  # a broken file before any other work
     run_dir, inputs = model_source(args.weights, args.paths)
-    if quality is not None:
-        quality.check_weights(run_dir, args.checkpoint, args.quality)
     if not inputs:
         raise ValueError("give at least one INPUT image or folder after RUN_DIR")
     if not args.out.strip():
@@ -133,10 +132,9 @@ def run(args: argparse.Namespace) -> int:
     label = f"{version}, threshold {args.threshold:g}, {args.engine}"  # predictions.csv `model`: what made a mask
     jobs = plan_predictions(inputs, out, fmt=args.fmt, overlay=not args.no_overlay, overwrite=args.overwrite,
                             skip_done=args.skip_done, model=label)
-    predictor = Predictor.from_run(run_dir, args.checkpoint, device=args.device, engine=args.engine)
+    predictor = Predictor.from_run(run_dir, args.checkpoint, device=args.device, engine=args.engine,
+                                   quality_file=args.quality, calibrated=not args.no_quality)  # fmt: skip
     predictor.threshold = args.threshold
-    if quality is not None:
-        predictor.quality = quality
     out.mkdir(parents=True, exist_ok=True)
     skipped, flagged, start = _Tally(), _Tally(), time.perf_counter()
     echo = Echo()

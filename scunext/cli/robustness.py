@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from scunext.cli.paths import Once, check_not_in_package, check_out_file, check_out_folder, out_arg
+from scunext.cli.paths import Once, check_not_in_package, check_not_run_file, check_out_file, check_out_folder, out_arg
 from scunext.cli.weights import add_quality_option, add_weights_option
 from scunext.data.shifts import SHIFTS
 from scunext.deploy.quality import THRESHOLD_RULES
@@ -107,6 +107,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if out_arg(args.out) is not None:
         check_out_file(Path(args.out), overwrite=args.overwrite, example="quality.json")
     run_dir = _run_dir(args)
+    if out_arg(args.out) is not None:
+        check_not_run_file(Path(args.out), run_dir, own=RunDir.QUALITY)
     _check_max_images(args)
     if args.site and args.data:
         raise ValueError("give --site DIR (a local labelled folder) or --data DIR (the run's own dataset), not both")

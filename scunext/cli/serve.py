@@ -80,13 +80,10 @@ def models_from_args(args: argparse.Namespace) -> list:
     from scunext.serve import load_models
 
     folders = [*args.run_dirs, *(weights_dir(n) for n in args.weights)]
-    quality = QualityCalibration.from_json(args.quality) if args.quality else None  # before loading any model
-    if quality is not None:
-        quality.check_weights(folders[0], args.checkpoint, args.quality)
-    models = load_models(folders, checkpoint=args.checkpoint, device=args.device, engine=args.engine)
-    if quality is not None:
-        models[0].predictor.quality = quality
-    return models
+    if args.quality:
+        QualityCalibration.from_json(args.quality)  # a broken file before any model is loaded
+    return load_models(folders, checkpoint=args.checkpoint, device=args.device, engine=args.engine,
+                       quality_file=args.quality)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

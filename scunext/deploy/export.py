@@ -18,11 +18,20 @@ from scunext.deploy.onnx_export import (
     sample_inputs,
     set_preprocessing_metadata,
 )
-from scunext.runs.durable import fsync_dir, made_folder, remove_tree, rename
+from scunext.runs.durable import fsync_dir, made_folder, orphan_temps, remove_tree, rename
 
-__all__ = ["export_run"]
+__all__ = ["export_run", "int8_path"]
 
 log = logging.getLogger(__name__)
+
+#: the private folder an export is written and checked in, beside its output (``.scunext-export.tmpPID``)
+_STAGE = ".scunext-export"
+
+
+def int8_path(out: str | Path) -> Path:
+    """Where ``export --int8`` writes the int8 graph of ``out``: ``STEM-int8.onnx`` beside it."""
+    out = Path(out)
+    return out.with_name(out.stem + "-int8.onnx")
 
 
 def _run_pairs(run_dir: Path, data: Path, part: str) -> list[Any]:
@@ -85,29 +94,40 @@ def export_run(
     from scunext.runs import RunDir
 
     run_dir = Path(run_dir)
-    pred = Predictor.from_run(run_dir, checkpoint)
+    pred = Predictor.from_run(run_dir, checkpoint, calibrated=False)
     size = pred.size if size is None else size
     out = Path(out) if out is not None else RunDir(run_dir).onnx_file
-    # everything is written and checked in a private staging folder beside ``out`` (``NAME.tmpPID``, an orphan
-    # that RunDir removes) and renamed into place only at the end: an export that fails or is interrupted leaves
-    # no half-written or unchecked file, keeps a file it was to replace, and onnxruntime's quantizer writes its
-    # ``-inferred`` scratch file there, not beside ``out`` (where it would replace and delete a user's file).
-    # Folders created for ``out`` are removed again on failure.
-    stage = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    # Everything is written and checked in a private staging folder beside ``out`` (``.scunext-export.tmpPID``)
+    # and renamed into place only at the end: an export that fails or is interrupted leaves no half-written or
+    # unchecked file, keeps a file it was to replace, and onnxruntime's quantizer writes its ``-inferred`` scratch
+    # file there, not beside ``out`` (where it would replace and delete a user's file). Folders created for ``out``
+    # are removed again on failure. The staging name is short (a long --out stays usable) and fixed, so that the
+    # folder of an export that was killed (SIGKILL, power loss) is removed by the next export into the same folder.
+    # (The two renames of --int8 are not one atomic step: killed between them, the new int8 file stands beside the
+    # old fp32 one; docs/deployment.md.)
+    stage = out.with_name(f"{_STAGE}.tmp{os.getpid()}")
     with made_folder(out.parent):
+        for orphan in orphan_temps(out.parent, [_STAGE]):
+            log.info("removing %s, left by an export that was killed", orphan)
+            remove_tree(orphan)
         stage.mkdir()
         try:
             report = _export_staged(run_dir, stage, pred, checkpoint, size, dynamic, int8, parity_images,
                                     calibration_images)  # fmt: skip
             if int8:
-                int8_out = out.with_name(out.stem + "-int8.onnx")
+                int8_out = int8_path(out)
                 rename(Path(report["int8_onnx"]), int8_out)
                 report["int8_onnx"] = str(int8_out)
             rename(Path(report["onnx"]), out)
             report["onnx"] = str(out)
             fsync_dir(out.parent)
-        finally:
-            remove_tree(stage)
+        except BaseException:
+            try:
+                remove_tree(stage)
+            except OSError as exc:  # the error that stopped the export is the one to report, not this one
+                log.warning("could not remove the staging folder %s (%s); remove it by hand", stage, exc)
+            raise
+        remove_tree(stage)
     log.debug("wrote %s%s", out, f" and {report['int8_onnx']}" if int8 else "")
     return report
 
@@ -117,12 +137,14 @@ def _export_staged(
     parity_images: int, calibration_images: int,
 ) -> dict[str, Any]:  # fmt: skip
     """:func:`export_run`'s work, with every file written in the folder ``stage``."""
-    from scunext.data import read_image, read_mask, sample_dir
+    from scunext.data import discover_pairs, read_image, read_mask, sample_dir
     from scunext.data.preprocess import preprocess
     from scunext.runs import RunDir
 
     path = export_onnx(pred.model, stage / "model.onnx", in_channels=pred.in_channels, size=size, dynamic=dynamic)
     preprocessing = pred.preprocessing()
+    if not dynamic and size != pred.size:  # a fixed graph takes only its own size: say so, and what it was trained at
+        preprocessing.update(size=size, trained_size=pred.size)
     set_preprocessing_metadata(path, preprocessing)
     sample = SAMPLE_FOR_CHANNELS.get(pred.in_channels)
     x = torch.stack(sample_inputs(pred.in_channels, size, parity_images, pred.intensity))
@@ -147,14 +169,18 @@ def _export_staged(
     # on the whole sample, the run's test images among the calibration ones)
     data = run.data_root(None, cfg)
     train = _run_pairs(run_dir, data, "train")
+    # without the run's data, the shipped sample serves both, in two disjoint halves (every other pair by name): an
+    # int8 graph scored on the images that calibrated it would report an optimistic change
+    shipped = [] if train else discover_pairs(sample_dir(sample))
     if train:
         rng = np.random.default_rng(0)
         chosen = [train[i] for i in sorted(rng.choice(len(train), min(calibration_images, len(train)), replace=False))]
-        calib = [prepare(read_image(p.image)) for p in chosen]
-        report["calibration"] = f"{len(calib)} training images of {data}"
+        report["calibration"] = f"{len(chosen)} training images of {data}"
     else:
-        calib = sample_inputs(pred.in_channels, side, calibration_images, pred.intensity)
-        report["calibration"] = f"{len(calib)} shipped {sample} images (the run's training data is not reachable)"
+        chosen = shipped[0::2][:calibration_images]
+        report["calibration"] = (f"{len(chosen)} shipped {sample} images, every other one by name (the run's "
+                                 "training data is not reachable)")  # fmt: skip
+    calib = [prepare(read_image(p.image)) for p in chosen]
     q = quantize_int8(path, stage / "model-int8.onnx", calib)
     set_preprocessing_metadata(q, preprocessing)
     report["int8_onnx"] = str(q)
@@ -162,10 +188,10 @@ def _export_staged(
     test = _run_pairs(run_dir, data, "test")
     on = f"{len(test)} test images of {data}"
     if not test:
-        from scunext.data import discover_pairs
-
-        test = discover_pairs(sample_dir(sample))
-        on = f"{len(test)} shipped {sample} pairs (the run's test data is not reachable)"
+        shipped = shipped or discover_pairs(sample_dir(sample))
+        test = shipped[1::2] if not train else shipped
+        on = (f"{len(test)} shipped {sample} pairs" + (", the other half" if not train else "")
+              + " (the run's test data is not reachable)")
     images = (read_image(p.image) for p in test)  # read one pair at a time: memory stays flat with the test part
     masks = (read_mask(p.mask, threshold=cfg.threshold_masks) for p in test)
     report["dice"] = {**dice_change(path, q, images, masks, prepare, threshold=pred.threshold), "on": on}

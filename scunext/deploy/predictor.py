@@ -84,15 +84,19 @@ class Predictor:
 
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu", engine: str = "torch"
-    ) -> Predictor:
-        """The run's checkpoint, refused when it is not the run's own model (:meth:`RunDir.load_model`)."""
+        cls, run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu", engine: str = "torch",
+        *, quality_file: str | Path | None = None, calibrated: bool = True,
+    ) -> Predictor:  # fmt: skip
+        """The run's checkpoint, refused when it is not the run's own model (:meth:`RunDir.load_model`), with its
+        quality calibration: ``quality_file`` if given, else the run's own ``quality.json``, each refused when made
+        for other weights (:func:`~scunext.deploy.quality.load_calibration`); ``calibrated=False``: the default
+        calibration, no file read (``scunext calibrate`` replacing the run's file)."""
         run = RunDir(run_dir)
         run.checkpoint_stem(checkpoint)  # "no best checkpoint" before "no config.yaml": the likelier mistake
         cfg = run.load_config()
         model, meta = run.load_model(checkpoint, cfg)
         pred = cls._build(model, meta, cfg.size, device, engine, cfg.intensity)
-        pred.quality = load_calibration(run_dir)
+        pred.quality = load_calibration(run_dir, checkpoint, quality_file) if calibrated else QualityCalibration()
         return pred
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:

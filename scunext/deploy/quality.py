@@ -36,6 +36,7 @@ import torch
 from scipy import ndimage
 
 from scunext.errors import is_finite_number, shown
+from scunext.runs.run_dir import RunDir
 
 if TYPE_CHECKING:  # pragma: no cover
     from scunext.deploy.predictor import Predictor
@@ -55,7 +56,7 @@ __all__ = [
     "quality_from_probabilities",
 ]
 
-QUALITY_FILE = "quality.json"
+QUALITY_FILE = RunDir.QUALITY
 QUALITY_FORMAT = "scunext-quality/1"
 #: a quality file is a few hundred bytes; a larger file is a wrong path, not a calibration
 MAX_QUALITY_FILE_BYTES = 1024 * 1024
@@ -87,15 +88,18 @@ class QualityCalibration:
     stats: dict[str, Any] = field(default_factory=dict)
     weights_sha256: str = ""
 
-    def check_weights(self, run_dir: str | Path, checkpoint: str, file: str | Path) -> None:
+    def check_weights(self, run_dir: str | Path, checkpoint: str, file: str | Path, *, own: bool = False) -> None:
         """Refuse a calibration made for other weights than checkpoint ``checkpoint`` of ``run_dir``: its area prior
         and threshold belong to another model and would flag, or pass, this model's masks wrongly. ``file`` is the
-        quality file, for the message."""
+        quality file, for the message; ``own``: it is the run's own ``quality.json`` (the hint is then to
+        recalibrate the run)."""
         if not self.weights_sha256:  # written before the field existed: nothing to compare
             return
-        from scunext.runs import RunDir
-
         sha256 = RunDir(run_dir).weights_sha256(checkpoint)
+        if self.weights_sha256 != sha256 and own:
+            raise ValueError(f"{file}: calibrated for other weights (sha256 {self.weights_sha256[:12]}...) than the "
+                             f"{checkpoint} checkpoint of {run_dir} ({sha256[:12]}...); recalibrate: scunext calibrate "
+                             f"{run_dir} --checkpoint {checkpoint} --overwrite (or pass --quality FILE)")  # fmt: skip
         if self.weights_sha256 != sha256:
             raise ValueError(f"{file}: calibrated for other weights (sha256 {self.weights_sha256[:12]}...) than "
                              f"{run_dir} ({sha256[:12]}...); calibrate this model for the site: scunext calibrate "
@@ -164,10 +168,19 @@ class QualityCalibration:
 _REQUIRED = ("threshold", "area_lo", "area_hi", "min_area_fraction", "max_components")
 
 
-def load_calibration(run_dir: str | Path) -> QualityCalibration:
-    """``RUN_DIR/quality.json`` if present, else :meth:`QualityCalibration.default`."""
-    path = Path(run_dir) / QUALITY_FILE
-    return QualityCalibration.from_json(path) if path.is_file() else QualityCalibration.default()
+def load_calibration(run_dir: str | Path, checkpoint: str = "best", file: str | Path | None = None
+                     ) -> QualityCalibration:  # fmt: skip
+    """The quality calibration of checkpoint ``checkpoint`` of ``run_dir``: ``file`` when given (a site calibration,
+    ``--quality FILE``), else ``RUN_DIR/quality.json`` if present, else :meth:`QualityCalibration.default`. Either
+    file is refused when it was calibrated for other weights (:meth:`QualityCalibration.check_weights`): a run's own
+    ``quality.json`` copied from other weights, or calibrated with ``--checkpoint last`` and read with ``best``,
+    flagged masks against another model's area prior and threshold."""
+    path = Path(file) if file is not None else Path(run_dir) / QUALITY_FILE
+    if file is None and not path.is_file():
+        return QualityCalibration.default()
+    cal = QualityCalibration.from_json(path)
+    cal.check_weights(run_dir, checkpoint, path, own=file is None)
+    return cal
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,7 @@ def evaluate_run(
         raise ValueError(f"subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
     if out_dir is not None and not overwrite:
         check_no_report(Path(out_dir), REPORT_FILES)
-    predictor = Predictor.from_run(run_dir, checkpoint, device=device)
+    predictor = Predictor.from_run(run_dir, checkpoint, device=device, calibrated=False)  # scores need no flags
     cfg = run.load_config()
     data_root = run.data_root(data, cfg)
     pairs = _subset_pairs(run, data_root, subset)

@@ -274,10 +274,7 @@ def stress_test(
         raise ValueError(f"--group-pattern {group_pattern!r} is not a valid regular expression ({exc})") from None
     if not overwrite:
         check_no_report(out, RESULT_FILES)
-    predictor = Predictor.from_run(run_dir, checkpoint)
-    if quality_file is not None:
-        predictor.quality = QualityCalibration.from_json(quality_file)
-        predictor.quality.check_weights(run_dir, checkpoint, quality_file)
+    predictor = Predictor.from_run(run_dir, checkpoint, quality_file=quality_file)
     names = parse_shifts(shifts, modality_of(predictor.in_channels))
     cfg, data_root, pairs, reader = _prepare(run_dir, data, subset, max_images, predictor)
     conditions = shift_conditions(names)
@@ -384,7 +381,9 @@ def calibrate_quality(
     target = Path(out) if out else run_dir / QUALITY_FILE
     if target.exists() and not overwrite:
         raise ReportExistsError(f"{target} exists; pass --overwrite to recalibrate")
-    predictor = Predictor.from_run(run_dir, checkpoint)
+    # a site calibration keeps the run's own area prior (so it must be this checkpoint's); a calibration on the
+    # run's data replaces the run's file, which may be another checkpoint's
+    predictor = Predictor.from_run(run_dir, checkpoint, calibrated=site is not None)
     names = parse_shifts(shifts, modality_of(predictor.in_channels))
     cfg = RunDir(run_dir).load_config()
     with made_folder(target.parent), report_lock(target.parent, wait_s=0):

@@ -52,6 +52,7 @@ def load_models(
     device: str = "cpu",
     engine: str = "torch",
     warmup: bool = True,
+    quality_file: str | Path | None = None,
 ) -> list[ServedModel]:
     """One :class:`ServedModel` per training run folder, labelled ``"MODEL (RUN_FOLDER_NAME)"``.
 
@@ -65,15 +66,19 @@ def load_models(
         engine: inference engine (:data:`scunext.deploy.runtimes.ENGINES`).
         warmup: run each model once on a blank image, so that the first reported inference time is not inflated
             by one-off start-up costs.
+        quality_file: a quality calibration for the only model, instead of its run's own ``quality.json``
+            (refused when made for other weights).
 
     Raises:
         CheckpointError: a folder is missing or has no such checkpoint.
         ValueError: an unknown engine, or an engine that cannot run on ``device``.
     """
+    if quality_file is not None and len(run_dirs) != 1:
+        raise ValueError("a quality file applies to one model: serve exactly one with it")
     models: list[ServedModel] = []
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
-        predictor = Predictor.from_run(run_dir, checkpoint, device=device, engine=engine)
+        predictor = Predictor.from_run(run_dir, checkpoint, device=device, engine=engine, quality_file=quality_file)
         label = f"{predictor.name} ({run_dir.resolve().name})"
         if warmup:
             predictor.predict([np.zeros((predictor.size, predictor.size, 3), np.uint8)])

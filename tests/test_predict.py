@@ -672,3 +672,104 @@ def test_files_a_folder_scan_leaves_out_are_named(tmp_path, caplog, capsys):
     assert main(["predict", "--weights", "lungs", str(inputs / "b.gif"), "--out", str(tmp_path / "g"),
                  "--no-overlay", "--no-quality"]) == 0  # fmt: skip
     assert (tmp_path / "g" / "b.gif_mask.png").is_file()  # (its id keeps the extension it is not scanned for)
+
+
+@pytest.mark.parametrize(("key", "edit"), [("size", "size: 128"), ("intensity", "intensity: percentile")])
+def test_config_edited_away_from_the_checkpoints_preprocessing_is_refused(tiny_run, tmp_path, capsys, key, edit):
+    """A ``size: 128`` edited into the config.yaml of a 256 model gave masks with Dice 0.30 against its own, exit 0
+    (all empty at 64): the checkpoint records the size and intensity step it was trained with."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = run / "config.yaml"
+    cfg.write_text("".join(edit + "\n" if line.startswith(f"{key}:") else line
+                           for line in cfg.read_text().splitlines(keepends=True)))  # fmt: skip
+    image = str(sorted((sample_dir("isic2017") / "images").iterdir())[0])
+    for argv in (["predict", str(run), image, "--out", str(tmp_path / "o")], ["evaluate", str(run), "--no-hd95"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"trained with {key}=" in err and "as its config.yaml says" in err, err
+    assert not (tmp_path / "o").exists() and not (run / "eval").exists()
+
+
+def test_a_runs_own_quality_file_of_other_weights_is_refused(tmp_path, capsys):
+    """A run's own quality.json was never checked against its weights (only --quality FILE was): one copied from
+    other weights flagged this model's masks against another model's area prior, exit 0."""
+    run = tmp_path / "lungs"
+    shutil.copytree(weights_dir("lungs"), run)
+    shutil.copy(weights_dir("isic2017") / "quality.json", run / "quality.json")
+    image = str(sorted((sample_dir("chest-xray-lungs") / "images").iterdir())[0])
+    assert main(["predict", str(run), image, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "calibrated for other weights" in err and "scunext calibrate" in err, err
+    assert not (tmp_path / "a").exists()
+    # not used: --no-quality; replaced: --quality FILE of these weights
+    assert main(["predict", str(run), image, "--out", str(tmp_path / "b"), "--no-quality"]) == 0
+    own = str(weights_dir("lungs") / "quality.json")
+    assert main(["predict", str(run), image, "--out", str(tmp_path / "c"), "--quality", own]) == 0
+    assert "0 flagged for review" in capsys.readouterr().out
+
+
+def test_skip_done_does_not_take_another_inputs_mask_of_the_same_name(tmp_path, capsys, caplog):
+    """PACS exports repeat names (IM0001) in every series folder: with ``--skip-done`` into the folder of series A,
+    series B's IM0001 counted as done by A's mask and was never segmented (exit 0). A row counts only for the input
+    it names; a user's file of an unfinished input's name that --skip-done replaces is named in a warning."""
+    series = {}
+    for name, picks in (("A", XRAYS[:1]), ("B", XRAYS[1:3])):
+        series[name] = tmp_path / name
+        series[name].mkdir()
+        for i, src in enumerate(picks):
+            shutil.copy(src, series[name] / f"IM{i:04d}.png")
+    out = tmp_path / "out"
+    common = ["--out", str(out), "--no-overlay", "--no-quality"]
+    assert main(["predict", "--weights", "lungs", str(series["A"]), *common]) == 0
+    capsys.readouterr()
+    before = sorted((p.name, p.read_bytes()) for p in out.iterdir())
+    assert main(["predict", "--weights", "lungs", str(series["B"]), *common, "--skip-done"]) == 2
+    _one_line_error(capsys, "made from other inputs of the same name (IM0000_mask.png from")
+    assert sorted((p.name, p.read_bytes()) for p in out.iterdir()) == before
+    # the same series continues (given by another path to the same folder); a stray file is replaced, and said
+    (out / "IM0001_mask.png").write_bytes(b"someone's file")
+    more = tmp_path / "A" / "IM0001.png"
+    shutil.copy(XRAYS[3], more)
+    with caplog.at_level("WARNING"):
+        assert main(["predict", "--weights", "lungs", str(tmp_path / "." / "A"), *common, "--skip-done"]) == 0
+    assert "1 file(s) of unfinished inputs will be replaced (--skip-done): IM0001_mask.png" in caplog.text
+    assert "1 of 1 images segmented" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("torn", ["inside the quotes", "without its line break"])
+def test_a_torn_last_row_is_cut_off_and_its_image_redone(tmp_path, capsys, torn):
+    """A crash (power loss, a full disk) can cut predictions.csv's last row inside its quoted ``model`` field: the
+    open quote swallowed the next run's first row into that field (50 rows read as 49) and then blocked
+    --skip-done with a garbage model name. The torn row is cut off and its image counts as not done."""
+    out = tmp_path / "out"
+    argv = ["predict", "--weights", "lungs", str(XRAYS[0]), str(XRAYS[1]), "--out", str(out), "--no-overlay",
+            "--no-quality"]  # fmt: skip
+    assert main(argv) == 0
+    table = out / "predictions.csv"
+    text = table.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    last = lines[-1]
+    cut = last[: last.index('"weights') + 15] if torn == "inside the quotes" else last.rstrip("\r\n")
+    table.write_text("".join(lines[:-1]) + cut, encoding="utf-8", newline="")
+    assert stream.complete_length(table) == len("".join(lines[:-1]).encode())
+    capsys.readouterr()
+    assert main([*argv, "--skip-done"]) == 0
+    assert "1 of 1 images segmented" in capsys.readouterr().out
+    rows = list(csv.DictReader(table.open(newline="", encoding="utf-8")))
+    assert [Path(r["file"]).name for r in rows] == [XRAYS[0].name, XRAYS[1].name]
+    assert all(r["model"] == "weights lungs, threshold 0.5, torch" and r["status"] == "ok" for r in rows)
+
+
+def test_many_unreadable_inputs_are_all_listed_with_verbose(tmp_path, capsys, caplog):
+    """The one-line refusal names three unreadable inputs; with -v every one is logged, so that dozens of bad
+    files among thousands are fixed in one go, not three at a time."""
+    inputs = _copy(XRAYS[:1], tmp_path / "in")
+    for i in range(5):
+        (inputs / f"bad{i}.png").write_bytes(b"not an image")
+    with caplog.at_level("DEBUG", logger="scunext.deploy.stream"):
+        assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(tmp_path / "out")]) == 2
+    err = _one_line_error(capsys, "5 of 6 inputs cannot be read")
+    assert "(all 5 listed with -v)" in err and not (tmp_path / "out").exists()
+    listed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cannot be read: ")]
+    assert sorted(m.split("/")[-1].split(":")[0] for m in listed) == [f"bad{i}.png" for i in range(5)]

@@ -356,6 +356,26 @@ def _check_image(ds: Any, head: DicomHeader, label: str, max_pixels: int) -> Non
             "(grayscale or 8-bit RGB/YBR only)"
         )
     _check_decoder(head.transfer_syntax_uid, label)
+    _check_native_length(ds, head, allocated, label)
+
+
+def _check_native_length(ds: Any, head: DicomHeader, allocated: int, label: str) -> None:
+    """Refuse uncompressed Pixel Data longer than Rows x Columns x samples x bytes by a whole row or more (the one
+    padding byte of an odd length, or a few more, are dropped as pydicom does): a wrong Columns (511 for 512 columns of data) read the rows out of step, a sheared image that was
+    segmented as ``ok`` (pydicom drops the "excess padding" with a warning that names no file)."""
+    from pydicom.uid import UID
+
+    if head.transfer_syntax_uid and UID(head.transfer_syntax_uid).is_compressed:
+        return
+    data = ds.get("PixelData")
+    if not isinstance(data, (bytes, bytearray)):
+        return
+    row = head.columns * head.samples_per_pixel * (allocated // 8)
+    expected = head.rows * row
+    if len(data) - expected >= max(2, row):  # a few bytes of trailing padding are read as pydicom reads them
+        raise DataError(f"{label}: DICOM Pixel Data holds {len(data):,} bytes, {len(data) - expected:,} more than "
+                        f"Rows x Columns = {head.rows} x {head.columns} needs ({expected:,}); the header's size does "
+                        "not match the data (a wrong Rows or Columns)")  # fmt: skip
 
 
 def _check_decoder(transfer_syntax: str, label: str) -> None:
@@ -481,13 +501,13 @@ def _voi_to_uint8(values: np.ndarray, ds: Any, label: str, present: np.ndarray |
             if not _finite(values):
                 what = _values_text(ds, "RescaleSlope", "RescaleIntercept") or "the Modality LUT"
                 raise DataError(f"{label}: corrupt DICOM rescale: {what} give non-finite pixel values")
+            if _present(ds.get("RescaleSlope")) and float(ds.RescaleSlope) == 0:
+                raise DataError(f"{label}: corrupt DICOM rescale: RescaleSlope 0 maps every pixel to one value (a "
+                                "blank image)")  # fmt: skip
             if ds.get("VOILUTSequence"):
                 if not np.issubdtype(values.dtype, np.integer):  # a LUT is indexed by integers
                     values = np.rint(np.clip(values, -(2.0**62), 2.0**62)).astype(np.int64)
-                item = ds.VOILUTSequence[0]
-                bits = int(item.LUTDescriptor[2])
-                out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
-                return _to_uint8(out, 0.0, float(2**bits - 1))
+                return _to_uint8(*_apply_voi_table(values, ds))
             if _present(ds.get("WindowCenter")) and _present(ds.get("WindowWidth")):  # (empty: no window)
                 # the first window is the one applied; an infinite width maps every value to one grey, finite
                 window = [_first(ds.WindowCenter), _first(ds.WindowWidth)]
@@ -506,6 +526,27 @@ def _voi_to_uint8(values: np.ndarray, ds: Any, label: str, present: np.ndarray |
     if used.size == 0:
         return np.zeros(values.shape, dtype=np.uint8)
     return _to_uint8(values, float(used.min()), float(used.max()))
+
+
+def _apply_voi_table(values: np.ndarray, ds: Any) -> tuple[np.ndarray, float, float]:
+    """The first VOI LUT of ``ds`` applied to integer ``values``, with its output range ``(0, 2**bits - 1)``.
+
+    pydicom 3.0 computes the table index in the table's own dtype: for a table of 8-bit entries that is ``uint8``,
+    so a stored value more than 255 above the first mapped value wrapped around (a 12-bit image through an 8-bit
+    table came out 94 % wrong, and was segmented as ``ok``). The table is therefore applied as if its entries had
+    16 bits (the same values, a ``uint16`` index), and the descriptor put back."""
+    from pydicom.pixels import apply_voi_lut
+
+    item = ds.VOILUTSequence[0]
+    descriptor = [int(v) for v in item.LUTDescriptor]
+    bits = descriptor[2]
+    if bits != 8:
+        return apply_voi_lut(values, ds, index=0, prefer_lut=True), 0.0, float(2**bits - 1)
+    item.LUTDescriptor = [descriptor[0], descriptor[1], 16]
+    try:
+        return apply_voi_lut(values, ds, index=0, prefer_lut=True), 0.0, 255.0
+    finally:
+        item.LUTDescriptor = descriptor
 
 
 def _grayscale_to_uint8(arr: np.ndarray, ds: Any, label: str) -> np.ndarray:

@@ -63,6 +63,8 @@ __all__ = [
     "PredictionRecord",
     "PredictionsCSV",
     "finished_masks",
+    "FinishedMask",
+    "complete_length",
     "image_info",
     "plan_predictions",
     "printable",
@@ -265,8 +267,11 @@ def plan_predictions(
         mask = out / f"{image_id(f)}{OUTPUT_SUFFIXES[fmt]}"
         jobs.append(PredictJob(f, info, mask, out / f"{image_id(f)}{OUTPUT_SUFFIXES['overlay']}" if overlay else None))
     if bad:
+        for reason in bad if len(bad) > 3 else ():  # the whole list, for a fix in one go (shown with -v)
+            log.debug("cannot be read: %s", reason)
         head = f"{len(bad)} of {len(files)} inputs cannot be read" if len(bad) > 1 else bad[0]
-        raise DataError(head if len(bad) == 1 else f"{head}: {'; '.join(bad[:3])}" + ("; ..." if len(bad) > 3 else ""))
+        raise DataError(head if len(bad) == 1 else f"{head}: {'; '.join(bad[:3])}"
+                        + (f"; ... (all {len(bad)} listed with -v)" if len(bad) > 3 else ""))  # fmt: skip
     if fmt == "dicom-seg":
         not_dicom = [j.source for j in jobs if not getattr(j.info, "is_dicom", False)]
         if not_dicom:
@@ -285,9 +290,15 @@ def plan_predictions(
     if skip_done:
         done = finished_masks(out / CSV_NAME)
         finished = [j for j in jobs if printable(j.mask.name) in done and j.mask.exists()]
-        others = sorted({done[printable(j.mask.name)] for j in finished} - {model})
+        elsewhere = [j for j in finished if not _same_input(done[printable(j.mask.name)].file, j.source)]
+        if elsewhere:  # PACS exports repeat names (IM0001) in every series folder: another image's mask
+            j = elsewhere[0]
+            raise ValueError(f"--skip-done: {len(elsewhere)} of the finished masks in {out} were made from other "
+                             f"inputs of the same name ({j.mask.name} from {shown(done[printable(j.mask.name)].file)}"
+                             f", not {shown(str(j.source))}); give each series its own --out")  # fmt: skip
+        others = sorted({done[printable(j.mask.name)].model for j in finished} - {model})
         if model is not None and others:
-            n = sum(done[printable(j.mask.name)] != model for j in finished)
+            n = sum(done[printable(j.mask.name)].model != model for j in finished)
             raise ValueError(f"--skip-done: {n} of the finished masks in {out} were made by {shown(others[0])}"
                              f"{f' and {len(others) - 1} other setting(s)' if len(others) > 1 else ''}, not by "
                              f"this run's {shown(model)}; continue with the same model and settings, or use "
@@ -297,6 +308,10 @@ def plan_predictions(
         log.info("%s: %d of %d input(s) finished by an earlier run, left out (--skip-done)", out,
                  len(jobs) - len(todo), len(jobs))  # fmt: skip
         jobs = todo
+        replaced = [p for j in jobs for p in j.outputs if p.exists()]
+        if replaced:  # what a stopped run wrote before recording the image (or a file of that name put there)
+            log.warning("%s: %d file(s) of unfinished inputs will be replaced (--skip-done): %s", out, len(replaced),
+                        _examples([p.name for p in replaced]))  # fmt: skip
     existing = [p for j in jobs for p in j.outputs if p.exists()]
     if (out / CSV_NAME).is_dir():
         raise OutputExistsError(f"{out / CSV_NAME} is a folder; the predictions table cannot be written there: move "
@@ -385,27 +400,71 @@ def _measure(record: PredictionRecord, mask: np.ndarray, logits: torch.Tensor, i
         record.score, record.review, record.review_reason = round(q.score, 4), q.review, q.reason
 
 
-def finished_masks(table: str | os.PathLike[str]) -> dict[str, str]:
-    """The file names of the masks that ``predictions.csv`` records as written (``status`` ok), each with the
-    ``model`` that made it (its latest row); empty if there is no table. Read row by row (a table of millions of
-    rows is not held in memory, only the names); an unfinished last row (a run killed while writing it) does not
-    count."""
+@dataclass(frozen=True)
+class FinishedMask:
+    """What ``predictions.csv`` records of a mask written by an earlier run: the input it was made from and the
+    ``model`` (weights, threshold, engine) that made it."""
+
+    file: str
+    model: str
+
+
+def complete_length(path: str | os.PathLike[str]) -> int:
+    """Bytes of ``path`` up to the end of its last complete CSV row: a row cut short by a crash (power loss, a full
+    disk) ends without its line break, or inside a quoted field (a quote left open would swallow the next run's
+    first row into that field). Read line by line: a record ends at a line break outside quotes (CSV doubles the
+    quotes inside a field, so counting them tells)."""
+    end = pos = quotes = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            pos += len(line)
+            quotes += line.count(b'"')
+            if line.endswith(b"\n") and quotes % 2 == 0:
+                end = pos
+    return end
+
+
+def _complete_rows(fh: Any, length: int) -> Any:
+    """The text lines of ``fh`` within its first ``length`` bytes (an open binary file)."""
+    read = 0
+    for line in fh:
+        if read >= length:
+            return
+        read += len(line)
+        yield line.decode("utf-8", errors="replace")
+
+
+def finished_masks(table: str | os.PathLike[str]) -> dict[str, FinishedMask]:
+    """The file names of the masks that ``predictions.csv`` records as written (``status`` ok), each with the input
+    and ``model`` of its latest row; empty if there is no table. Read row by row (a table of millions of rows is not
+    held in memory, only the names); an unfinished last row (a run killed while writing it) does not count."""
     path, names = Path(table), {}
     if not path.is_file():
         return names
-    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-        for row in csv.DictReader(fh):
-            if row.get("status") == "ok" and row.get("mask") and None not in row.values():
-                names[PurePath(row["mask"]).name] = row.get("model") or ""
+    with path.open("rb") as fh:
+        for row in csv.DictReader(_complete_rows(fh, complete_length(path))):
+            if row.get("status") == "ok" and row.get("mask") and None not in row and None not in row.values():
+                names[PurePath(row["mask"]).name] = FinishedMask(row.get("file") or "", row.get("model") or "")
     return names
+
+
+def _same_input(recorded: str, source: Path) -> bool:
+    """Whether a row's ``file`` names the input ``source`` (as given then and now, or the same file on disk)."""
+    if recorded in (str(source), printable(str(source))):
+        return True
+    try:
+        return Path(recorded).resolve() == source.resolve()
+    except (OSError, ValueError):
+        return False
 
 
 class PredictionsCSV:
     """``predictions.csv``, written row by row (flushed, so a crash keeps the rows done); a context manager.
 
     An existing file with the same header is appended to, never replaced: the table then keeps every run into the
-    folder, and the last row of a file is its latest result. If its last row is unfinished (a run killed while
-    writing it), the new rows start on a line of their own. Any other existing file is an error, unless
+    folder, and the last row of a file is its latest result. If its last row is unfinished (a crash while writing
+    it: no line break at its end, or a quoted field left open), that torn row is cut off (:func:`complete_length`)
+    and its input counts as not done. Any other existing file is an error, unless
     ``replace`` (``--overwrite``, which the planner asked for): then a new table replaces it.
     """
 
@@ -419,19 +478,10 @@ class PredictionsCSV:
         self._writer = csv.DictWriter(self._fh, fieldnames=PredictionRecord.columns())
         if not append:
             self._writer.writeheader()
-        elif not self._ends_with_newline(self.path):
-            log.warning("%s: its last row is unfinished (a run stopped while writing it); new rows start on a new "
-                        "line", self.path)  # fmt: skip
-            self._fh.write("\r\n")  # the csv module's line terminator
-
-    @staticmethod
-    def _ends_with_newline(path: Path) -> bool:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() == 0:
-                return True
-            fh.seek(-1, os.SEEK_END)
-            return fh.read(1) == b"\n"
+        elif (keep := complete_length(self.path)) < self.path.stat().st_size:
+            log.warning("%s: its last row is unfinished (a run stopped while writing it); it is removed, and that "
+                        "input counts as not done", self.path)  # fmt: skip
+            self._fh.truncate(keep)
 
     @staticmethod
     def appendable(path: Path) -> bool:

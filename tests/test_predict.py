@@ -72,10 +72,11 @@ def test_masks_equal_the_pre_streaming_predict_on_the_samples(name, files, tmp_p
 
 
 def test_large_jpeg_decoded_at_reduced_size_gives_nearly_the_same_mask(tmp_path, capsys):
-    """--no-overlay decodes a 2000x1500 JPEG at 1/2 scale (draft mode, both sides >= 2 x 256); the mask differs from
-    the full-decode one only along the boundary: fewer changed pixels than boundary pixels, none farther from the
-    boundary than one model pixel (2000 / 256 ~ 8 px), Dice >= 0.995 (measured on 4 ISIC samples: 0.3-0.8 boundary
-    pixels, within 6.3 px, Dice >= 0.998)."""
+    """--no-overlay --fast-decode decodes a 2000x1500 JPEG at 1/2 scale (draft mode, both sides >= 2 x 256); the
+    mask differs from the full-decode one only along the boundary: fewer changed pixels than boundary pixels, none
+    farther from the boundary than one model pixel (2000 / 256 ~ 8 px), Dice >= 0.995 (measured on 4 ISIC samples:
+    0.3-0.8 boundary pixels, within 6.3 px, Dice >= 0.998). Without --fast-decode the mask is the full decode's:
+    it does not depend on whether an overlay is written (it did: --no-overlay alone decoded at reduced size)."""
     from scipy import ndimage
 
     big = np.asarray(Image.fromarray(read_image(ISIC[0])).resize((2000, 1500), Image.Resampling.BILINEAR))
@@ -84,8 +85,15 @@ def test_large_jpeg_decoded_at_reduced_size_gives_nearly_the_same_mask(tmp_path,
     Image.fromarray(big).save(src, quality=92)
     predictor = Predictor.from_run(weights_dir("isic2017"))
     baseline_predict(predictor, [src], tmp_path / "full", overlay=False)
-    assert main(["predict", "--weights", "isic2017", str(src), "--out", str(tmp_path / "draft"), "--no-overlay"]) == 0
+    assert main(["predict", "--weights", "isic2017", str(src), "--out", str(tmp_path / "draft"), "--no-overlay",
+                 "--fast-decode"]) == 0  # fmt: skip
     full, draft = _masks(tmp_path / "full")["big_mask.png"], _masks(tmp_path / "draft")["big_mask.png"]
+    for extra in (["--no-overlay"], []):  # the default decode, with or without the overlay: the full decode's mask
+        out = tmp_path / f"default{len(extra)}"
+        assert main(["predict", "--weights", "isic2017", str(src), "--out", str(out), *extra]) == 0
+        assert np.array_equal(_masks(out)["big_mask.png"], full)
+    assert main(["predict", "--weights", "isic2017", str(src), "--out", str(tmp_path / "x"), "--fast-decode"]) == 2
+    assert "--fast-decode needs --no-overlay" in capsys.readouterr().err
     assert draft.shape == (1500, 2000) and 0.02 < full.mean() < 0.9
     edge = boundary(full)
     changed = full != draft

@@ -56,8 +56,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--format", default="png", choices=FORMATS, dest="fmt",
                    help="mask format: png (default) or dicom-seg (a DICOM Segmentation per DICOM input)")
-    p.add_argument("--no-overlay", action="store_true", help="write masks only (faster: JPEGs are then decoded at "
-                   "reduced size)")  # fmt: skip
+    p.add_argument("--no-overlay", action="store_true", help="write masks only (faster)")
+    p.add_argument("--fast-decode", action="store_true", help="with --no-overlay: decode large JPEGs at reduced "
+                   "size (several times cheaper; the mask can then move along its boundary by up to one model pixel "
+                   "against the default full decode, docs/deployment.md)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--skip-done", action="store_true", help="continue a stopped run into the same --out: leave out "
                    "the inputs it finished (mask written and recorded in predictions.csv), redo the others")
@@ -118,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     for name, most in (("batch_size", MAX_BATCH_SIZE), ("workers", MAX_WORKERS)):
         if not 1 <= getattr(args, name) <= most:
             raise ValueError(f"--{name.replace('_', '-')} must be between 1 and {most}, got {getattr(args, name)}")
+    if args.fast_decode and not args.no_overlay:
+        raise ValueError("--fast-decode needs --no-overlay (an overlay is drawn on the full-size pixels)")
     if args.quality and args.no_quality:
         raise ValueError("--quality and --no-quality contradict each other; give one")
     if args.quality:
@@ -144,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                                  overwrite=args.overwrite or args.skip_done,  # (what a stopped run left)
                                  model_version=version, quality=not args.no_quality,
                                  model_name=args.weights or predictor.name,
-                                 segment=_segment(args, run_dir))  # fmt: skip
+                                 segment=_segment(args, run_dir), fast_decode=args.fast_decode)  # fmt: skip
         for rec in records:
             rec.model = label
             table.write(rec)

@@ -361,8 +361,9 @@ def _check_image(ds: Any, head: DicomHeader, label: str, max_pixels: int) -> Non
 
 def _check_native_length(ds: Any, head: DicomHeader, allocated: int, label: str) -> None:
     """Refuse uncompressed Pixel Data longer than Rows x Columns x samples x bytes by a whole row or more (the one
-    padding byte of an odd length, or a few more, are dropped as pydicom does): a wrong Columns (511 for 512 columns of data) read the rows out of step, a sheared image that was
-    segmented as ``ok`` (pydicom drops the "excess padding" with a warning that names no file)."""
+    padding byte of an odd length, or a few more, are dropped as pydicom does): a wrong Columns (511 for 512
+    columns of data) read the rows out of step, a sheared image that was segmented as ``ok`` (pydicom drops the
+    "excess padding" with a warning that names no file)."""
     from pydicom.uid import UID
 
     if head.transfer_syntax_uid and UID(head.transfer_syntax_uid).is_compressed:

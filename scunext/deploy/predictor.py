@@ -59,10 +59,10 @@ class Predictor:
         self._runner = None
         if self.device.type == "cpu":
             calibration = None
-            if self.engine == "onnxruntime-int8" and self.intensity != "none":  # calibrate on what it will see
+            if self.engine == "onnxruntime-int8":  # calibrated on what it will see: its size, its intensity step
                 from scunext.deploy.onnx_export import sample_inputs
 
-                calibration = sample_inputs(self.in_channels, 256, intensity=self.intensity)
+                calibration = sample_inputs(self.in_channels, self.size, intensity=self.intensity)
             self._runner = make_runner(self.model, self.engine, calibration=calibration)
 
     @classmethod

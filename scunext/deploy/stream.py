@@ -8,8 +8,8 @@ Two steps:
    ``*_overlay.png``, ``*_seg.dcm``) are never taken as inputs, and the output folder may not be an input folder
    (or inside one).
 2. :func:`stream_predict` runs a bounded pipeline. ``workers`` threads decode files and prepare them
-   (:meth:`Predictor.prepare <scunext.deploy.predictor.Predictor.prepare>`; when no overlay needs the full-size
-   pixels, JPEGs are decoded at reduced size, about twice the model's, with Pillow's draft mode). The calling
+   (:meth:`Predictor.prepare <scunext.deploy.predictor.Predictor.prepare>`; with ``fast_decode`` and no overlay,
+   JPEGs are decoded at reduced size, about twice the model's, with Pillow's draft mode). The calling
    thread runs the model on batches (:meth:`Predictor.logits <scunext.deploy.predictor.Predictor.logits>`). The
    same worker threads then upsample each image's logits to its own size, threshold them and write the mask (PNG
    or DICOM SEG) and the overlay. At most ``2 * batch_size + 2 * workers`` images are in flight at any time,
@@ -91,8 +91,8 @@ MAX_NAME_BYTES = 255
 #: running at once grow with them, and beyond these nothing gets faster on any CPU we know of
 MAX_BATCH_SIZE = 512
 MAX_WORKERS = 64
-#: without overlays, JPEGs are decoded at the smallest DCT scale with both sides >= DRAFT_FACTOR x the model's input
-#: size, then area-resized as usual. 2 rather than 1: half the mask differences against a full decode, for 1.5x the
+#: with ``fast_decode`` and without overlays, JPEGs are decoded at the smallest DCT scale with both sides >=
+#: DRAFT_FACTOR x the model's input size, then area-resized as usual. 2 rather than 1: half the mask differences against a full decode, for 1.5x the
 #: decode time of the smallest scale (still about 5x faster than a full decode of a 4000x3000 JPEG; docs/deployment.md)
 DRAFT_FACTOR = 2
 _SHOW = 5
@@ -668,6 +668,7 @@ def stream_predict(
     quality: bool = True,
     model_name: str | None = None,
     segment: str = "auto",
+    fast_decode: bool = False,
 ) -> Iterator[PredictionRecord]:
     """Segment ``jobs`` (from :func:`plan_predictions`) and write their outputs; yields one record per job, in order.
 
@@ -677,9 +678,7 @@ def stream_predict(
 
     Args:
         predictor: the model and its preprocessing.
-        jobs: the planned inputs and outputs; overlays are written for jobs that have an ``overlay`` path (their
-            pixels are then decoded at full size; otherwise JPEGs are decoded at reduced size, see
-            :func:`~scunext.data.io.read_image`'s ``draft_size``).
+        jobs: the planned inputs and outputs; overlays are written for jobs that have an ``overlay`` path.
         batch_size: images per model call.
         workers: decode/write threads.
         fmt: ``png`` or ``dicom-seg`` (:func:`scunext.deploy.dicom_seg.write_dicom_seg`).
@@ -691,6 +690,11 @@ def stream_predict(
             ``model_name``).
         quality: also score each prediction (``score``, ``review``; :mod:`scunext.deploy.quality`): one more
             forward pass per image, of the horizontally flipped input.
+        fast_decode: decode the JPEGs of jobs without an overlay at reduced size (:data:`DRAFT_FACTOR` x the
+            model's size, :func:`~scunext.data.io.read_image`'s ``draft_size``): several times cheaper for large
+            photos, but the model then sees slightly other pixels than ``evaluate`` and the default decode, so the
+            mask can move along its boundary (docs/deployment.md). Off by default: a mask depends on the image and
+            the model only, not on an output option.
     """
     for name, value, most in (("batch_size", batch_size, MAX_BATCH_SIZE), ("workers", workers, MAX_WORKERS)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
@@ -732,7 +736,7 @@ def stream_predict(
                 return  # wait until earlier images are written (one image alone may exceed the budget)
             upcoming.pop()
             kept += cost
-            draft = None if keep else DRAFT_FACTOR * predictor.size
+            draft = DRAFT_FACTOR * predictor.size if fast_decode and not keep else None
             decoding.append((_Slot(job, kept_bytes=cost), pool.submit(_decode, predictor, job, draft, keep)))
 
     def flush() -> None:

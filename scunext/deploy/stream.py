@@ -92,8 +92,9 @@ MAX_NAME_BYTES = 255
 MAX_BATCH_SIZE = 512
 MAX_WORKERS = 64
 #: with ``fast_decode`` and without overlays, JPEGs are decoded at the smallest DCT scale with both sides >=
-#: DRAFT_FACTOR x the model's input size, then area-resized as usual. 2 rather than 1: half the mask differences against a full decode, for 1.5x the
-#: decode time of the smallest scale (still about 5x faster than a full decode of a 4000x3000 JPEG; docs/deployment.md)
+#: DRAFT_FACTOR x the model's input size, then area-resized as usual. 2 rather than 1: half the mask differences
+#: against a full decode, for 1.5x the decode time of the smallest scale (still about 5x faster than a full decode
+#: of a 4000x3000 JPEG; docs/deployment.md)
 DRAFT_FACTOR = 2
 _SHOW = 5
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from scunext.cli.config_flags import add_config_flags, config_from_args, given_flags
 from scunext.cli.paths import Once, check_out_folder
 from scunext.errors import UsageError
+from scunext.runs import RunDir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from scunext.engine.trainer import train
 
     if args.resume:
-        where = ("device", "data", "num_workers")  # may change on resume (another machine), recorded in run.json
+        where = RunDir.MOVABLE  # may change on resume (another machine), recorded in run.json
         given = given_flags(args, where) + [f"--{k}" for k in ("config", "set", "out") if getattr(args, k)]
         if given:
             raise UsageError(f"--resume continues the run with its saved config; drop {', '.join(given)} "

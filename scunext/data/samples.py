@@ -8,10 +8,10 @@ code.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from scunext.checksum import sha256_file
 from scunext.data.errors import DataError
 
 __all__ = ["SAMPLE_NAMES", "list_samples", "sample_dir", "verify_checksums"]
@@ -65,7 +65,7 @@ def verify_checksums(folder: str | os.PathLike[str]) -> int:
         target = folder / rel.strip()
         if not target.is_file():
             raise DataError(f"{target}: listed in {sums.name} but missing")
-        if hashlib.sha256(target.read_bytes()).hexdigest() != digest.lower():
+        if sha256_file(target) != digest.lower():
             raise DataError(f"{target}: sha256 does not match {sums.name} (file changed or corrupt)")
         checked += 1
     return checked

@@ -21,7 +21,6 @@ A :class:`Split` is saved with :meth:`Split.to_json` and read back with :meth:`S
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scunext.checksum import sha256_file
 from scunext.data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -410,10 +410,6 @@ def carve_validation(
     return train, val
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def csv_split(
     csv_path: str | os.PathLike[str],
     column: str = "isic2017_split",
@@ -483,7 +479,7 @@ def csv_split(
     description = {
         "method": "csv",
         "csv": str(path),
-        "csv_sha256": _sha256(path),
+        "csv_sha256": sha256_file(path),
         "column": column,
         "id_column": id_column,
         "n_ids": sum(len(v) for v in parts.values()),

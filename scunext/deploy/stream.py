@@ -45,7 +45,7 @@ from PIL import Image
 
 from scunext.data.dataset import IMAGE_EXTENSIONS, image_id, is_image_file
 from scunext.data.errors import DataError
-from scunext.data.io import MAX_IMAGE_PIXELS, read_image, read_image_info
+from scunext.data.io import MAX_IMAGE_PIXELS, area_mm2, read_image, read_image_info
 from scunext.deploy.predictor import Predictor
 from scunext.deploy.quality import quality_from_logits
 from scunext.errors import shown
@@ -394,7 +394,7 @@ def _measure(record: PredictionRecord, mask: np.ndarray, logits: torch.Tensor, i
     """
     record.area_px = int(np.count_nonzero(mask))
     spacing = getattr(info, "pixel_spacing_mm", None)
-    record.area_mm2 = None if spacing is None else record.area_px * float(spacing[0]) * float(spacing[1])
+    record.area_mm2 = area_mm2(record.area_px, spacing)
     if flipped is not None and predictor is not None:
         # at the model's input size: the calibration data (256x256 images) was scored at that size too
         q = quality_from_logits(logits, flipped, predictor.quality, predictor.threshold)

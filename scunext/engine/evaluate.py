@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import logging
-import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 
 from scunext.data import DataError, SegmentationDataset, discover_pairs, select_pairs
 from scunext.deploy.predictor import Predictor
+from scunext.engine.jsonable import jsonable
 from scunext.metrics import SegmentationMeter, dice_score
 from scunext.runs import RunDir, RunInUseError
 from scunext.runs.durable import atomic_write, atomic_write_text, orphan_temps, remove_tree
@@ -97,7 +97,7 @@ def _replace_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]
         remove_tree(out / "worst.png")
     else:
         atomic_write(out / "worst.png", worst_png)
-    atomic_write_text(out / "metrics.json", json.dumps(_jsonable(report), indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(jsonable(report), indent=2))
 
 
 def _subset_pairs(run: RunDir, data_root: Path, subset: str):
@@ -205,19 +205,4 @@ def evaluate_run(
     _write_report(out, report, rows, worst_png, replace=out_dir is None or overwrite)
     log.info("%s %s: Dice %.4f (per-image mean), IoU %.4f, n=%d", run_dir, subset,
              scores["dice"]["per_image_mean"], scores["iou"]["per_image_mean"], scores["n_images"])  # fmt: skip
-    return _jsonable(report)
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return None if math.isnan(v) else v
-    if isinstance(x, np.integer):
-        return int(x)
-    if torch.is_tensor(x):
-        return _jsonable(x.tolist())
-    return x
+    return jsonable(report)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from scunext.data import DataError, SegmentationDataset, Split, discover_pairs, read_mask, select_pairs
+from scunext.data import DataError, SegmentationDataset, discover_pairs, read_mask, select_pairs
 from scunext.data.shifts import SHIFTS, apply_shift, image_seed, modality_of, parse_shifts, shift_conditions
 from scunext.deploy.predictor import Predictor
 from scunext.deploy.quality import (
@@ -40,6 +40,7 @@ from scunext.deploy.quality import (
     quality_from_probabilities,
 )
 from scunext.engine.evaluate import ReportExistsError, _subset_pairs, check_no_report, report_lock
+from scunext.engine.jsonable import jsonable
 from scunext.metrics import confusion_counts, dice_score, iou_score
 from scunext.runs import RunDir, data_root_of
 from scunext.runs.durable import atomic_write, atomic_write_text, fsync_dir, made_folder, remove_tree, rename
@@ -167,7 +168,7 @@ def _markdown(meta: dict[str, Any], summary: list[dict[str, Any]], quality: bool
                       "-" if math.isnan(au) else f"{au:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")  # fmt: skip
     if quality:
-        lines += ["", "Quality score (all groups): " + json.dumps(_jsonable(meta["quality"]))]
+        lines += ["", "Quality score (all groups): " + json.dumps(jsonable(meta["quality"]))]
     return "\n".join(lines) + "\n"
 
 
@@ -339,7 +340,7 @@ def stress_test(
         except ImportError:  # matplotlib is in the train extra
             remove_tree(out / "robustness.png")  # an earlier report's plot would not match this report
             log.warning("matplotlib not installed: no robustness.png (pip install 'scunext[train]')")
-        report = _jsonable({**meta, "summary": summary})
+        report = jsonable({**meta, "summary": summary})
         atomic_write_text(out / "robustness.json", json.dumps(report, indent=2))
         return report
 
@@ -401,7 +402,7 @@ def _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, b
         return _calibrate_site(predictor, cfg, Path(site), names, target, max_images, batch_size, show_progress, rule,
                                sha256)  # fmt: skip
     data_root = Path(data) if data else data_root_of(cfg)
-    split = Split.from_json(run_dir / "split.json")
+    split = RunDir(run_dir).load_split()
     if not split.train or not split.val:
         raise DataError("calibration needs the run's train part (area prior) and val part (threshold)")
     all_pairs = discover_pairs(data_root, unpaired="skip")  # the split names the images
@@ -421,7 +422,7 @@ def _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, b
     stats.update({"data": str(data_root), "part": "val", "n_images": len(pairs), "shifts": names,
                   "conditions": len(conditions), "n_train_masks": len(train_pairs),
                   "train_area_fraction_median": float(np.median(fracs))})  # fmt: skip
-    cal = QualityCalibration(threshold=threshold, source="calibrated", stats=_jsonable(stats), **prior,
+    cal = QualityCalibration(threshold=threshold, source="calibrated", stats=jsonable(stats), **prior,
                              weights_sha256=sha256)  # fmt: skip
     cal.to_json(target)
     log.info("%s: review threshold %.4f (%s)", target, threshold, stats["rule"])
@@ -455,23 +456,8 @@ def _calibrate_site(predictor, cfg, site, names, target, max_images, batch_size,
     stats.update({"data": str(site), "part": "site (all images)", "n_images": len(pairs), "shifts": names,
                   "conditions": len(conditions), "area_prior_from": "the run's quality.json",
                   "run_threshold": own.threshold})  # fmt: skip
-    cal = replace(own, threshold=threshold, source="calibrated", stats=_jsonable(stats), weights_sha256=sha256)
+    cal = replace(own, threshold=threshold, source="calibrated", stats=jsonable(stats), weights_sha256=sha256)
     cal.to_json(target)
     log.info("%s: site review threshold %.4f (%s; the run's own: %.4f)", target, threshold, stats["rule"],
              own.threshold)  # fmt: skip
     return cal
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        v = float(x)
-        return None if math.isnan(v) else v
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x

@@ -37,7 +37,6 @@ on the epochs (log.csv is then cut to the last finished epoch), and refused with
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -47,11 +46,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scunext.checksum import sha256_file
 from scunext.config import TrainConfig, load_config
 from scunext.data import Split, sample_dir
 from scunext.errors import shown
 from scunext.runs.checkpoint import CheckpointError, load_model
-from scunext.runs.durable import atomic_write_text, fsync_dir, remove_tree, rename, write_file
+from scunext.runs.durable import atomic_write_text, fsync_dir, remove_tree, rename, write_file, writer_gone
 from scunext.runs.lock import FolderLock
 
 __all__ = ["RunDir", "RunFolderError", "RunInUseError", "LOG_FIELDS", "CHECKPOINTS", "data_root_of"]
@@ -67,7 +67,7 @@ _STAGING = ".staging-e"
 #: package leaves after a crash. A user's ``notes.tmpl`` or ``extra.tmp_keep/`` is not one of them and is kept.
 _ORPHAN = re.compile(r"\.tmp\d+$")
 #: the hidden sibling folder :meth:`RunDir.create` writes a new run in (``.NAME.creatingPID``)
-_CREATING = r"\.creating\d+$"
+_CREATING = r"\.creating(\d+)$"
 
 
 class RunFolderError(ValueError):
@@ -84,11 +84,7 @@ def data_root_of(cfg: TrainConfig) -> Path:
 
 
 def _digest(path: Path) -> dict[str, Any]:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 class RunDir:
@@ -386,7 +382,8 @@ class RunDir:
         parent.mkdir(parents=True, exist_ok=True)
         creating = re.compile(re.escape(f".{self.path.name}") + _CREATING)
         for old in parent.glob(f".{self.path.name}.creating*"):  # left by a crash during an earlier create
-            if creating.fullmatch(old.name):
+            found = creating.fullmatch(old.name)
+            if found and writer_gone(int(found.group(1))):  # (a live process's is its create in progress)
                 remove_tree(old)
         tmp = parent / f".{self.path.name}.creating{os.getpid()}"
         tmp.mkdir()
@@ -400,6 +397,11 @@ class RunDir:
             write_file(new.status_file, json.dumps(first, indent=2, default=str).encode())
             fsync_dir(tmp)
             if self.path.exists():
+                try:  # again: another process may have started a run there since the check above
+                    self.check_new()
+                except RunFolderError:
+                    remove_tree(tmp)
+                    raise
                 if any(self.path.iterdir()):
                     log.info("%s: replacing a failed run that finished no epoch (%s)", self.path,
                              self.read_status().get("message", "no message"))  # fmt: skip

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from scunext.data import MAX_IMAGE_PIXELS
+from scunext.data import MAX_IMAGE_PIXELS, area_mm2
 from scunext.deploy.quality import quality_from_logits
 from scunext.serve.models import ServedModel
 from scunext.serve.upload import DecodedUpload, decode_upload, fit_size, needs_full_decode
@@ -107,7 +107,7 @@ def _answer(
         "area_px": area,
         "area_percent": 100.0 * area / (width * height),
         "pixel_spacing_mm": list(spacing) if spacing is not None else None,
-        "area_mm2": area * spacing[0] * spacing[1] if spacing is not None else None,
+        "area_mm2": area_mm2(area, spacing),
         "computed_width": int(mask.shape[1]),
         "computed_height": int(mask.shape[0]),
         "inference_ms": round(ms, 2),

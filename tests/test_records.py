@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from scunext.cli.main import main
+from scunext.data import sample_dir
 from scunext.experiments.cross_site import cross_site_scores
 from scunext.experiments.records import RecordError, check_identity, load_result
 
@@ -84,6 +85,11 @@ CASES = {
                                                                       "epoch_seconds", "1e308")), "add up to inf"),
     "config epochs text": ("config.yaml", lambda p: p.write_text(p.read_text().replace("epochs: 50", "epochs: forty")),
                            "epochs"),
+    # found by an audit (session 13): a missing file skipped every check that needed it, and the record was used
+    "no config": ("config.yaml", lambda p: p.unlink(), "missing; a run's record needs"),
+    "no split": ("split.json", lambda p: p.unlink(), "missing; a run's record needs"),
+    "no per-image rows": (P, lambda p: p.unlink(), "missing; a run's record needs"),
+    "split without test": ("split.json", lambda p: _edit_json(p, lambda d: d.pop("test")), "lists no 'test' part"),
 }
 
 
@@ -278,3 +284,56 @@ def test_a_record_names_the_processor_not_only_its_architecture(tmp_path, monkey
         assert hostinfo.cpu_name() == (hostinfo.platform.processor() or hostinfo.platform.machine())
     finally:
         hostinfo.cpu_name.cache_clear()
+
+
+def test_tables_from_records_of_another_budget_say_so():
+    """Table 1, Table 2 and the cross-site table stated the budget of the command line for records trained with
+    another (3-epoch records in a "20 epochs" table, unmarked); the leaderboard marked them. Each now lists the runs
+    that left the budget line under it."""
+    from scunext.config import load_config
+    from scunext.experiments.report import deviation_notes, per_image_dice
+
+    r = load_result(RECORD)
+    base = load_config(None, {**r["config"]})
+    row = {**r, "row": "malunet", "column": "seed 1", "dice": 0.9}
+    assert deviation_notes(base, [row]) == []
+    shorter = load_config(None, {**r["config"], "epochs": 20, "lr": 0.01})
+    assert deviation_notes(shorter, [row]) == [
+        "‡ `malunet`, seed 1: trained with epochs=50, lr=0.001, not as the budget line says (docs/experiments.md)."]
+    # an image whose Dice is undefined (both masks empty under a NaN rule) has no value: left out, not a KeyError
+    odd = {"per_image": {"test": {"a": {"dice": 0.5}, "b": {"iou": 1.0}, "c": {"dice": None}}}}
+    assert per_image_dice(odd) == {"a": 0.5}
+
+
+def test_a_runner_never_removes_a_run_folder_another_process_holds(tmp_path, lock_holder):
+    """A runner that read a stale status removed a folder another runner on the same --out had started training
+    (its lock and committed epochs deleted); a create removed another process's half-made ``.NAME.creatingPID``."""
+    import os
+
+    from scunext.experiments.runner import _remove_unstarted
+    from scunext.runs import RunDir, RunInUseError
+
+    folder = tmp_path / "runs" / "unext_s-seed-0"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"status": "running", "commit": {"epoch": 0, "files": {}}}))
+    holder = lock_holder(folder)
+    with pytest.raises(RunInUseError):
+        _remove_unstarted(RunDir(folder))
+    assert (folder / "run.json").is_file()
+    holder.kill()
+    _remove_unstarted(RunDir(folder))  # nobody holds it and it finished no epoch: removed
+    assert not folder.exists()
+    live = tmp_path / "runs" / f".unext_s-seed-0.creating{os.getppid()}"  # a live process's create in progress
+    live.mkdir()
+    from scunext.config import load_config
+    from scunext.data import Split
+
+    RunDir(folder).create(load_config(None, {"model": "unext_s"}), Split(["a"], ["b"], ["c"]))
+    assert live.is_dir() and (folder / "config.yaml").is_file()
+
+
+def test_an_empty_shard_is_an_error_not_the_whole_plan(tmp_path, capsys):
+    argv = ["experiment", "leaderboard", "--data", str(sample_dir("chest-xray-lungs")), "--out", str(tmp_path / "lb"),
+            "--epochs", "1", "--seeds", "1", "--shard", ""]  # fmt: skip
+    assert main(argv) == 2
+    assert "--shard must look like I/N" in capsys.readouterr().err and not (tmp_path / "lb").exists()

@@ -138,7 +138,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     overrides = {"data": str(Path(args.data).resolve())}
-    shard = parse_shard(args.shard) if args.shard else None
+    shard = parse_shard(args.shard) if args.shard is not None else None  # "" is a mistake, not "no shard"
     if not 1 <= getattr(args, "n_boot", 1) <= MAX_N_BOOT:  # used by the tables after the last run: checked first
         raise ValueError(f"--n-boot must be between 1 and {MAX_N_BOOT:,}, got {args.n_boot}")
     if args.table in ("table1", "leaderboard"):

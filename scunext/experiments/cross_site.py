@@ -24,10 +24,19 @@ from scunext.data import DataError, random_split
 from scunext.data.splits import read_csv_rows
 from scunext.experiments.plan import PlannedRun, check_count, slug
 from scunext.experiments.records import RecordError, is_complete, load_result
-from scunext.experiments.report import PROTOCOL_KEYS, budget_line, mean_sd, pct, write_csv
+from scunext.experiments.report import (
+    PROTOCOL_KEYS,
+    budget_line,
+    deviation_notes,
+    mean_sd,
+    pct,
+    per_image_dice,
+    write_csv,
+)
 from scunext.experiments.table2 import TABLE2_CONFIGS, component_effects, paired_markdown
 from scunext.metrics.paired import paired_comparison
 from scunext.models import create_model
+from scunext.runs.durable import atomic_write_text
 
 __all__ = ["CROSS_SITE_MODELS", "sites_from_pattern", "sites_from_csv", "cross_site_plan", "summarize_cross_site",
            "cross_site_scores", "SPLIT_COLUMN"]  # fmt: skip
@@ -155,7 +164,7 @@ def cross_site_plan(
     for site, seed, text, counts, path in splits:
         if write and not path.is_file():
             split_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            atomic_write_text(path, text)
         column = f"train {site}, seed {seed}"
         for row, (model, args, loss) in rows.items():
             over: dict[str, Any] = {"model": model, "model_args": args, "seed": seed, "split": "csv",
@@ -170,10 +179,6 @@ def cross_site_plan(
     return plan
 
 
-def _scores(r: dict[str, Any], part: str) -> dict[str, float]:
-    return {i: v["dice"] for i, v in r["per_image"].get(part, {}).items() if "dice" in v}
-
-
 def summarize_cross_site(
     results: list[dict[str, Any]], out_dir: Path, base: TrainConfig, *, n_boot: int = 10_000
 ) -> str:
@@ -186,7 +191,7 @@ def summarize_cross_site(
     md = [f"Data: `{Path(base.data).name}`; sites: {', '.join(sites)}; seeds: {len(seeds)}. Each run trains on one "
           f"site (validation carved from it), is scored on that site's held-out part ({base.test_fraction:g} of it) "
           "and on every image of the other site(s) (per-image Dice %, native resolution).",
-          budget_line(base, results), "",
+          budget_line(base, results), *deviation_notes(base, results), "",
           "| row | trained on | in-site Dice % mean ± sd | other-site Dice % mean ± sd | drop (points) | runs |",
           "|---|---|---:|---:|---:|---:|"]  # fmt: skip
     csv_rows = []
@@ -220,8 +225,8 @@ def summarize_cross_site(
             if not both:
                 continue
             for part, where in (("external", "other site"), ("test", "own site")):
-                a = [_scores(by[(row, site, s)], part) for s in both]
-                b = [_scores(by[(ref, site, s)], part) for s in both]
+                a = [per_image_dice(by[(row, site, s)], part) for s in both]
+                b = [per_image_dice(by[(ref, site, s)], part) for s in both]
                 pr = paired_comparison(a, b, row, ref, n_boot=n_boot, seed=0,
                                        group_names=[f"train {site}, seed {s}, {part}" for s in both])
                 md.append(f"| {row} | {site} | {where} | {100 * pr.mean_difference:+.2f} [{100 * pr.ci_low:+.2f}, "
@@ -236,7 +241,7 @@ def summarize_cross_site(
     if any(r in TABLE2_CONFIGS for r in rows):
         for site in sites:
             for part, where in (("external", "other site"), ("test", "own site")):
-                scores = {row: {s: _scores(by[(row, site, s)], part) for s in seeds
+                scores = {row: {s: per_image_dice(by[(row, site, s)], part) for s in seeds
                                 if by.get((row, site, s), {}).get("dice") is not None} for row in rows}  # fmt: skip
                 effects = component_effects(scores, n_boot=n_boot)
                 if effects:
@@ -255,7 +260,7 @@ def summarize_cross_site(
     write_csv(out_dir / "cross_site.csv", csv_rows)
     write_csv(out_dir / "cross_site_paired.csv", paired_rows)
     text = "\n".join(md) + "\n"
-    (out_dir / "cross_site.md").write_text(text)
+    atomic_write_text(out_dir / "cross_site.md", text)
     return text
 
 

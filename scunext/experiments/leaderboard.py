@@ -19,11 +19,20 @@ from typing import Any
 from scunext.config import TrainConfig, apply_overrides
 from scunext.experiments.plan import PlannedRun, check_count
 from scunext.experiments.records import RecordError, read_json
-from scunext.experiments.report import budget_line, mean_sd, pct, protocol_differences, run_in_channels, write_csv
+from scunext.experiments.report import (
+    budget_line,
+    mean_sd,
+    pct,
+    per_image_dice,
+    protocol_differences,
+    run_in_channels,
+    write_csv,
+)
 from scunext.hostinfo import cpu_name
 from scunext.metrics.paired import paired_comparison
 from scunext.models import create_model, list_models
 from scunext.profiling import MAC_COUNTER, count_macs, count_params
+from scunext.runs.durable import atomic_write_text
 
 __all__ = ["LEADERBOARD_MODELS", "PUBLISHED", "default_models", "leaderboard_plan", "engine_latency",
            "summarize_leaderboard", "pareto_front", "LATENCY_ENGINES"]  # fmt: skip
@@ -161,7 +170,7 @@ def latencies(models: list[str], in_ch: int, cache: Path, *, measure: bool = Tru
             changed = True
     if changed:
         try:
-            cache.write_text(json.dumps(data, indent=2) + "\n")
+            atomic_write_text(cache, json.dumps(data, indent=2) + "\n")
         except OSError as exc:  # a read-only records checkout: the table still gets the numbers just measured
             log.warning("%s: latencies not cached (%s); they are measured again next time", cache, exc.strerror or exc)
     return {m: data.get(f"{m} @ {key}") for m in models}
@@ -283,8 +292,8 @@ def summarize_leaderboard(
             both = [c for c in columns if by.get((row, c), {}).get("dice") is not None
                     and by.get((REFERENCE, c), {}).get("dice") is not None]  # fmt: skip
             if both:
-                a = [{i: v["dice"] for i, v in by[(row, c)]["per_image"]["test"].items()} for c in both]
-                b = [{i: v["dice"] for i, v in by[(REFERENCE, c)]["per_image"]["test"].items()} for c in both]
+                a = [per_image_dice(by[(row, c)]) for c in both]
+                b = [per_image_dice(by[(REFERENCE, c)]) for c in both]
                 pr = paired_comparison(a, b, row, REFERENCE, n_boot=n_boot, seed=0, group_names=both)
                 cmp_s = (f"{100 * pr.mean_difference:+.2f} [{100 * pr.ci_low:+.2f}, {100 * pr.ci_high:+.2f}]")
                 p_s, verdict = f"{pr.p_value:.3g}", pr.verdict
@@ -337,7 +346,7 @@ def summarize_leaderboard(
     write_csv(out_dir / "leaderboard.csv", csv_rows)
     write_csv(out_dir / "leaderboard_paired.csv", paired_rows)
     text = "\n".join(md) + "\n"
-    (out_dir / "leaderboard.md").write_text(text)
+    atomic_write_text(out_dir / "leaderboard.md", text)
     if names:
         _plot(out_dir / "leaderboard.png", names, dmeans, lats, params_l)
     return text

@@ -9,6 +9,7 @@ from typing import Any
 
 from scunext.config import TrainConfig
 from scunext.experiments.records import read_json
+from scunext.runs.durable import atomic_write_text
 
 __all__ = ["PlannedRun", "parse_shard", "check_experiment_record", "slug", "check_count", "MAX_COUNT"]
 
@@ -73,8 +74,12 @@ def check_experiment_record(out_dir: Path, record: dict[str, Any]) -> None:
             old["base_config"] = TrainConfig.from_dict(old["base_config"]).to_dict()  # + typed augment
         if old != record:
             changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+            if "base_config" in changed and isinstance(old.get("base_config"), dict):  # name the settings inside
+                was, now = old["base_config"], record.get("base_config") or {}
+                inner = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+                changed[changed.index("base_config")] = f"base_config: {', '.join(inner)}"
             raise ValueError(f"{out_dir} holds an experiment with other settings ({', '.join(changed)}); "
                              "use another --out or the same flags")  # fmt: skip
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2))
+    atomic_write_text(path, json.dumps(record, indent=2))

@@ -249,20 +249,27 @@ def _check_metrics(path: Path, m: dict[str, Any], per_image: dict[str, dict[str,
         if abs(mean - m["dice"]["per_image_mean"]) > 1e-4:
             raise RecordError(f"{path}: dice per_image_mean {m['dice']['per_image_mean']:.6f} but the mean of "
                               f"per_image.csv is {mean:.6f}")  # fmt: skip
-    if part_ids is not None and per_image and set(per_image) != set(part_ids):
+    if set(per_image) != set(part_ids):
         differ = len(set(per_image) ^ set(part_ids))
         raise RecordError(f"{path}: its images are not the run's scored part in split.json ({len(per_image)} "
                           f"scored, {len(part_ids)} in the part, {differ} differ)")  # fmt: skip
 
 
-def _part_ids(source: Path, part: str) -> list[str] | None:
-    """The ids of a part in the run's ``split.json`` (None: no split file, or the part is not listed there)."""
-    path = source / "split.json"
+def _require(path: Path) -> None:
     if not path.is_file():
-        return None
+        raise RecordError(f"{path}: missing; a run's record needs its config.yaml, split.json and each scored part's "
+                          "metrics.json and per_image.csv (scunext experiment ... --records exports them)")  # fmt: skip
+
+
+def _part_ids(source: Path, part: str) -> list[str]:
+    """The ids of a part in the run's ``split.json``, which must list it: without them the scores could not be
+    checked against the run's own images."""
+    path = source / "split.json"
+    _require(path)
     split = read_json(path)
-    if part not in split:
-        return None
+    if not isinstance(split, dict) or part not in split:
+        raise RecordError(f"{path}: lists no {part!r} part, so the {part} scores cannot be checked against the run's "
+                          "images")  # fmt: skip
     ids = split[part]
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise RecordError(f"{path}: part {part!r} is {shown(ids)}, not a list of image ids")
@@ -275,7 +282,8 @@ def load_result(source: Path, subsets: tuple[str, ...] = ("test",)) -> dict[str,
     Raises:
         RecordError: a damaged file, or numbers that disagree (module docstring); the message names the file.
     """
-    cfg = _read_yaml(source / "config.yaml") if (source / "config.yaml").is_file() else {}
+    _require(source / "config.yaml")  # without it no identity, budget or dataset check could be made
+    cfg = _read_yaml(source / "config.yaml")
     try:
         TrainConfig.from_dict(cfg)  # the tables read its settings (budget, protocol): they must be a config's
     except ConfigError as exc:
@@ -291,6 +299,7 @@ def load_result(source: Path, subsets: tuple[str, ...] = ("test",)) -> dict[str,
     for s in subsets:
         metrics_file = source / "eval" / s / "metrics.json"
         res["metrics"][s] = read_json(metrics_file)
+        _require(source / "eval" / s / "per_image.csv")  # the paired tests and the mean check read it
         res["per_image"][s] = _per_image(source / "eval" / s / "per_image.csv")
         _check_metrics(metrics_file, res["metrics"][s], res["per_image"][s], _part_ids(source, s))
     return res

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import csv
+import io
 import statistics
 from pathlib import Path
 from typing import Any
 
 from scunext.config import TrainConfig
 from scunext.data.transforms import AugmentConfig
+from scunext.runs.durable import atomic_write_text
 
 __all__ = ["mean_sd", "pct", "write_csv", "bar_plot", "run_in_channels", "budget_line", "PROTOCOL_KEYS",
-           "protocol_differences"]
+           "protocol_differences", "deviation_notes", "per_image_dice"]
 
 #: the training settings that make a table's budget: a run whose saved config differs in one of them is marked
 PROTOCOL_KEYS = ("epochs", "lr", "min_lr", "batch_size", "size", "loss", "loss_args", "weight_decay", "beta1",
@@ -36,11 +38,13 @@ def pct(x: float | None, digits: int = 2) -> str:
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as f:
-        if rows:
-            w = csv.DictWriter(f, list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+    """The rows as CSV (columns of the first row), replacing ``path`` atomically (a crash leaves the old table)."""
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def run_in_channels(results: list[dict[str, Any]], default: int = 3) -> int:
@@ -64,13 +68,35 @@ def budget_line(base: TrainConfig, results: list[dict[str, Any]] | None = None) 
 
 
 def protocol_differences(base: TrainConfig, result: dict[str, Any]) -> list[str]:
-    """``["key=value", ...]`` where a scored run's saved config differs from ``base`` in one of the
-    :data:`PROTOCOL_KEYS` (e.g. a record trained elsewhere with another setting; fields added since an old run take
-    their defaults, as when it is loaded); empty for a run that follows ``base`` or has no config or score."""
+    """``["key=value", ...]`` where a scored run's saved config differs from its planned config (``base`` when the
+    result does not carry one) in one of the :data:`PROTOCOL_KEYS` (e.g. a record trained elsewhere with another
+    setting; fields added since an old run take their defaults, as when it is loaded); empty for a run that follows
+    its plan or has no config or score."""
     if not result.get("config") or result.get("dice") is None:
         return []
-    got, want = TrainConfig.from_dict(result["config"]).to_dict(), base.to_dict()
+    planned = result.get("planned")  # the planned run's own config where known (a row's loss is its configuration)
+    got = TrainConfig.from_dict(result["config"]).to_dict()
+    want = (planned if isinstance(planned, TrainConfig) else base).to_dict()
     return [f"{k}={got[k]}" for k in PROTOCOL_KEYS if got[k] != want[k]]
+
+
+def per_image_dice(result: dict[str, Any], part: str = "test") -> dict[str, float]:
+    """``{image id: Dice}`` of a scored run's ``part``, without the images whose Dice is undefined (both masks empty
+    under a NaN rule: no ``dice`` in their row), which the paired tests then leave out of both sides."""
+    return {i: v["dice"] for i, v in result["per_image"].get(part, {}).items() if v.get("dice") is not None}
+
+
+def deviation_notes(base: TrainConfig, results: list[dict[str, Any]]) -> list[str]:
+    """One ``‡`` line per scored run whose saved config left the budget line (:func:`protocol_differences`): a
+    table built from records trained elsewhere (``--report-only --records``) says so under its budget line instead
+    of stating a budget some of its runs did not have (the leaderboard marks its rows the same way)."""
+    notes = []
+    for r in results:
+        diff = protocol_differences(base, r)
+        if diff:
+            notes.append(f"‡ `{r['row']}`, {r['column']}: trained with {', '.join(diff)}, not as the budget line says "
+                         "(docs/experiments.md).")  # fmt: skip
+    return notes
 
 
 def bar_plot(path: Path, labels: list[str], means: list[float], sds: list[float], title: str) -> None:

@@ -9,7 +9,6 @@ is scored, and the tables read run folders and records alike, so work done elsew
 from __future__ import annotations
 
 import logging
-import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from scunext.experiments.records import (
     load_result,
 )
 from scunext.runs import RunDir, RunInUseError
+from scunext.runs.durable import remove_tree
 
 __all__ = ["run_plan", "collect"]
 
@@ -108,8 +108,8 @@ def run_plan(
             if status == "running" and run.epochs_done() > 0:
                 train(None, rd, resume=True, show_progress=show_bars)
             elif status != "finished":
-                if rd.exists():  # started but no finished epoch: start again
-                    shutil.rmtree(rd)
+                if rd.exists():  # started but no finished epoch: start again, unless another process has it now
+                    _remove_unstarted(run)
                 train(pr.cfg, rd, show_progress=show_bars)
             run.acquire()  # one process scores and exports it (another runner may reach it once training ends)
         except RunInUseError as exc:  # another process took it between the check above and here
@@ -124,6 +124,19 @@ def run_plan(
             run.release()
         durations.append(time.perf_counter() - t0)
     return [collect(pr, runs_dir, records) for pr in plan]
+
+
+def _remove_unstarted(run: RunDir) -> None:
+    """Remove a run folder that holds no finished epoch, under its writer lock: the status read before may be stale
+    (another runner on the same --out can have started it since), and removing a folder another process trains
+    deleted its committed epochs. :class:`RunInUseError` when another process holds it or it has progressed."""
+    run.acquire()
+    try:
+        if run.status() == "finished" or run.epochs_done() > 0:
+            raise RunInUseError(f"{run.path} was taken further by another process meanwhile")
+        remove_tree(run.path)
+    finally:
+        run.release()
 
 
 def _export(rd: Path, records: Path | None, pr: PlannedRun, say: Callable[[str], None]) -> None:
@@ -143,12 +156,13 @@ def collect(pr: PlannedRun, runs_dir: Path, records: Path | None = None) -> dict
 
     Keys: ``row``, ``column``, ``run`` (where the numbers come from), ``dice``/``iou``/``dice_pooled``/``hd95``
     (test part), ``n_test``, ``train_seconds``, ``device``, ``epochs``, ``per_image`` (``{part: {id: {dice, iou}}}``),
-    ``metrics`` (``{part: metrics.json}``), ``config``.
+    ``metrics`` (``{part: metrics.json}``), ``config``, ``planned`` (the planned run's config: the budget it was to
+    follow, with its row's own settings, e.g. a Table 2 configuration's loss).
     """
     res: dict[str, Any] = {"row": pr.row, "column": pr.column, "run": str(runs_dir / pr.folder), "dice": None,
                            "iou": None, "dice_pooled": None, "hd95": None, "n_test": None, "train_seconds": None,
                            "device": None, "epochs": pr.cfg.epochs, "per_image": {}, "metrics": {}, "config": {},
-                           "host": None, "info": pr.info}  # fmt: skip
+                           "host": None, "info": pr.info, "planned": pr.cfg}  # fmt: skip
     source = find_source(pr.folder, runs_dir, records, pr.subsets)
     if source is None:
         return res

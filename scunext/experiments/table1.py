@@ -9,9 +9,18 @@ from typing import Any
 
 from scunext.config import TrainConfig, apply_overrides
 from scunext.experiments.plan import PlannedRun, check_count, slug
-from scunext.experiments.report import bar_plot, budget_line, mean_sd, pct, run_in_channels, write_csv
+from scunext.experiments.report import (
+    bar_plot,
+    budget_line,
+    deviation_notes,
+    mean_sd,
+    pct,
+    run_in_channels,
+    write_csv,
+)
 from scunext.models import create_model
 from scunext.profiling import count_macs, count_params
+from scunext.runs.durable import atomic_write_text
 
 __all__ = ["TABLE1_MODELS", "PAPER_TABLE1", "table1_plan", "summarize_table1"]
 
@@ -46,7 +55,8 @@ def summarize_table1(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
     csv_rows, md = [], []
     md.append(f"Data: `{Path(base.data).name}`; split: {base.split}; epochs: {base.epochs}; size {base.size}; "
               f"lr {base.lr}; batch {base.batch_size}; max_train_images {base.max_train_images or 'all'}.")  # fmt: skip
-    md.append(budget_line(base, results) + "\n")
+    md.append(budget_line(base, results))
+    md += [*deviation_notes(base, results), ""]
     md.append("| model | params | GMACs @256 | Dice % mean ± sd | Dice var (paper style) | IoU % mean ± sd | "
               "train min (mean) | paper Dice / IoU % (ISIC 2018) | runs |")  # fmt: skip
     md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -89,7 +99,7 @@ def summarize_table1(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
     write_csv(out_dir / "table1.csv", csv_rows)
     write_csv(out_dir / "table1_paired.csv", paired)
     text = "\n".join(md) + "\n"
-    (out_dir / "table1.md").write_text(text)
+    atomic_write_text(out_dir / "table1.md", text)
     if any(means):
         bar_plot(out_dir / "table1.png", rows, means, sds, f"Table 1 on {Path(base.data).name or 'sample'}")
     return text

@@ -8,8 +8,9 @@ from typing import Any
 
 from scunext.config import TrainConfig, apply_overrides
 from scunext.experiments.plan import PlannedRun, check_count, slug
-from scunext.experiments.report import bar_plot, budget_line, mean_sd, pct, write_csv
+from scunext.experiments.report import bar_plot, budget_line, deviation_notes, mean_sd, pct, per_image_dice, write_csv
 from scunext.metrics.paired import PairedResult, paired_comparison
+from scunext.runs.durable import atomic_write_text
 
 __all__ = ["TABLE2_CONFIGS", "PAPER_TABLE2", "COMPONENTS", "table2_plan", "summarize_table2", "components_of",
            "component_effects", "paired_markdown"]  # fmt: skip
@@ -111,7 +112,7 @@ def summarize_table2(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
     md = [f"Data: `{Path(base.data).name}`, a seeded pick of {base.max_images or 'all'} images (seed {base.seed}), "
           f"{len(columns)}-fold cross-validation (the held-out fold is scored; model selection on a validation part "
           f"carved from the other folds); epochs {base.epochs}; size {base.size}; lr {base.lr}.",
-          budget_line(base, results) + "\n",
+          budget_line(base, results), *deviation_notes(base, results), "",
           "| configuration | " + " | ".join(columns) + " | mean | variance (paper style) | sd | paper mean / var "
           "| runs |",
           "|---|" + "---:|" * (len(columns) + 5)]  # fmt: skip
@@ -131,7 +132,7 @@ def summarize_table2(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
         sds.append(s or 0.0)
         for c, v in zip(columns, d):
             csv_rows.append({"configuration": row, "fold": c, "dice": v, "run": by.get((row, c), {}).get("run")})
-    scores = {row: {c: {i: v["dice"] for i, v in by[(row, c)]["per_image"].get("test", {}).items()}
+    scores = {row: {c: per_image_dice(by[(row, c)])
                     for c in columns if by.get((row, c), {}).get("dice") is not None} for row in rows}  # fmt: skip
     paired: list[tuple[str, PairedResult]] = []
     if "UNeXt" in rows:
@@ -161,7 +162,7 @@ def summarize_table2(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
          "verdict": r.verdict} for label, r in paired + effects])  # fmt: skip
     write_csv(out_dir / "table2.csv", csv_rows)
     text = "\n".join(md) + "\n"
-    (out_dir / "table2.md").write_text(text)
+    atomic_write_text(out_dir / "table2.md", text)
     if any(means):
         bar_plot(out_dir / "table2.png", rows, means, sds, "Table 2 (ablation), Dice per configuration")
     return text

@@ -129,5 +129,22 @@ def test_int8_engine_of_a_percentile_model_is_calibrated_on_stretched_images(mon
     want = preprocess(read_image(first), 1, 256, "percentile")
     assert len(seen["calibration"]) == 30 and torch.equal(seen["calibration"][0], want)
     assert not torch.equal(seen["calibration"][0], preprocess(read_image(first), 1, 256, "none"))
-    Predictor.from_run(weights_dir("isic2017"), engine="onnxruntime-int8")  # intensity none: the engine's default
-    assert seen["calibration"] is None
+    Predictor.from_run(weights_dir("isic2017"), engine="onnxruntime-int8")  # intensity none: the samples as they are
+    isic = sorted((sample_dir("isic2017") / "images").iterdir())[0]
+    assert torch.equal(seen["calibration"][0], preprocess(read_image(isic), 3, 256, "none"))
+
+
+def test_int8_engine_calibrates_at_the_models_own_size(tiny_run, monkeypatch):
+    """The int8 engine calibrated at 256 whatever the model's size (a 64-pixel model got 256-pixel activations)."""
+    from scunext.deploy import predictor as predictor_module
+    from scunext.deploy.predictor import Predictor
+
+    seen = {}
+
+    def fake_make_runner(model, engine="torch", *, threads=None, calibration=None):
+        seen["calibration"] = calibration
+        return lambda x: model(x)
+
+    monkeypatch.setattr(predictor_module, "make_runner", fake_make_runner)
+    Predictor.from_run(tiny_run, engine="onnxruntime-int8")
+    assert {tuple(x.shape) for x in seen["calibration"]} == {(3, 64, 64)}

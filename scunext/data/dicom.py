@@ -50,6 +50,7 @@ import logging
 import os
 import re
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -593,7 +594,10 @@ def read_dicom(source: Source, *, max_pixels: int, label: str | None = None) -> 
     except Exception as exc:  # a malformed value met while checking (e.g. Bits Allocated that is not a number)
         raise DataError(f"{label}: corrupt DICOM header ({_reason(exc)})") from exc
     try:
-        with _pydicom_log_quiet():
+        with _pydicom_log_quiet(), warnings.catch_warnings():
+            # a few bytes of trailing padding (more is refused above) are dropped by pydicom with a warning that
+            # names no file: not a problem of the image, and no warning reaches the user for it
+            warnings.filterwarnings("ignore", message=r"The pixel data is \d+ bytes long", category=UserWarning)
             arr = ds.pixel_array
     except MemoryError as exc:
         raise DataError(f"{label}: not enough memory to decode the DICOM pixel data") from exc

@@ -9,52 +9,11 @@ from pathlib import Path
 from scunext.cli.config_flags import add_config_flags, config_from_args
 from scunext.cli.paths import Once
 from scunext.config import apply_overrides
-from scunext.data import discover_pairs
 from scunext.engine.distributed import resolve_device
-from scunext.errors import UsageError
-from scunext.experiments import (
-    CROSS_SITE_MODELS,
-    TABLE1_MODELS,
-    check_experiment_record,
-    cross_site_plan,
-    cross_site_scores,
-    default_models,
-    leaderboard_plan,
-    parse_shard,
-    run_plan,
-    sites_from_csv,
-    sites_from_pattern,
-    summarize_cross_site,
-    summarize_leaderboard,
-    summarize_table1,
-    summarize_table2,
-    table1_plan,
-    table2_plan,
-)
-from scunext.experiments.plan import check_count
+from scunext.experiments import CROSS_SITE_MODELS, TABLE1_MODELS, parse_shard, run_plan
+from scunext.experiments.build import OUTPUTS, ExperimentSpec, check_out, latency_cache, plan_experiment, write_tables
 from scunext.metrics.paired import MAX_N_BOOT
 from scunext.profiling import check_threads
-
-_OUTPUTS = {"table1": ("table1.md", "table1.csv", "table1_paired.csv", "table1.png"),
-            "table2": ("table2.md", "table2.csv", "table2_paired.csv", "table2.png"),
-            "leaderboard": ("leaderboard.md", "leaderboard.csv", "leaderboard_paired.csv", "leaderboard.png"),
-            "cross-site": ("cross_site.md", "cross_site.csv", "cross_site_paired.csv")}  # fmt: skip
-def _check_out(out: Path, records: Path | None, table: str) -> None:
-    """``--out`` is an experiment's own folder: not the records folder (whose files are committed), and not a folder
-    that holds tables without the ``experiment.json`` that says they are this experiment's (a user's earlier tables
-    of another experiment would be overwritten)."""
-    if records is not None and out.resolve() == records.resolve():
-        raise UsageError("--out and --records are the same folder; the records folder holds only records (choose "
-                         "another --out)")  # fmt: skip
-    if records is not None and records.exists() and not records.is_dir():
-        raise UsageError(f"--records {records} is a file, not a folder (the folder that holds one record per run)")
-    if (out / "experiment.json").exists():
-        return
-    found = [f for outputs in _OUTPUTS.values() for f in outputs if (out / f).exists()]
-    if found:
-        raise UsageError(f"{out} holds {', '.join(found[:3])} but no experiment.json: not this experiment's folder, "
-                         "and its tables would be replaced; choose another --out")  # fmt: skip
-
 
 #: training settings an experiment shares between all its runs (its own runner sets model, split, seed, fold...)
 SHARED_FLAGS = ("epochs", "max_train_images", "size", "lr", "min_lr", "batch_size", "weight_decay", "augment",
@@ -148,50 +107,23 @@ def run(args: argparse.Namespace) -> int:
     base = apply_overrides(config_from_args(args), overrides).validate()
     out = Path(args.out)
     records = Path(args.records) if args.records else None
-    _check_out(out, records, args.table)
-    if args.table == "table1":
-        models = _models_arg(args.models) or TABLE1_MODELS
-        plan = table1_plan(base, args.seeds, models)
-        record = {"table": "table1", "seeds": args.seeds, "models": list(models), "base_config": base.to_dict()}
-    elif args.table == "table2":
-        plan = table2_plan(base, args.folds)
-        record = {"table": "table2", "folds": args.folds, "base_config": base.to_dict()}
-    elif args.table == "leaderboard":
-        if args.cross_site and not Path(args.cross_site).is_dir():  # read for the tables, after the last run
-            raise UsageError(f"--cross-site {args.cross_site}: folder not found (the cross-site experiment's "
-                             "records folder, or its --out)")  # fmt: skip
-        if args.cross_site:  # ... and checked now (another dataset's runs, no runs at all), before any training
-            cross_site_scores(Path(args.cross_site), data=base.data)
-        if not args.no_latency:  # measured after the last training run: a mistake must not wait until then
-            check_threads(args.threads)
-            if args.latency_runs < 1:
-                raise ValueError(f"--latency-runs must be >= 1, got {args.latency_runs}")
-        models = _models_arg(args.models) or default_models()
-        plan = leaderboard_plan(base, args.seeds, models)
-        record = {"table": "leaderboard", "seeds": args.seeds, "models": list(models), "base_config": base.to_dict()}
-    else:
-        seeds = args.seeds if args.seeds is not None else (1 if args.configs else 3)
-        check_count(seeds, "--seeds")  # (again in cross_site_plan) before the data is read to find the sites
-        ids = [p.id for p in discover_pairs(Path(base.data))]
-        if args.site_pattern is not None:
-            sites = sites_from_pattern(ids, args.site_pattern)
-            site_rule = {"pattern": args.site_pattern}
-        else:
-            sites = sites_from_csv(Path(args.site_csv), args.site_column, ids, args.id_column)
-            site_rule = {"csv": str(Path(args.site_csv).resolve()), "column": args.site_column}
-        models = _models_arg(args.models)
-        if models and args.configs:
-            raise ValueError("give --models or --configs, not both")
-        record = {"table": "cross-site", "seeds": seeds, "models": list(models or CROSS_SITE_MODELS),
-                  "configs": args.configs, "sites": site_rule, "base_config": base.to_dict()}  # fmt: skip
-        cross_site_plan(base, sites, out, seeds, models, args.configs, write=False)  # all checks, nothing written
-        check_experiment_record(out, record)
-        plan = cross_site_plan(base, sites, out, seeds, models, args.configs)
-    if not args.report_only:
-        discover_pairs(Path(base.data))  # a missing or unusable dataset: one line before the experiment folder exists
-        for pr in plan:  # a setting the runs' split ignores: one line now, not at the first run (trainer checks too)
-            pr.cfg.check_split_settings()
-    check_experiment_record(out, record)
+    check_out(out, records)
+    latency = None
+    if args.table == "leaderboard" and not args.no_latency:  # measured after the last run: a mistake fails now
+        check_threads(args.threads)
+        if args.latency_runs < 1:
+            raise ValueError(f"--latency-runs must be >= 1, got {args.latency_runs}")
+        latency = {"threads": args.threads, "runs": args.latency_runs}
+    spec = ExperimentSpec(
+        args.table, base, out, seeds=getattr(args, "seeds", None), models=_models_arg(getattr(args, "models", None)),
+        folds=getattr(args, "folds", 5),
+        cross_site=Path(args.cross_site) if getattr(args, "cross_site", None) else None,
+        site_pattern=getattr(args, "site_pattern", None),
+        site_csv=Path(args.site_csv) if getattr(args, "site_csv", None) else None,
+        site_column=getattr(args, "site_column", "site"), id_column=getattr(args, "id_column", "image_id"),
+        configs=getattr(args, "configs", None),
+    )  # fmt: skip
+    plan = plan_experiment(spec, report_only=args.report_only)
     device = str(resolve_device(base.device))
     results = run_plan(plan, out, progress=lambda m: print(m, file=sys.stderr, flush=True),
                        show_bars=args.progress_bars, device=device, shard=shard,
@@ -201,30 +133,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"shard {args.shard} finished; {done}/{len(results)} runs of the experiment are done. Run the same "
               "command without --shard to write the tables.")  # fmt: skip
         return 0
-    out.mkdir(parents=True, exist_ok=True)
-    if args.table == "table1":
-        text = summarize_table1(results, out, base)
-    elif args.table == "table2":
-        text = summarize_table2(results, out, base, n_boot=args.n_boot)
-    elif args.table == "leaderboard":
-        text = _leaderboard_report(args, results, out, base, records)
-    else:
-        text = summarize_cross_site(results, out, base, n_boot=args.n_boot)
+    if latency is not None:
+        print(f"measuring CPU latency (cached in {latency_cache(out, records)})", file=sys.stderr, flush=True)
+    text = write_tables(spec, results, records, n_boot=getattr(args, "n_boot", 10_000), latency=latency)
     print(text)
-    print("written: " + ", ".join(str(out / f) for f in _OUTPUTS[args.table] if (out / f).exists()))
+    print("written: " + ", ".join(str(out / f) for f in OUTPUTS[args.table] if (out / f).exists()))
     return 0
-
-
-def _leaderboard_report(args, results, out: Path, base, records: Path | None) -> str:
-    from scunext.experiments.leaderboard import latencies
-    from scunext.experiments.report import run_in_channels
-
-    rows = list(dict.fromkeys(r["row"] for r in results))
-    in_ch = base.in_channels or run_in_channels(results)
-    cache = (records or out) / "latency.json"
-    lat = None
-    if not args.no_latency:
-        print("measuring CPU latency (cached in " + str(cache) + ")", file=sys.stderr, flush=True)
-        lat = latencies(rows, in_ch, cache, threads=args.threads, runs=args.latency_runs)
-    xs = cross_site_scores(Path(args.cross_site), data=base.data) if args.cross_site else None
-    return summarize_leaderboard(results, out, base, latency=lat, cross_site=xs, n_boot=args.n_boot)

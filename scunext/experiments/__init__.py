@@ -1,7 +1,8 @@
 """Resumable experiment runners: the paper's tables, the leaderboard and the cross-site evaluation.
 
 Every (row, column) of a table is its own run folder, finished runs are skipped, interrupted ones resumed, and
-every number in the tables is read back from a run folder or its portable record (``records``). Modules: ``plan``
+every number in the tables is read back from a run folder or its portable record (``records``). Modules: ``build``
+(an experiment from its settings: checks, plan, tables; what the CLI calls), ``plan``
 (planned runs, shards, the settings record), ``runner`` (train/score/collect), ``records`` (portable run records),
 ``report`` (shared formatting), ``table1``, ``table2``, ``leaderboard``, ``cross_site``.
 """

@@ -47,6 +47,12 @@ def _f(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[
     return field(default=default, metadata=metadata)
 
 
+#: keys that older configs hold and that no longer do anything: accepted with the value they always had (the released
+#: weights and every run record say ``hd95_in_val: false``), refused with any other, with the reason
+RETIRED = {"hd95_in_val": (False, "never implemented (validation does not compute HD95; scunext evaluate reports "
+                                  "it) and removed")}
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Defaults are the paper's protocol (section 4.2) where it has one;
@@ -97,7 +103,6 @@ class TrainConfig:
     eval_every: int = _f(1, "validate every N epochs (the last epoch is always validated)", metavar="N")
     channels_last: bool = _f(True, "weights and batches in channels_last memory format: the same function, and "
                              "the fastest CPU training path (docs/performance.md); --no-channels-last: NCHW")
-    hd95_in_val: bool = _f(False, "also compute HD95 during validation (slower)")
     intensity: str = _f("none", "per-image intensity step before normalisation: none (as before), percentile or "
                         "clahe (docs/data.md); the same step in training, evaluation, predict, export and serve",
                         choices=("none", "percentile", "clahe"))  # fmt: skip
@@ -168,7 +173,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """A config from a mapping of its keys (missing keys keep their defaults); unknown keys are an error."""
+        """A config from a mapping of its keys (missing keys keep their defaults); unknown keys are an error, and so
+        is a key without a value (YAML ``size:`` or ``model: null`` kept the default silently). A key of
+        :data:`RETIRED` with the value it always had is accepted and dropped (old runs still load)."""
+        for key, value in data.items():
+            if key in RETIRED and value != RETIRED[key][0]:
+                raise ConfigError(f"{key}: {RETIRED[key][1]}; remove the key")
+        data = {k: v for k, v in data.items() if k not in RETIRED}
+        empty = sorted((k for k, v in data.items() if v is None), key=str)
+        if empty:
+            raise ConfigError(f"config key(s) {shown(empty)} without a value; give one, or leave the key out for its "
+                              "default")  # fmt: skip
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known, key=str)  # (YAML keys may be numbers: `1: 2`)
         if unknown:
@@ -328,6 +343,28 @@ def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConf
     return TrainConfig(**values)
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (``lr: 0.5`` then ``lr: 0.0001`` silently
+    trained with the second)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in seen:
+                    raise _DuplicateKeyError(f"key {shown(key)} given twice (line {key_node.start_mark.line + 1}); "
+                                             "keep one")  # fmt: skip
+                seen.add(key)
+            except TypeError:  # an unhashable key: the safe loader's own error follows
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Defaults <- YAML file <- overrides, validated."""
     cfg = TrainConfig()
@@ -338,7 +375,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            data = yaml.safe_load(p.read_text())
+            data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        except _DuplicateKeyError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
         except (OSError, UnicodeDecodeError) as exc:  # (first: UnicodeDecodeError is a ValueError)
             raise ConfigError(f"{p}: cannot read the config file ({exc.__class__.__name__})") from None
         except (yaml.YAMLError, ValueError, RecursionError) as exc:  # (5,000-digit integers, nesting 20,000 deep)

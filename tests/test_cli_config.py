@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -252,3 +253,26 @@ def test_a_plain_value_error_from_this_package_is_a_user_error(monkeypatch, caps
     monkeypatch.setattr(weights_cli, "run", run)
     assert main(["weights"]) == 2
     assert "test_fraction must be in (0, 1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("lr: 0.5\nepochs: 2\nlr: 0.0001\n", "key 'lr' given twice (line 3)"),
+    ("size:\n", "['size'] without a value"),
+    ("model: null\n", "['model'] without a value"),
+    ("hd95_in_val: true\n", "hd95_in_val: never implemented"),
+])  # fmt: skip
+def test_config_files_that_silently_meant_something_else_are_refused(tmp_path, text, needle):
+    """A key given twice kept the second value, an empty value the default, and hd95_in_val did nothing at all."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_config(path)
+
+
+def test_old_configs_with_the_retired_key_still_load_and_set_null_is_refused(tmp_path, capsys):
+    path = tmp_path / "old.yaml"
+    path.write_text("hd95_in_val: false\nepochs: 3\n")  # every run before 2026-11-30, and the released weights
+    assert load_config(path).epochs == 3
+    assert "hd95_in_val" not in TrainConfig().to_dict()
+    assert main(["train", "--set", "epochs=null", "--out", str(tmp_path / "r")]) == 2
+    assert "--set epochs=null: an empty value" in capsys.readouterr().err and not (tmp_path / "r").exists()

@@ -439,3 +439,49 @@ def test_max_images_with_a_csv_split_is_not_a_missing_file(tmp_path, caplog):
     full = csv_split(sample_dir("isic2017") / "splits.csv", cfg.split_column, ids=ids)
     chosen = set(split.train) | set(split.val) | set(split.test)
     assert len(chosen) == 12 and set(split.test) == set(full.test) & chosen and set(split.train) <= set(full.train)
+
+
+def test_a_config_edited_while_the_run_trains_is_not_recorded_as_its_settings(tmp_path, monkeypatch, caplog):
+    """The commit recorded config.yaml as it was on disk: an edit made while the run trained (epochs 40 -> 44,
+    lr) became the run's recorded settings, and --resume then trained half and half. The commit keeps the values
+    the trainer holds for the edited keys (with a warning), so the resume refuses the edited file."""
+    from scunext.runs import RunDir
+
+    real = RunDir.commit_epoch
+
+    def edit_then_commit(self, epoch, *args, **kwargs):
+        if epoch == 1:  # the user edits the file while epoch 1 trains
+            self.config_file.write_text(self.config_file.read_text().replace("lr: 0.001", "lr: 0.01"))
+        return real(self, epoch, *args, **kwargs)
+
+    run = tmp_path / "r"
+    monkeypatch.setattr(RunDir, "commit_epoch", edit_then_commit)
+    with caplog.at_level("WARNING"):
+        train(fast_cfg(epochs=3), run, show_progress=False, stop_after_epoch=1)
+    assert "was changed while the run trains (lr)" in caplog.text
+    assert json.loads((run / "run.json").read_text())["commit"]["config"]["lr"] == 0.001
+    with pytest.raises(RunFolderError, match="lr 0.001 -> 0.01"):
+        train(None, run, resume=True, show_progress=False)
+
+
+def test_resume_with_another_process_count_is_refused(tmp_path):
+    """A run trained by 2 DDP processes and resumed by one trained its next epochs with half the global batch and
+    another data order, and overwrote world_size in run.json without a word."""
+    run = tmp_path / "r"
+    train(fast_cfg(epochs=3), run, show_progress=False, stop_after_epoch=1)
+    status = json.loads((run / "run.json").read_text())
+    assert status["world_size"] == 1
+    (run / "run.json").write_text(json.dumps({**status, "world_size": 2}))  # as a 2-process run leaves it
+    with pytest.raises(RunFolderError, match=r"trained with 2 process\(es\) .* this is 1"):
+        train(None, run, resume=True, show_progress=False)
+
+
+@pytest.mark.parametrize("extra", [{"batch_size": 1}, {"batch_size": 4, "max_train_images": 9}])
+def test_a_batch_of_one_the_model_cannot_train_on_is_refused_up_front(tmp_path, extra):
+    """UNeXt-S at --size 32 has a 1x1 bottleneck: a batch of one image (--batch-size 1, or a last batch of one)
+    raised BatchNorm's traceback mid-epoch and left a failed run folder."""
+    from scunext.config import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot train on a batch of one image at size 32"):
+        train(fast_cfg(model="unext_s", size=32, epochs=1, **extra), tmp_path / "r", show_progress=False)
+    assert not (tmp_path / "r").exists()

@@ -105,6 +105,9 @@ def parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
         if not sep or not key:
             raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
         parsed = parse_value(value, f"{flag} {key}")
+        if parsed is None and key not in text_fields:  # `epochs=null` kept the default (400) silently
+            raise UsageError(f"{flag} {key}={value}: an empty value; give one (or leave the key out for its "
+                             "default)")  # fmt: skip
         out[key] = value if key in text_fields and not isinstance(parsed, str) else parsed
     return out
 

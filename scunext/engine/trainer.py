@@ -9,6 +9,7 @@ leaves no folder; a failure after that marks the run ``failed`` with its reason.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -135,6 +136,25 @@ class _EpochOrder(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.order)
+
+
+def _check_single_image_batch(model: torch.nn.Module, cfg: TrainConfig, n_train: int) -> None:
+    """Refuse, before the run folder exists, a training that will meet a batch of one image that the model cannot
+    train on: BatchNorm over a 1x1 map (the UNeXt family's bottleneck at --size 32) has one value per channel and
+    raised a traceback mid-epoch. Checked on a copy, with the RNG state kept, only when such a batch will come."""
+    if cfg.batch_size != 1 and n_train % cfg.batch_size != 1:
+        return
+    probe = copy.deepcopy(model).train()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            probe(torch.zeros(1, cfg.in_channels or 3, cfg.size, cfg.size))
+        except ValueError as exc:
+            if "more than 1 value per channel" not in str(exc):
+                raise
+            where = "--batch-size 1" if cfg.batch_size == 1 else (
+                f"{n_train} training images in batches of {cfg.batch_size} leave a last batch of one")
+            raise ConfigError(f"{cfg.model} cannot train on a batch of one image at size {cfg.size} (BatchNorm over a "
+                              f"1x1 map) and {where}; use a larger --size or another --batch-size") from None
 
 
 def _loader(ds, cfg: TrainConfig, shuffle: bool, dist_info: DistInfo, generator: torch.Generator | None):
@@ -371,6 +391,7 @@ def _plan(cfg: TrainConfig, run: RunDir, resume: bool, show_progress: bool) -> _
         fit = max(divisor, round(cfg.size / divisor) * divisor)
         raise ConfigError(f"size {cfg.size} does not fit {cfg.model}: it needs a multiple of {divisor} "
                           f"(e.g. --size {fit})")  # fmt: skip
+    _check_single_image_batch(model, cfg, len(split.train))
     try:
         loss_fn = DeepSupervisionLoss(build_loss(cfg.loss, **cfg.loss_args))  # + auxiliary terms (deep supervision)
     except TypeError as exc:
@@ -446,6 +467,12 @@ def _train(
         if int(meta.get("epoch", -1)) != start_epoch - 1:
             raise RunFolderError(f"cannot resume: {run.path}: last.json is epoch {meta.get('epoch')} but "
                                  f"train_state.json epoch {start_epoch - 1}; start the run again")  # fmt: skip
+    saved_world = run.read_status().get("world_size")
+    if start_epoch > 1 and isinstance(saved_world, int) and saved_world != dist_info.world_size:
+        # each process draws --batch-size images: another process count is another global batch and data order
+        raise RunFolderError(f"cannot resume: {run.path} trained with {saved_world} process(es) (a global batch of "
+                             f"{saved_world} x {cfg.batch_size}), this is {dist_info.world_size}; resume with the "
+                             f"same number (torchrun --nproc_per_node {saved_world}, or none for 1)")  # fmt: skip
     good_epoch = start_epoch - 1
     ddp_model = DistributedDataParallel(model) if dist_info.enabled else model
     if dist_info.is_main:
@@ -520,7 +547,7 @@ def _train(
             extra = {"epoch": epoch, "best_val_dice": best_dice, "best_epoch": best_epoch, "seconds": elapsed}
             writers[RunDir.TRAIN_STATE] = lambda stem, e=extra: save_train_state(stem, optimizer, scheduler, scaler,
                                                                                  e, atomic=False)  # fmt: skip
-            run.commit_epoch(epoch, writers, row, best_epoch=best_epoch, best_val_dice=best_dice,
+            run.commit_epoch(epoch, writers, row, cfg, best_epoch=best_epoch, best_val_dice=best_dice,
                              train_seconds=round(elapsed, 2))  # fmt: skip
             if epoch == cfg.epochs or time.perf_counter() - last_plot > 30:
                 _plot_curves(run)
@@ -538,5 +565,6 @@ def _train(
         if not run.curves_file.is_file():  # killed while drawing it after the last commit
             _plot_curves(run)
         run.update_status(status="finished")
-    log.info("finished %s: best validation Dice %.4f at epoch %d", run.path, best_dice, best_epoch)
+        # (rank 0 alone: the others do not track the best epoch, and logged -inf at epoch 0)
+        log.info("finished %s: best validation Dice %.4f at epoch %d", run.path, best_dice, best_epoch)
     return RunResult(run.path, cfg.epochs, best_epoch, best_dice, elapsed)

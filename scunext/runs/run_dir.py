@@ -462,12 +462,13 @@ class RunDir:
                 remove_tree(p)
         self.verify()
 
-    def _settings(self) -> dict[str, Any] | None:
-        """The run's ``config.yaml`` as plain data, without the :data:`MOVABLE` keys (None: not a readable mapping)."""
+    def _settings(self, text: str | None = None) -> dict[str, Any] | None:
+        """The run's ``config.yaml`` (or the YAML ``text``) as plain data, without the :data:`MOVABLE` keys (None:
+        not a readable mapping)."""
         import yaml
 
         try:
-            data = yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
+            data = yaml.safe_load(self.config_file.read_text(encoding="utf-8") if text is None else text)
         except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError):
             return None
         if not isinstance(data, dict):
@@ -540,12 +541,24 @@ class RunDir:
         return list(csv.DictReader(io.StringIO(path.read_text())))
 
     def commit_epoch(
-        self, epoch: int, writers: dict[str, Callable[[Path], None]], log_row: dict[str, Any], **status: Any
-    ) -> None:
+        self, epoch: int, writers: dict[str, Callable[[Path], None]], log_row: dict[str, Any],
+        config: TrainConfig | None = None, **status: Any,
+    ) -> None:  # fmt: skip
         """Publish epoch ``epoch`` as a whole: ``writers`` maps a stem (``best``, ``last``, ``train_state``) to a
         function that writes ``<stem>.safetensors`` + ``<stem>.json`` at the stem it is given (without renames);
-        ``log_row`` is appended to log.csv; ``status`` fields go into run.json with the commit record."""
+        ``log_row`` is appended to log.csv; ``status`` fields go into run.json with the commit record. ``config``:
+        the settings the trainer holds: a ``config.yaml`` edited while the run trains was recorded as the run's
+        settings (and a resume then trained half and half); the commit keeps the trained values of edited keys, so
+        ``--resume`` refuses the edited file."""
         rec = self._commit() or {"epoch": 0, "files": {}}
+        settings = self._settings()
+        trained = self._settings(_yaml(config)) if config is not None else None
+        if isinstance(settings, dict) and isinstance(trained, dict):  # (keys an old file lacks: not an edit)
+            edited = sorted(k for k in settings if k in trained and settings[k] != trained[k])
+            if edited:
+                log.warning("%s was changed while the run trains (%s); the run keeps its settings, and --resume "
+                            "will refuse the edited file", self.config_file, ", ".join(edited))  # fmt: skip
+                settings = {**settings, **{k: trained[k] for k in edited}}
         staging = self.path / f"{_STAGING}{epoch:06d}"
         for p in self.path.iterdir():  # an earlier, uncommitted attempt
             if p.name.startswith(_STAGING):
@@ -561,7 +574,7 @@ class RunDir:
         for p in sorted(staging.iterdir()):
             files[p.name] = _digest(p)
         new = {**self.read_status(), **status, "epochs_done": epoch,
-               "commit": {"epoch": epoch, "staging": staging.name, "files": files, "config": self._settings()}}
+               "commit": {"epoch": epoch, "staging": staging.name, "files": files, "config": settings}}
         self._write_status(new)  # the commit point
         self._apply(staging)
 

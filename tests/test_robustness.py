@@ -587,3 +587,51 @@ def test_calibrate_replaces_a_quality_file_of_other_weights(tiny_run, tmp_path, 
     assert main(argv) == 0
     assert QualityCalibration.from_json(run / "quality.json").weights_sha256 == RunDir(run).weights_sha256()
     assert main(["predict", str(run), image, "--out", str(tmp_path / "p")]) == 0
+
+
+def test_robustness_audit_group_all_no_quality_orphans_and_chunks(lung_run, tmp_path, capsys, monkeypatch):
+    """Found by an audit (2026-11-30): a group named 'all' was counted twice in the overall row (n = 6 for 4
+    images, a wrong mean); --no-quality still read (and refused) a run's quality.json of other weights; a killed
+    stress test's NAME.tmpPID stayed; all conditions of one image were held at once (8.3 GB for a 4000x3000 photo):
+    they are scored in chunks now, with the same numbers."""
+    import subprocess
+    import sys
+
+    import scunext.engine.robustness as rob
+
+    data = tmp_path / "grp"
+    lungs = sample_dir("chest-xray-lungs")
+    for folder in ("images", "masks"):
+        (data / folder).mkdir(parents=True)
+    for k, name in enumerate(sorted(p.name for p in (lungs / "images").iterdir())[:2]):
+        shutil.copy(lungs / "images" / name, data / "images" / f"all_{k}.png")
+        shutil.copy(lungs / "masks" / name, data / "masks" / f"all_{k}.png")
+    argv = ["robustness", str(lung_run), "--data", str(data), "--subset", "all", "--shifts", "invert",
+            "--no-progress", "--no-quality", "--group-pattern", "^([a-z]+)_", "--out", str(tmp_path / "a")]
+    assert main(argv) == 2
+    assert "names a group 'all' (image all_0)" in capsys.readouterr().err and not (tmp_path / "a").exists()
+
+    run = tmp_path / "run"
+    shutil.copytree(lung_run, run)
+    shutil.copy(weights_dir("isic2017") / "quality.json", run / "quality.json")  # other weights: not read
+    whole, out = tmp_path / "whole", tmp_path / "r"
+    common = ["--shifts", "washout,invert", "--no-progress", "--no-quality"]
+    assert main(["robustness", str(run), *common, "--out", str(whole)]) == 0
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / f"summary.md.tmp{int(dead.stdout)}").write_text("left by a killed stress test")
+    calls = []
+    real = rob._score_chunk
+
+    def counting(predictor, image, mask, image_id, conditions, *rest):
+        calls.append(len(conditions))
+        return real(predictor, image, mask, image_id, conditions, *rest)
+
+    monkeypatch.setattr(rob, "_score_chunk", counting)
+    monkeypatch.setattr(rob, "CONDITION_BYTES", 2 * 256 * 256 * 13)  # two conditions of a 256x256 image at once
+    assert main(["robustness", str(run), *common, "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(rob.RESULT_FILES)  # the orphan is gone
+    n = len({r["id"] for r in _rows(out / "per_image.csv")})
+    assert calls == [2, 2, 1] * n  # clean + 3 wash-out + invert, two at a time
+    assert _rows(out / "per_image.csv") == _rows(whole / "per_image.csv")  # the same numbers as all at once
+    assert "No quality score (--no-quality)." in (out / "summary.md").read_text()

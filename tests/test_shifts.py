@@ -142,3 +142,9 @@ def test_photometric_augmentation_is_opt_in():
     assert out.dtype == np.uint8 and out.shape == img.shape
     with pytest.raises(ValueError, match="gamma_limit must be < 1"):
         AugmentConfig(gamma_limit=1.0)
+
+
+def test_all_stands_alone():
+    """``--shifts all,noise`` said "unknown shift(s) all; valid: all, ...", contradicting itself."""
+    with pytest.raises(ValueError, match="'all' stands alone"):
+        parse_shifts("all,noise")

@@ -231,6 +231,8 @@ def parse_shifts(spec: str | Iterable[str], modality: str | None = None) -> list
         raise ValueError("no shifts given; use 'all' or names from: " + ", ".join(SHIFTS))
     if names == ["all"]:
         return [n for n, s in SHIFTS.items() if modality is None or modality in s.modalities]
+    if "all" in names:
+        raise ValueError("'all' stands alone (it is every shift); give 'all' or a list of names")
     unknown = [n for n in names if n not in SHIFTS]
     if unknown:
         raise ValueError(f"unknown shift(s) {', '.join(unknown)}; valid: all, {', '.join(SHIFTS)}")

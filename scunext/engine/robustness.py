@@ -43,7 +43,15 @@ from scunext.engine.evaluate import ReportExistsError, _subset_pairs, check_no_r
 from scunext.engine.jsonable import jsonable
 from scunext.metrics import confusion_counts, dice_score, iou_score
 from scunext.runs import RunDir, data_root_of
-from scunext.runs.durable import atomic_write, atomic_write_text, fsync_dir, made_folder, remove_tree, rename
+from scunext.runs.durable import (
+    atomic_write,
+    atomic_write_text,
+    fsync_dir,
+    made_folder,
+    orphan_temps,
+    remove_tree,
+    rename,
+)
 
 __all__ = ["stress_test", "calibrate_quality", "RESULT_FILES", "ReportExistsError"]
 
@@ -52,6 +60,12 @@ log = logging.getLogger(__name__)
 RESULT_FILES = ("per_image.csv", "summary.csv", "summary.md", "robustness.json", "robustness.png")
 PER_IMAGE_FIELDS = ("id", "group", "shift", "severity", "parameter", "dice", "iou", "area_px", "score", "review",
                     "agreement", "margin", "components")  # fmt: skip
+
+
+#: full-size bytes of shifted images and maps held at once per image (the conditions are scored in chunks)
+CONDITION_BYTES = 1 << 30
+#: robustness.png has one panel per group up to this many groups; above, only the row over all images is drawn
+MAX_PLOT_GROUPS = 8
 
 
 def _group_of(pattern: re.Pattern[str] | None, image_id: str) -> str:
@@ -71,14 +85,26 @@ def _score_conditions(
     calibration: QualityCalibration | None,
     batch_size: int,
 ) -> list[dict[str, Any]]:
-    """One image under every condition: Dice/IoU against the native mask, and the quality of each prediction."""
+    """One image under every condition: Dice/IoU against the native mask, and the quality of each prediction.
+
+    The conditions are scored a batch at a time, fewer for a large image (about :data:`CONDITION_BYTES` of
+    full-size arrays at once): all 31 at once held 8.3 GB for one 4000x3000 photo."""
+    per_condition = image.shape[0] * image.shape[1] * 13  # shifted image, probabilities, flipped, mask, target
+    chunk = max(1, min(batch_size, CONDITION_BYTES // max(per_condition, 1)))
+    rows: list[dict[str, Any]] = []
+    for i in range(0, len(conditions), chunk):
+        rows += _score_chunk(predictor, image, mask, image_id, conditions[i : i + chunk], calibration, batch_size)
+    return rows
+
+
+def _score_chunk(predictor, image, mask, image_id, conditions, calibration, batch_size) -> list[dict[str, Any]]:
     shifted = [image if s == "clean" else apply_shift(image, s, sev, image_seed(image_id, s, sev))
                for s, sev in conditions]  # fmt: skip
     probs = predictor.probabilities(shifted, batch_size)
     flipped = flipped_probabilities(predictor, shifted, batch_size) if calibration is not None else None
     preds = np.stack([p > predictor.threshold for p in probs])
-    target = np.broadcast_to(mask, preds.shape)
-    counts = confusion_counts(torch.from_numpy(preds), torch.from_numpy(np.ascontiguousarray(target)))
+    target = torch.from_numpy(np.require(mask, requirements=["C", "W"]))[None].expand(preds.shape)  # (a view)
+    counts = confusion_counts(torch.from_numpy(preds), target)
     dice = dice_score(counts, reduction="none")[:, 0].tolist()
     iou = iou_score(counts, reduction="none")[:, 0].tolist()
     rows = []
@@ -150,8 +176,9 @@ def _quality_report(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _markdown(meta: dict[str, Any], summary: list[dict[str, Any]], quality: bool) -> str:
     lines = [f"# Stress test: {meta['model']} ({meta['run']})", "",
              f"{meta['subset']} part of {meta['data']}, {meta['n_images']} images, native resolution, Dice % per-image "
-             f"mean; drop = clean minus shifted, paired per image. Quality threshold "
-             f"{_fmt(meta['quality_threshold'])} ({meta['quality_source']}).", ""]  # fmt: skip
+             f"mean; drop = clean minus shifted, paired per image. "
+             + (f"Quality threshold {_fmt(meta['quality_threshold'])} ({meta['quality_source']})." if quality
+                else "No quality score (--no-quality)."), ""]  # fmt: skip
     head = "| group | shift | severity | parameter | n | Dice % | sd | drop | < 90 | < 50 |"
     rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     if quality:
@@ -179,6 +206,8 @@ def _plot(summary: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     groups = sorted({r["group"] for r in summary})
+    if len(groups) > MAX_PLOT_GROUPS:  # one panel per image once made a 198,660-pixel-wide picture
+        groups = ["all"] if "all" in groups else groups[:MAX_PLOT_GROUPS]
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.2), squeeze=False)
     for ax, g in zip(axes[0], groups):
         rows = [r for r in summary if r["group"] == g]
@@ -275,15 +304,24 @@ def stress_test(
         raise ValueError(f"--group-pattern {group_pattern!r} is not a valid regular expression ({exc})") from None
     if not overwrite:
         check_no_report(out, RESULT_FILES)
-    predictor = Predictor.from_run(run_dir, checkpoint, quality_file=quality_file)
+    # --no-quality uses no calibration: a run's quality.json of other weights (or a --quality FILE) is not read
+    predictor = Predictor.from_run(run_dir, checkpoint, quality_file=quality_file if quality else None,
+                                   calibrated=quality)  # fmt: skip
     names = parse_shifts(shifts, modality_of(predictor.in_channels))
     cfg, data_root, pairs, reader = _prepare(run_dir, data, subset, max_images, predictor)
+    if pattern is not None:  # "all" is the overall row: a group of that name was counted twice, silently
+        clash = next((p.id for p in pairs if _group_of(pattern, p.id) == "all"), None)
+        if clash is not None:
+            raise ValueError(f"--group-pattern {group_pattern!r} names a group 'all' (image {clash}), the name of the "
+                             "row over every image; change the pattern so that no group is called 'all'")  # fmt: skip
     conditions = shift_conditions(names)
     calibration = predictor.quality if quality else None
     # held from the first row to the last file: one stress test per folder
     with made_folder(out), report_lock(out, wait_s=0):
         if not overwrite:  # another one may have finished here since the check above
             check_no_report(out, RESULT_FILES)
+        for orphan in orphan_temps(out, RESULT_FILES):  # left by a stress test killed in its final writes
+            remove_tree(orphan)
         by_cond: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
         qrows: list[dict[str, Any]] = []
         partial = out / "per_image.csv.partial"

@@ -517,8 +517,8 @@ def test_intensity_before_augment_orders_the_step_in_training_only():
     standardised image); the default keeps it after (undoing an affine augmentation); without a transform
     (validation, inference) the flag changes nothing."""
     from scunext.data import SegmentationDataset, discover_pairs
-    from scunext.data.dataset import normalise
     from scunext.data.intensity import standardise_intensity
+    from scunext.data.preprocess import normalise
 
     def squeeze(image, mask):  # an affine intensity change, the kind the percentile stretch undoes
         return {"image": (image // 3 + 120).astype(np.uint8), "mask": mask}

@@ -8,9 +8,8 @@ import torch
 
 from scunext.config import ConfigError, load_config
 from scunext.data import SegmentationDataset, discover_pairs, read_image, sample_dir
-from scunext.data.dataset import normalise, resize_pair
 from scunext.data.intensity import INTENSITY_METHODS, standardise_intensity
-from scunext.data.preprocess import preprocess
+from scunext.data.preprocess import normalise, preprocess, resize_pair
 from scunext.data.shifts import SHIFTS, apply_shift, image_seed, modality_of, parse_shifts, shift_conditions
 from scunext.data.transforms import AugmentConfig, build_train_transform
 

@@ -7,15 +7,14 @@ from scunext.data.dataset import (
     MASK_EXTENSIONS,
     Pair,
     SegmentationDataset,
-    convert_channels,
     discover_pairs,
     image_id,
     is_image_file,
-    resize_pair,
     select_pairs,
 )
 from scunext.data.errors import DataError
 from scunext.data.io import MAX_IMAGE_PIXELS, ImageInfo, area_mm2, read_image, read_image_info, read_mask
+from scunext.data.preprocess import convert_channels, resize_pair
 from scunext.data.samples import SAMPLE_NAMES, list_samples, sample_dir, verify_checksums
 from scunext.data.splits import SPLIT_FORMAT, Split, carve_validation, csv_split, kfold_split, random_split
 from scunext.data.transforms import AugmentConfig, build_eval_transform, build_train_transform

@@ -1,6 +1,6 @@
 """Per-image intensity standardisation: one switchable step inside the single preprocessing path.
 
-Selected by the run's ``intensity`` config field and applied by :func:`scunext.data.dataset.model_input` to the
+Selected by the run's ``intensity`` config field and applied by :func:`scunext.data.preprocess.model_input` to the
 uint8 image at the model's input size, after resizing (and after augmentation in training), right before
 normalisation. Training, validation, evaluation, predict, export and serve therefore see the same step.
 

@@ -183,7 +183,7 @@ def baseline_predict(predictor: Any, files: list[Path], out: Path, overlay: bool
     preprocessing applies it, so that a ``percentile`` model is compared like with like.
     """
     from scunext.data import read_image, resize_pair
-    from scunext.data.dataset import convert_channels, model_input
+    from scunext.data.preprocess import convert_channels, model_input
     from scunext.visualize import overlay as make_overlay
 
     def prepare(image: np.ndarray) -> torch.Tensor:  # data/preprocess.py of that version, + the intensity step

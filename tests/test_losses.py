@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -265,3 +266,15 @@ def test_egeunet_training_step_through_the_wrapper():
     loss = DeepSupervisionLoss(build_loss("bce_dice"))(model(x), target)
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.ds_heads.parameters())
+
+
+def test_a_bool_weight_and_an_image_wide_edge_band_are_refused():
+    """``--loss-arg edge_weight=true`` trained with weight 1.0 (while kernel_size=true was refused), and
+    kernel_size=100001 made the edge band the whole image."""
+    from scunext.losses import build_loss
+
+    with pytest.raises(ValueError, match="edge_weight must be a finite number"):
+        build_loss("joint", edge_weight=True)
+    with pytest.raises(ValueError, match="kernel_size must be at most 129"):
+        build_loss("joint", kernel_size=100001)
+    assert build_loss("joint", edge_weight=np.float32(0.5), kernel_size=129).edge_weight == 0.5

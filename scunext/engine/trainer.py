@@ -88,6 +88,9 @@ def build_split(cfg: TrainConfig, ids: list[str], data_root: Path) -> Split:
     on_disk = ids
     if cfg.max_images and len(ids) > cfg.max_images:
         ids = sorted(random.Random(cfg.seed).sample(sorted(ids), cfg.max_images))
+    elif cfg.max_images > len(ids):  # (split.json still records the setting, as for any other run)
+        log.warning("max_images %d is more than the %d images of %s: all of them are used", cfg.max_images, len(ids),
+                    data_root)  # fmt: skip
     if cfg.split == "random":
         split = random_split(ids, test_fraction=cfg.test_fraction, seed=cfg.seed)
         split = split.with_carved_validation(cfg.val_fraction, seed=cfg.seed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 __all__ = ["check_logits_target", "check_non_negative"]
@@ -32,7 +34,10 @@ def check_logits_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
 
 def check_non_negative(name: str, value: float) -> float:
-    """Return ``value`` as a float if it is finite and >= 0, else raise a ValueError naming the argument."""
+    """Return ``value`` as a float if it is finite and >= 0, else raise a ValueError naming the argument (a bool is
+    not a weight: ``edge_weight=true`` was taken as 1.0)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     value = float(value)
     if not (value >= 0 and value != float("inf")):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

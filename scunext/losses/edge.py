@@ -27,9 +27,15 @@ from scunext.losses._checks import check_logits_target
 __all__ = ["EdgeLoss", "boundary_band", "edge_loss"]
 
 
+#: widest band kernel: a band of 64 pixels on either side of the boundary
+MAX_KERNEL = 129
+
+
 def _check_kernel(kernel_size: int) -> int:
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd integer >= 3, got {kernel_size!r}")
+    if kernel_size > MAX_KERNEL:  # a band as wide as the image is no edge term (kernel_size=100001 was accepted)
+        raise ValueError(f"kernel_size must be at most {MAX_KERNEL} (an edge band, not the image), got {kernel_size}")
     return kernel_size
 
 

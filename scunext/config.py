@@ -324,6 +324,10 @@ def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConf
     for key, value in overrides.items():
         if value is None:
             continue
+        if key in RETIRED:  # an old run's settings: dropped with the value it always had
+            if value != RETIRED[key][0]:
+                raise ConfigError(f"{key}: {RETIRED[key][1]}; remove the key")
+            continue
         head, dot, sub = str(key).partition(".")
         if dot and head == "augment":
             known = {f.name for f in dataclasses.fields(AugmentConfig)}

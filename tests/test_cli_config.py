@@ -55,8 +55,8 @@ def test_every_config_field_has_a_flag_with_help():
         (["--threshold-masks", "--no-augment"], {"threshold_masks": True, "augment": AugmentConfig(enabled=False)}),
         (["--model-arg", "pfm=false", "--model-arg", "cbam=0", "--loss-arg", "edge_weight=0.5"],
          {"model_args": {"pfm": False, "cbam": 0}, "loss_args": {"edge_weight": 0.5}}),
-        (["--set", "weight_decay=0", "--set", "beta1=0.8", "--set", "eval_every=2", "--set", "hd95_in_val=yes"],
-         {"weight_decay": 0.0, "beta1": 0.8, "eval_every": 2, "hd95_in_val": True}),
+        (["--set", "weight_decay=0", "--set", "beta1=0.8", "--set", "eval_every=2", "--set", "threshold_masks=yes"],
+         {"weight_decay": 0.0, "beta1": 0.8, "eval_every": 2, "threshold_masks": True}),
         (["--set", "model_args.pfm=false", "--set", "loss_args={edge_weight: 0.2}", "--set", "augment.vflip_p=0"],
          {"model_args": {"pfm": False}, "loss_args": {"edge_weight": 0.2}, "augment": AugmentConfig(vflip_p=0.0)}),
         ([], {"channels_last": True, "augment": AugmentConfig(), "amp": True, "cpu_amp": False}),  # defaults

@@ -337,3 +337,18 @@ def test_an_empty_shard_is_an_error_not_the_whole_plan(tmp_path, capsys):
             "--epochs", "1", "--seeds", "1", "--shard", ""]  # fmt: skip
     assert main(argv) == 2
     assert "--shard must look like I/N" in capsys.readouterr().err and not (tmp_path / "lb").exists()
+
+
+def test_a_foreign_record_is_refused_before_any_run_trains(tmp_path, capsys):
+    """A record of another run under a planned run's folder name counted as "done elsewhere" and was refused only
+    in the tables, after every other run had trained: now before the first run."""
+    records = tmp_path / "rec"
+    records.mkdir()
+    shutil.copytree(RECORD, records / "unext_s-seed-0")  # malunet, seed 1, chest X-rays
+    argv = ["experiment", "leaderboard", "--data", str(sample_dir("isic2017")), "--split", "csv", "--out",
+            str(tmp_path / "lb"), "--epochs", "1", "--seeds", "1", "--models", "unext_s,sc_unext", "--records",
+            str(records), "--no-latency"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "another run than the one planned here: model 'malunet' (planned 'unext_s')" in err, err
+    assert not (tmp_path / "lb" / "runs" / "sc_unext-seed-0").exists()  # nothing trained

@@ -72,8 +72,15 @@ def run_plan(
         if report_only and not records.is_dir():  # a mistyped path would give a table of empty rows
             raise RecordError(f"--records {records}: folder not found; --report-only reads records, it creates none")
         records.mkdir(parents=True, exist_ok=True)
-    durations: list[float] = []
     mine = set(range(shard[0] - 1, len(plan), shard[1])) if shard else set(range(len(plan)))
+    if records is not None and not report_only:
+        # a record that is another run's (another model, seed, dataset) counted as "done elsewhere" and failed only
+        # in the tables, after every other run had trained: checked before the first run instead
+        for j, pr in enumerate(plan):
+            if j in mine and is_complete(records / pr.folder, pr.subsets):
+                check_identity(records / pr.folder, load_result(records / pr.folder, pr.subsets)["config"],
+                               pr.cfg.to_dict())  # fmt: skip
+    durations: list[float] = []
     for i, pr in enumerate(plan, 1):
         if i - 1 not in mine:
             continue

@@ -84,15 +84,12 @@ def model_source(weights: str | None, paths: list[str]) -> tuple[Path, list[str]
 
 
 def _segment(args: argparse.Namespace, run_dir: Path) -> str:
-    """What a DICOM SEG's segment is coded as: from the released weights' name and the name of the dataset folder
-    the model was trained on (``chest-xray-lungs``: lung field; ``isic2017``: lesion; the shipped default sample is
-    ISIC), not from the architecture's name, which says nothing about the anatomy."""
+    """What a DICOM SEG's segment is coded as (``auto`` unless --format dicom-seg)."""
     if args.fmt != "dicom-seg":
         return "auto"
-    from scunext.deploy.dicom_seg import segment_for_model
+    from scunext.deploy.dicom_seg import segment_for_run
 
-    data = RunDir(run_dir).load_config().data
-    return segment_for_model(f"{args.weights or ''} {Path(data).name if data else 'isic2017'}")
+    return segment_for_run(run_dir, args.weights)
 
 
 #: the one-line summary suggests recalibrating when more than this share of at least SITE_HINT_MIN images is flagged

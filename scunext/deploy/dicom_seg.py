@@ -51,7 +51,7 @@ from scunext.data.dicom import read_dicom_header
 from scunext.data.errors import DataError
 from scunext.errors import MissingDependencyError
 
-__all__ = ["SEGMENTS", "SegmentMeaning", "segment_for_model", "write_dicom_seg"]
+__all__ = ["SEGMENTS", "SegmentMeaning", "segment_for_model", "segment_for_run", "write_dicom_seg"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,16 @@ def segment_for_model(model_name: str) -> str:
     if any(word in name for word in ("isic", "lesion", "skin")):
         return "lesion"
     return "generic"
+
+
+def segment_for_run(run_dir: str | Path, weights: str | None = None) -> str:
+    """The :data:`SEGMENTS` key for the model of ``run_dir``: from the released weights' name and the name of the
+    dataset folder it was trained on (``chest-xray-lungs``: lung field; ``isic2017``: lesion; the shipped default
+    sample is ISIC), not from the architecture's name, which says nothing about the anatomy."""
+    from scunext.runs import RunDir
+
+    data = RunDir(run_dir).load_config().data
+    return segment_for_model(f"{weights or ''} {Path(data).name if data else 'isic2017'}")
 
 
 def _highdicom() -> Any:

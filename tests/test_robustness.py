@@ -254,8 +254,8 @@ def test_a_stopped_stress_test_leaves_the_folder_as_it_was(lung_run, tmp_path, m
             raise KeyboardInterrupt
         return score(*args, **kwargs)
 
-    score = robustness._score_conditions
-    monkeypatch.setattr(robustness, "_score_conditions", stop_at_second_image)
+    score = robustness.score_conditions
+    monkeypatch.setattr(robustness, "score_conditions", stop_at_second_image)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("a user's file")
     for out in (tmp_path / "new" / "stress", tmp_path / "mine"):
@@ -391,7 +391,7 @@ def test_calibrate_refuses_a_folder_another_process_is_writing(lung_run, tmp_pat
 def test_calibrate_never_replaces_a_file_written_meanwhile(lung_run, tmp_path, capsys, monkeypatch):
     """Fault injection: another calibration writes the target between our first check and our lock. Without
     --overwrite that file is kept byte for byte and we stop with one line; with --overwrite it is replaced."""
-    import scunext.engine.robustness as rb
+    import scunext.engine.calibrate as rb
 
     out = tmp_path / "cal" / "q.json"  # its folder does not exist yet: created
     theirs = b'{"written": "by another process"}'
@@ -482,7 +482,7 @@ def test_site_calibration_chooses_on_the_site_keeps_the_prior_and_is_used_by_rob
 def test_calibrate_prints_the_auroc_it_found(auroc, shown, tmp_path, capsys, monkeypatch):
     """An AUROC of 0 (the score ranks every failure above every success) is printed as 0.000, not as nan; one that
     is undefined (every prediction on one side of Dice 0.90, JSON null) as n/a."""
-    import scunext.engine.robustness as robustness
+    import scunext.engine.calibrate as robustness
 
     stats = {"n": 4, "n_images": 2, "conditions": 2, "auroc_dice_below_0.90": auroc, "flagged_share": 0.5}
     cal = replace(LUNG_CAL, source="calibrated", stats=stats)

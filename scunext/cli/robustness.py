@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from scunext.engine.robustness import calibrate_quality
+    from scunext.engine.calibrate import calibrate_quality
 
     if out_arg(args.out) is not None:
         check_out_file(Path(args.out), overwrite=args.overwrite, example="quality.json")

@@ -1,10 +1,10 @@
-"""Acquisition-shift stress test of a trained run, and the calibration of its quality score.
+"""Acquisition-shift stress test of a trained run.
 
 :func:`stress_test` re-scores a part of the run's split under every shift and severity of
 :mod:`scunext.data.shifts`, with the same per-image confusion counts as ``scunext evaluate`` (prediction at the
 training size, logits resized to each image's native size, scored against the native mask), and records each
-prediction's quality score (:mod:`scunext.deploy.quality`). :func:`calibrate_quality` chooses the review threshold
-on the run's validation part, clean and stressed, and writes ``quality.json`` beside the checkpoint.
+prediction's quality score (:mod:`scunext.deploy.quality`). The calibration of that score, which scores the same
+way, is :mod:`scunext.engine.calibrate`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import math
 import re
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +24,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from scunext.data import DataError, SegmentationDataset, discover_pairs, read_mask, select_pairs
+from scunext.data import SegmentationDataset
 from scunext.data.shifts import SHIFTS, apply_shift, image_seed, modality_of, parse_shifts, shift_conditions
 from scunext.deploy.predictor import Predictor
 from scunext.deploy.quality import (
-    QUALITY_FILE,
     QualityCalibration,
-    area_prior,
     auroc,
-    check_rule,
-    choose_threshold,
-    count_components,
     flipped_probabilities,
     quality_from_probabilities,
 )
@@ -53,7 +47,8 @@ from scunext.runs.durable import (
     rename,
 )
 
-__all__ = ["stress_test", "calibrate_quality", "RESULT_FILES", "ReportExistsError"]
+__all__ = ["stress_test", "RESULT_FILES", "ReportExistsError", "score_conditions", "prepare_part", "pair_reader",
+           "even_pick"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +71,7 @@ def _group_of(pattern: re.Pattern[str] | None, image_id: str) -> str:
     return group or "other"  # (an optional group that took no part is None; an empty name says nothing either)
 
 
-def _score_conditions(
+def score_conditions(
     predictor: Predictor,
     image: np.ndarray,
     mask: np.ndarray,
@@ -230,7 +225,7 @@ def _plot(summary: list[dict[str, Any]], path: Path, title: str) -> None:
     atomic_write(path, png.getvalue())
 
 
-def _even_pick(pairs: list, max_images: int) -> list:
+def even_pick(pairs: list, max_images: int) -> list:
     """An even, deterministic pick of ``max_images`` over the sorted pairs (all of them for 0)."""
     if max_images and max_images < len(pairs):
         idx = np.linspace(0, len(pairs) - 1, max_images).round().astype(int)
@@ -238,14 +233,14 @@ def _even_pick(pairs: list, max_images: int) -> list:
     return pairs
 
 
-def _prepare(run_dir: Path, data: str | Path | None, subset: str, max_images: int, predictor: Predictor):
+def prepare_part(run_dir: Path, data: str | Path | None, subset: str, max_images: int, predictor: Predictor):
     cfg = RunDir(run_dir).load_config()
     data_root = Path(data) if data else data_root_of(cfg)
-    pairs = _even_pick(_subset_pairs(RunDir(run_dir), data_root, subset), max_images)
-    return cfg, data_root, pairs, _reader(pairs, predictor, cfg.threshold_masks)
+    pairs = even_pick(_subset_pairs(RunDir(run_dir), data_root, subset), max_images)
+    return cfg, data_root, pairs, pair_reader(pairs, predictor, cfg.threshold_masks)
 
 
-def _reader(pairs: list, predictor: Predictor, threshold_masks: bool) -> SegmentationDataset:
+def pair_reader(pairs: list, predictor: Predictor, threshold_masks: bool) -> SegmentationDataset:
     """Images at their native size, with the model's channel count, for scoring."""
     return SegmentationDataset(pairs, in_channels=predictor.in_channels, size=None, threshold_masks=threshold_masks)
 
@@ -308,7 +303,7 @@ def stress_test(
     predictor = Predictor.from_run(run_dir, checkpoint, quality_file=quality_file if quality else None,
                                    calibrated=quality)  # fmt: skip
     names = parse_shifts(shifts, modality_of(predictor.in_channels))
-    cfg, data_root, pairs, reader = _prepare(run_dir, data, subset, max_images, predictor)
+    cfg, data_root, pairs, reader = prepare_part(run_dir, data, subset, max_images, predictor)
     if pattern is not None:  # "all" is the overall row: a group of that name was counted twice, silently
         clash = next((p.id for p in pairs if _group_of(pattern, p.id) == "all"), None)
         if clash is not None:
@@ -335,7 +330,7 @@ def stress_test(
                 if image.shape[2] == 1:
                     image = image[..., 0]
                 group = _group_of(pattern, pair.id)
-                rows = _score_conditions(predictor, image, mask, pair.id, conditions, calibration, batch_size)
+                rows = score_conditions(predictor, image, mask, pair.id, conditions, calibration, batch_size)
                 for r in rows:
                     r["group"] = group
                     writer.writerow({k: _fmt(v) for k, v in r.items()})
@@ -381,121 +376,3 @@ def stress_test(
         report = jsonable({**meta, "summary": summary})
         atomic_write_text(out / "robustness.json", json.dumps(report, indent=2))
         return report
-
-
-def calibrate_quality(
-    run_dir: str | Path,
-    data: str | Path | None = None,
-    shifts: str | list[str] = "all",
-    out: str | Path | None = None,
-    max_images: int = 0,
-    checkpoint: str = "best",
-    batch_size: int = 16,
-    overwrite: bool = False,
-    show_progress: bool = True,
-    rule: str = "youden",
-    site: str | Path | None = None,
-) -> QualityCalibration:
-    """Calibrate the quality score of a run and write ``quality.json`` (default ``RUN_DIR/quality.json``).
-
-    The area and component prior comes from the run's *training* masks; the threshold from its *validation* part,
-    scored clean and under every shift and severity (so that failures exist), with
-    :func:`~scunext.deploy.quality.choose_threshold` and its ``rule`` (``youden`` or ``failures``). The test part
-    is not touched.
-
-    With ``site`` (a labelled folder of local images, ``images/`` + ``masks/``), the threshold is chosen on *all*
-    its images instead (same shifts and rule), and the area prior is kept from the run's own calibrated
-    ``quality.json`` (the training masks are not needed, so this works for released weights at a new hospital).
-    ``out`` is then required: the run's own calibration is never replaced by a site's.
-
-    The writer lock of the target's folder is held from the first prediction to the written file (a training that
-    holds the run folder, or another calibration writing there, is refused at once), and without ``overwrite`` a
-    file that appeared meanwhile is refused, never replaced.
-    """
-    check_rule(rule)  # before any scoring
-    run_dir = Path(run_dir)
-    if site is not None and out is None:
-        raise ValueError("a site calibration needs --out FILE (the run's own quality.json is kept); use it with "
-                         "predict/robustness/serve --quality FILE")  # fmt: skip
-    target = Path(out) if out else run_dir / QUALITY_FILE
-    if target.exists() and not overwrite:
-        raise ReportExistsError(f"{target} exists; pass --overwrite to recalibrate")
-    # a site calibration keeps the run's own area prior (so it must be this checkpoint's); a calibration on the
-    # run's data replaces the run's file, which may be another checkpoint's
-    predictor = Predictor.from_run(run_dir, checkpoint, calibrated=site is not None)
-    names = parse_shifts(shifts, modality_of(predictor.in_channels))
-    cfg = RunDir(run_dir).load_config()
-    with made_folder(target.parent), report_lock(target.parent, wait_s=0):
-        if target.exists() and not overwrite:  # written by a process that held the lock before us
-            raise ReportExistsError(f"{target} exists; pass --overwrite to recalibrate")
-        return _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, batch_size, show_progress,
-                          rule, RunDir(run_dir).weights_sha256(checkpoint))  # fmt: skip
-
-
-def _calibrate(predictor, run_dir, cfg, data, site, names, target, max_images, batch_size, show_progress, rule,
-               sha256):  # fmt: skip
-    """The body of :func:`calibrate_quality`, run under the target folder's writer lock; ``sha256``: the weights
-    calibrated (:attr:`QualityCalibration.weights_sha256`)."""
-    if site is not None:
-        return _calibrate_site(predictor, cfg, Path(site), names, target, max_images, batch_size, show_progress, rule,
-                               sha256)  # fmt: skip
-    data_root = Path(data) if data else data_root_of(cfg)
-    split = RunDir(run_dir).load_split()
-    if not split.train or not split.val:
-        raise DataError("calibration needs the run's train part (area prior) and val part (threshold)")
-    all_pairs = discover_pairs(data_root, unpaired="skip")  # the split names the images
-    train_pairs = select_pairs(all_pairs, split.train)
-    fracs, comps = [], []
-    for p in tqdm(train_pairs, desc="area prior", unit="mask", disable=not show_progress):
-        m = read_mask(p.mask, threshold=cfg.threshold_masks)
-        fracs.append(float(m.mean()))
-        comps.append(count_components(m))
-    prior = area_prior(np.array(fracs), comps)
-    provisional = QualityCalibration(threshold=0.0, source="calibrated", **prior)
-
-    _, _, pairs, reader = _prepare(run_dir, data_root, "val", max_images, predictor)
-    conditions = shift_conditions(names)
-    threshold, stats = _choose_on(predictor, pairs, reader, conditions, provisional, batch_size, rule,
-                                  "calibrate val", show_progress)  # fmt: skip
-    stats.update({"data": str(data_root), "part": "val", "n_images": len(pairs), "shifts": names,
-                  "conditions": len(conditions), "n_train_masks": len(train_pairs),
-                  "train_area_fraction_median": float(np.median(fracs))})  # fmt: skip
-    cal = QualityCalibration(threshold=threshold, source="calibrated", stats=jsonable(stats), **prior,
-                             weights_sha256=sha256)  # fmt: skip
-    cal.to_json(target)
-    log.info("%s: review threshold %.4f (%s)", target, threshold, stats["rule"])
-    return cal
-
-
-def _choose_on(predictor, pairs, reader, conditions, calibration, batch_size, rule, desc, show_progress):
-    """Score every pair under every condition and choose the review threshold on those predictions."""
-    rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(pairs) * len(conditions), desc=desc, unit="pred", disable=not show_progress)
-    for i, pair in enumerate(pairs):
-        image, mask = reader.load(i)
-        image = image[..., 0] if image.shape[2] == 1 else image
-        rows += _score_conditions(predictor, image, mask, pair.id, conditions, calibration, batch_size)
-        bar.update(len(conditions))
-    bar.close()
-    return choose_threshold([r["score"] for r in rows], [r["dice"] for r in rows], [r["forced"] for r in rows],
-                            rule=rule)  # fmt: skip
-
-
-def _calibrate_site(predictor, cfg, site, names, target, max_images, batch_size, show_progress, rule, sha256):
-    """The threshold from every image of a local labelled folder; the area prior from the run's calibration."""
-    own = predictor.quality
-    if own is None or own.source != "calibrated":
-        raise DataError("a site calibration keeps the run's area prior, but this run has no calibrated "
-                        "quality.json: run `scunext calibrate RUN_DIR` on its own data first")  # fmt: skip
-    pairs = _even_pick(discover_pairs(site), max_images)
-    conditions = shift_conditions(names)
-    threshold, stats = _choose_on(predictor, pairs, _reader(pairs, predictor, cfg.threshold_masks), conditions, own,
-                                  batch_size, rule, "calibrate site", show_progress)  # fmt: skip
-    stats.update({"data": str(site), "part": "site (all images)", "n_images": len(pairs), "shifts": names,
-                  "conditions": len(conditions), "area_prior_from": "the run's quality.json",
-                  "run_threshold": own.threshold})  # fmt: skip
-    cal = replace(own, threshold=threshold, source="calibrated", stats=jsonable(stats), weights_sha256=sha256)
-    cal.to_json(target)
-    log.info("%s: site review threshold %.4f (%s; the run's own: %.4f)", target, threshold, stats["rule"],
-             own.threshold)  # fmt: skip
-    return cal

@@ -672,7 +672,7 @@ def test_files_a_folder_scan_leaves_out_are_named(tmp_path, caplog, capsys):
     Image.open(XRAYS[1]).save(inputs / "b.gif")
     Image.open(XRAYS[2]).save(inputs / "c.webp")
     (inputs / "notes.txt").write_text("ward 3")
-    with caplog.at_level(logging.INFO, logger="scunext.deploy.stream"):
+    with caplog.at_level(logging.INFO, logger="scunext.deploy.predict_plan"):
         assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(tmp_path / "o"), "--no-overlay",
                      "--no-quality"]) == 0  # fmt: skip
     assert "1 of 1 images segmented" in capsys.readouterr().out
@@ -776,7 +776,7 @@ def test_many_unreadable_inputs_are_all_listed_with_verbose(tmp_path, capsys, ca
     inputs = _copy(XRAYS[:1], tmp_path / "in")
     for i in range(5):
         (inputs / f"bad{i}.png").write_bytes(b"not an image")
-    with caplog.at_level("DEBUG", logger="scunext.deploy.stream"):
+    with caplog.at_level("DEBUG", logger="scunext.deploy.predict_plan"):
         assert main(["predict", "--weights", "lungs", str(inputs), "--out", str(tmp_path / "out")]) == 2
     err = _one_line_error(capsys, "5 of 6 inputs cannot be read")
     assert "(all 5 listed with -v)" in err and not (tmp_path / "out").exists()

@@ -276,3 +276,14 @@ def test_old_configs_with_the_retired_key_still_load_and_set_null_is_refused(tmp
     assert "hd95_in_val" not in TrainConfig().to_dict()
     assert main(["train", "--set", "epochs=null", "--out", str(tmp_path / "r")]) == 2
     assert "--set epochs=null: an empty value" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_yaml_merge_keys_still_load(tmp_path):
+    """The duplicate-key check refused YAML merge keys (`<<: *defaults`) as "not valid YAML"; an explicit key after
+    a merge overrides it and is not a duplicate."""
+    path = tmp_path / "m.yaml"
+    path.write_text("model: unext_s\naugment:\n  <<: {hflip_p: 0.1, vflip_p: 0.3}\n  vflip_p: 0.9\n")
+    cfg = load_config(path)
+    assert (cfg.augment.hflip_p, cfg.augment.vflip_p) == (0.1, 0.9)
+    path.write_text("model: unext_s\naugment:\n  <<: [{hflip_p: 0.1}, {vflip_p: 0.3}]\n")
+    assert load_config(path).augment.vflip_p == 0.3

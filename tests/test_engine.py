@@ -485,3 +485,39 @@ def test_a_batch_of_one_the_model_cannot_train_on_is_refused_up_front(tmp_path, 
     with pytest.raises(ConfigError, match="cannot train on a batch of one image at size 32"):
         train(fast_cfg(model="unext_s", size=32, epochs=1, **extra), tmp_path / "r", show_progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_of_an_older_version_resumes_again_and_again(tmp_path, caplog):
+    """Older runs' config.yaml hold `augment: {}` (or a shorter augment mapping) and `hd95_in_val: false`: the
+    edit check compared that raw file with the full settings, warned of an edit nobody made, recorded the filled-in
+    mapping, and the next resume refused the untouched file."""
+    run = tmp_path / "old"
+    train(fast_cfg(epochs=3), run, show_progress=False, stop_after_epoch=1)
+    cfg = run / "config.yaml"
+    lines = cfg.read_text().splitlines()
+    start = lines.index("augment:")
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith(" "))
+    old = "\n".join([*lines[:start], "augment: {}", *lines[end:], "hd95_in_val: false"]) + "\n"
+    cfg.write_text(old)
+    status = json.loads((run / "run.json").read_text())
+    from scunext.runs import RunDir
+
+    status["commit"]["config"] = RunDir(run)._settings()  # as an older version recorded it: the file itself
+    (run / "run.json").write_text(json.dumps(status))
+    with caplog.at_level("WARNING"):
+        train(None, run, resume=True, show_progress=False, stop_after_epoch=2)
+        train(None, run, resume=True, show_progress=False)
+    assert "was changed while the run trains" not in caplog.text
+    assert json.loads((run / "run.json").read_text())["status"] == "finished" and cfg.read_text() == old
+
+
+def test_the_batch_of_one_check_counts_each_process_share():
+    """Under DDP each process trains on ceil(n / world_size) images: 18 images in batches of 17 on 2 processes are
+    one batch of 9 each (was refused), in batches of 8 a last batch of one each (was missed: both ranks crashed)."""
+    from scunext.config import ConfigError
+
+    model = create_model("unext_s", in_channels=3)
+    cfg = fast_cfg(model="unext_s", size=32, batch_size=17)
+    trainer_mod._check_single_image_batch(model, cfg, -(-18 // 2))
+    with pytest.raises(ConfigError, match="9 training images \\(per process\\) in batches of 8"):
+        trainer_mod._check_single_image_batch(model, fast_cfg(model="unext_s", size=32, batch_size=8), -(-18 // 2))

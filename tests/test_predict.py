@@ -696,7 +696,7 @@ def test_config_edited_away_from_the_checkpoints_preprocessing_is_refused(tiny_r
     for argv in (["predict", str(run), image, "--out", str(tmp_path / "o")], ["evaluate", str(run), "--no-hd95"]):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"trained with {key}=" in err and "as its config.yaml says" in err, err
+        assert err.count("\n") == 1 and f"config.yaml says {key}: " in err and "restore it" in err, err
     assert not (tmp_path / "o").exists() and not (run / "eval").exists()
 
 

@@ -142,6 +142,7 @@ class _EpochOrder(Sampler[int]):
 
 
 def _check_single_image_batch(model: torch.nn.Module, cfg: TrainConfig, n_train: int) -> None:
+    # n_train: the images one process trains on per epoch (under DDP its DistributedSampler share, padded)
     """Refuse, before the run folder exists, a training that will meet a batch of one image that the model cannot
     train on: BatchNorm over a 1x1 map (the UNeXt family's bottleneck at --size 32) has one value per channel and
     raised a traceback mid-epoch. Checked on a copy, with the RNG state kept, only when such a batch will come."""
@@ -155,7 +156,7 @@ def _check_single_image_batch(model: torch.nn.Module, cfg: TrainConfig, n_train:
             if "more than 1 value per channel" not in str(exc):
                 raise
             where = "--batch-size 1" if cfg.batch_size == 1 else (
-                f"{n_train} training images in batches of {cfg.batch_size} leave a last batch of one")
+                f"{n_train} training images (per process) in batches of {cfg.batch_size} leave a last batch of one")
             raise ConfigError(f"{cfg.model} cannot train on a batch of one image at size {cfg.size} (BatchNorm over a "
                               f"1x1 map) and {where}; use a larger --size or another --batch-size") from None
 
@@ -306,7 +307,7 @@ def train(
             cfg = load_config(None, {**cfg.to_dict(), "data": str(Path(cfg.data).resolve())})
     dist_info, device = init_distributed(cfg.device)
     try:
-        plan = _plan(cfg, run, resume, show_progress and dist_info.is_main)
+        plan = _plan(cfg, run, resume, show_progress and dist_info.is_main, dist_info.world_size)
         if resume:
             if dist_info.is_main:
                 start = run.prepare_resume()
@@ -363,7 +364,7 @@ class _Plan:
     transform: Any
 
 
-def _plan(cfg: TrainConfig, run: RunDir, resume: bool, show_progress: bool) -> _Plan:
+def _plan(cfg: TrainConfig, run: RunDir, resume: bool, show_progress: bool, world_size: int = 1) -> _Plan:
     """Check the data and every option; build the model, loss and augmentation. Writes nothing."""
     data_root = data_root_of(cfg)
     pairs = discover_pairs(data_root, unpaired="skip" if resume else "error")  # resume: split.json has the ids
@@ -394,7 +395,7 @@ def _plan(cfg: TrainConfig, run: RunDir, resume: bool, show_progress: bool) -> _
         fit = max(divisor, round(cfg.size / divisor) * divisor)
         raise ConfigError(f"size {cfg.size} does not fit {cfg.model}: it needs a multiple of {divisor} "
                           f"(e.g. --size {fit})")  # fmt: skip
-    _check_single_image_batch(model, cfg, len(split.train))
+    _check_single_image_batch(model, cfg, -(-len(split.train) // world_size))  # each rank's share (padded)
     try:
         loss_fn = DeepSupervisionLoss(build_loss(cfg.loss, **cfg.loss_args))  # + auxiliary terms (deep supervision)
     except TypeError as exc:

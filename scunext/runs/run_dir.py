@@ -338,9 +338,13 @@ class RunDir:
         if cfg.in_channels and "in_channels" in args and args["in_channels"] != cfg.in_channels:
             wrong.append(f"in_channels={args['in_channels']} instead of {cfg.in_channels}")
         trained = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-        for key in ("size", "intensity"):  # the preprocessing it was trained with (older checkpoints: unchecked)
-            if key in trained and trained[key] != getattr(cfg, key):
-                wrong.append(f"trained with {key}={trained[key]!r}, not {getattr(cfg, key)!r}")
+        edited = [f"{key}: {getattr(cfg, key)!r}, but the checkpoint was trained with {trained[key]!r}"
+                  for key in ("size", "intensity")  # its preprocessing (older checkpoints: unchecked)
+                  if key in trained and trained[key] != getattr(cfg, key)]  # fmt: skip
+        if edited and not wrong:  # the run's own weights, its config.yaml edited: the file is what to restore
+            raise CheckpointError(f"{stem.parent / RunDir.CONFIG} says {'; '.join(edited)}; restore it (the "
+                                  "preprocessing must be the one the model was trained with)")  # fmt: skip
+        wrong += edited
         if wrong:
             raise CheckpointError(f"{stem}: checkpoint does not belong to this run ({'; '.join(wrong)} as its "
                                   "config.yaml says); put the run's own checkpoint back")  # fmt: skip
@@ -553,8 +557,12 @@ class RunDir:
         rec = self._commit() or {"epoch": 0, "files": {}}
         settings = self._settings()
         trained = self._settings(_yaml(config)) if config is not None else None
-        if isinstance(settings, dict) and isinstance(trained, dict):  # (keys an old file lacks: not an edit)
-            edited = sorted(k for k in settings if k in trained and settings[k] != trained[k])
+        try:  # the file as the trainer would read it (an old file's missing keys and partial mappings filled in)
+            on_disk = self._settings(_yaml(load_config(self.config_file))) if trained is not None else None
+        except (ValueError, OSError):  # not a readable config any more: --resume refuses it (verify / load_config)
+            on_disk = None
+        if isinstance(settings, dict) and isinstance(trained, dict) and isinstance(on_disk, dict):
+            edited = sorted(k for k in on_disk if k in trained and on_disk[k] != trained[k])
             if edited:
                 log.warning("%s was changed while the run trains (%s); the run keeps its settings, and --resume "
                             "will refuse the edited file", self.config_file, ", ".join(edited))  # fmt: skip

@@ -96,7 +96,8 @@ class Predictor:
         cfg = run.load_config()
         model, meta = run.load_model(checkpoint, cfg)
         pred = cls._build(model, meta, cfg.size, device, engine, cfg.intensity)
-        pred.quality = load_calibration(run_dir, checkpoint, quality_file) if calibrated else QualityCalibration()
+        default = QualityCalibration.default()
+        pred.quality = load_calibration(run_dir, checkpoint, quality_file) if calibrated else default
         return pred
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:

@@ -96,14 +96,15 @@ class QualityCalibration:
         if not self.weights_sha256:  # written before the field existed: nothing to compare
             return
         sha256 = RunDir(run_dir).weights_sha256(checkpoint)
-        if self.weights_sha256 != sha256 and own:
+        if self.weights_sha256 == sha256:
+            return
+        if own:
             raise ValueError(f"{file}: calibrated for other weights (sha256 {self.weights_sha256[:12]}...) than the "
                              f"{checkpoint} checkpoint of {run_dir} ({sha256[:12]}...); recalibrate: scunext calibrate "
                              f"{run_dir} --checkpoint {checkpoint} --overwrite (or pass --quality FILE)")  # fmt: skip
-        if self.weights_sha256 != sha256:
-            raise ValueError(f"{file}: calibrated for other weights (sha256 {self.weights_sha256[:12]}...) than "
-                             f"{run_dir} ({sha256[:12]}...); calibrate this model for the site: scunext calibrate "
-                             "... --site DIR --out FILE")  # fmt: skip
+        raise ValueError(f"{file}: calibrated for other weights (sha256 {self.weights_sha256[:12]}...) than "
+                         f"{run_dir} ({sha256[:12]}...); calibrate this model for the site: scunext calibrate "
+                         "... --site DIR --out FILE")  # fmt: skip
 
     @classmethod
     def default(cls) -> QualityCalibration:

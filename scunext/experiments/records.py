@@ -188,9 +188,8 @@ _FRACTIONS = ("dice", "iou")
 def _per_image(path: Path) -> dict[str, dict[str, float]]:
     """``{id: {dice, iou, hd95}}`` of a ``per_image.csv``; every id once, Dice and IoU in [0, 1] where defined (``nan``:
     undefined under the metrics' empty-mask policy, counted against its ``n_undefined``; HD95 of an empty mask)."""
+    _require(path)  # the paired tests and the mean check read it
     out: dict[str, dict[str, float]] = {}
-    if not path.is_file():
-        return out
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -220,7 +219,7 @@ def _per_image(path: Path) -> dict[str, dict[str, float]]:
 
 
 def _check_metrics(path: Path, m: dict[str, Any], per_image: dict[str, dict[str, float]],
-                   part_ids: list[str] | None) -> None:  # fmt: skip
+                   part_ids: list[str]) -> None:  # fmt: skip
     """The summary of one scored part agrees with itself, with its per-image rows and with the run's split."""
 
     for k in _FRACTIONS:
@@ -299,7 +298,6 @@ def load_result(source: Path, subsets: tuple[str, ...] = ("test",)) -> dict[str,
     for s in subsets:
         metrics_file = source / "eval" / s / "metrics.json"
         res["metrics"][s] = read_json(metrics_file)
-        _require(source / "eval" / s / "per_image.csv")  # the paired tests and the mean check read it
         res["per_image"][s] = _per_image(source / "eval" / s / "per_image.csv")
         _check_metrics(metrics_file, res["metrics"][s], res["per_image"][s], _part_ids(source, s))
     return res

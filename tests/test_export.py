@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
@@ -277,7 +278,8 @@ def test_cli_export_int8_reports_dice_change(run_dir, tmp_path, capsys):
     assert "calibrated on 15 shipped isic2017 images, every other one by name" in text
     m = re.search(r"Dice fp32 (\S+) -> int8 (\S+) \(([-+]\S+) points\) on 15 shipped isic2017 pairs, the other half",
                   text)  # fmt: skip
-    assert m and abs(float(m.group(3))) < 100
+    fp32, int8, change = (float(v) for v in m.groups())
+    assert 0 < fp32 <= 1 and 0 < int8 <= 1 and change == pytest.approx(100 * (int8 - fp32), abs=0.011)
     # the scoring reads one pair at a time (it held every test image and mask at once: 1.1 GB for 64 full-size
     # images): generators are consumed lazily and give the numbers of lists; unequal counts are an error
     from scunext.data import discover_pairs, read_image, read_mask, sample_dir
@@ -305,6 +307,57 @@ def test_cli_export_int8_reports_dice_change(run_dir, tmp_path, capsys):
         dice_change(out, out, [read_image(p.image) for p in pairs], [read_mask(pairs[0].mask)], prepare)
     with pytest.raises(ValueError, match="at least one"):
         dice_change(out, out, [], [], prepare)
+
+
+def test_check_onnx_reports_the_difference_to_another_model(isic, tmp_path):
+    """check_onnx measures the graph against the model it is given: a graph of other weights is as far off as the
+    two eager models are from each other (at both checked sizes), not a fixed small number."""
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = realistic_bn(create_model("unext_s"), isic)
+    path = export_onnx(model, tmp_path / "a.onnx", in_channels=3)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.head.bias += 0.5  # every logit of the other model is 0.5 higher
+        eager_gap = (other(isic) - model(isic)).abs().max().item()
+    assert eager_gap == pytest.approx(0.5, abs=1e-4)
+    assert check_onnx(path, model, isic) < TOL
+    assert check_onnx(path, other, isic) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_dice_change_scores_each_graph_against_the_masks(run_dir, tmp_path):
+    """dice_change's numbers are each graph's own per-image mean Dice at the masks' native size: checked against
+    the eager model's masks (Predictor) scored by hand, for the run's graph and for a graph whose masks grow."""
+    pytest.importorskip("onnxruntime")
+    from scunext.data import discover_pairs, read_mask
+    from scunext.deploy.int8 import dice_change
+    from scunext.deploy.predictor import Predictor
+
+    pred = Predictor.from_run(run_dir)
+    pairs = discover_pairs(sample_dir("isic2017"))[:4]
+    images, masks = [read_image(p.image) for p in pairs], [read_mask(p.mask) for p in pairs]
+    a = export_onnx(pred.model, tmp_path / "a.onnx", in_channels=pred.in_channels)
+    shrunk = Predictor.from_run(run_dir)
+    with torch.no_grad():
+        shrunk.model.head.bias -= 2.0  # a different model: smaller masks, another Dice
+    b = export_onnx(shrunk.model, tmp_path / "b.onnx", in_channels=pred.in_channels)
+
+    def dice(p, g):
+        tp, fp, fn = (p & g).sum(), (p & ~g).sum(), (~p & g).sum()
+        return 2 * tp / (2 * tp + fp + fn)
+
+    got = dice_change(a, b, images, masks, pred.prepare)
+    ours = [pred.predict([im])[0].astype(bool) for im in images]
+    theirs = [shrunk.predict([im])[0].astype(bool) for im in images]
+    want_a = np.mean([dice(p, g) for p, g in zip(ours, masks)])
+    want_b = np.mean([dice(p, g) for p, g in zip(theirs, masks)])
+    assert abs(want_b - want_a) > 0.01  # the two graphs really differ
+    assert got["dice_reference"] == pytest.approx(want_a, abs=2e-3)
+    assert got["dice_candidate"] == pytest.approx(want_b, abs=2e-3)
+    assert got["change_points"] == pytest.approx(100 * (got["dice_candidate"] - got["dice_reference"]))
+    changed = sum(int((p != q).sum()) for p, q in zip(ours, theirs)) / sum(p.size for p in ours)
+    assert got["pixels_changed_fraction"] == pytest.approx(changed, abs=2e-3) and changed > 0.01
+    assert got["n_images"] == 4
 
 
 def test_cli_export_interrupted_or_done_leaves_only_its_files(tiny_run, tmp_path, capsys, monkeypatch):

@@ -655,7 +655,13 @@ def test_end_to_end_benchmark_report(tmp_path, capsys):
     for key in ("images_per_s", "peak_rss_mb", "cpu_ms_per_image", "baseline_images_per_s", "speed_ratio"):
         assert png[key] > 0, key
     dicom = next(r for r in report["rows"] if r["kind"] == "dicom")
-    assert dicom["status"] in ("ok", "skipped: DICOM reader not available")
+    assert dicom["n"] == 3 and dicom["ok"] == 3 and dicom["size"] == "2048x2048", dicom  # pydicom is a dependency
+    assert dicom["images_per_s"] > 0 and dicom["speed_ratio"] > 0
+    from scunext.deploy.stream_benchmark import format_end_to_end
+
+    table = format_end_to_end(report).splitlines()
+    rows = {line.split()[0]: line.split() for line in table[1:] if line.split()[:1] in (["png"], ["dicom"])}
+    assert rows["png"][1] == rows["dicom"][1] == "2048x2048" and rows["dicom"][4] == "3"
     assert main(["benchmark", "--end-to-end", "--kinds", "tiff"]) == 2
     assert "unknown input kind" in capsys.readouterr().err
 

@@ -61,7 +61,6 @@ KINDS: dict[str, tuple[tuple[int, int], str, str]] = {
     "dicom": ((2048, 2048), "lungs", "chest-xray-lungs"),
     "jpeg": ((3000, 4000), "isic2017", "isic2017"),
 }
-DICOM_SKIP = "skipped: DICOM reader not available"
 #: the most files one case may generate and predict (disk: up to a few MB of outputs per full-size file)
 MAX_FILES = 10_000
 
@@ -250,16 +249,6 @@ def _run_case(spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _dicom_readable(path: Path) -> bool:
-    from scunext.data import DataError, read_image
-
-    try:
-        read_image(path)
-    except DataError:
-        return False
-    return True
-
-
 def run_end_to_end(cfg: EndToEndConfig, progress: Any = None) -> dict[str, Any]:
     """Measure every case of ``cfg``; returns a JSON-able report (rows, context)."""
     cfg.validate()
@@ -272,10 +261,6 @@ def run_end_to_end(cfg: EndToEndConfig, progress: Any = None) -> dict[str, Any]:
             inputs = root / f"in-{kind}"
             say(f"generating {max(cfg.n)} {kind} inputs of {size[1]}x{size[0]}")
             files = generate_inputs(kind, inputs, max(cfg.n), cfg.distinct)
-            if kind == "dicom" and not _dicom_readable(files[0]):
-                rows.append({"kind": kind, "status": DICOM_SKIP})
-                shutil.rmtree(inputs)
-                continue
             mb_per_file = sum(f.stat().st_size for f in files[: cfg.distinct]) / min(cfg.distinct, len(files)) / 2**20
             for overlay in cfg.overlays:
                 base_n = min(max(cfg.n), cfg.baseline_max_n)
@@ -319,9 +304,6 @@ def format_end_to_end(report: dict[str, Any]) -> str:
             f"{'| base N':>8} {'img/s':>7} {'peak MB':>8} {'CPU ms':>7} {'| x speed':>9} {'x RSS':>6}")  # fmt: skip
     lines = [head]
     for r in report["rows"]:
-        if r["status"] != "ok":
-            lines.append(f"{r['kind']:<6} {r['status']}")
-            continue
         line = (f"{r['kind']:<6} {r['size']:>9} {r['file_mb']:>7.2f} {'yes' if r['overlay'] else 'no':>7} "
                 f"{r['n']:>5} {r['images_per_s']:>7.2f} {r['peak_rss_mb']:>8} "
                 f"{r['cpu_ms_per_image']:>7.1f}")  # fmt: skip

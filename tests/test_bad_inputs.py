@@ -2,7 +2,8 @@
 
 Each case runs the CLI in-process (``scunext.cli.main.main``) in a folder of prepared bad inputs and asserts:
 
-- the exit code (2 for a usage, config or data error; 1 for a run that failed on its own);
+- the exit code: 2 for a usage, config or data error (a run that failed on its own, exit 1, is tested in
+  test_run_dir.py and test_engine.py);
 - exactly one line on stderr, ``scunext CMD: error: ...``, naming the problem (a needle), and no traceback;
 - nothing left behind and nothing changed: the folder (including a trained run) is the same before and after.
 
@@ -104,7 +105,8 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
     empty = _copy_pairs(w / "emptymasks")  # every mask all background (e.g. masks kept in an alpha channel)
     for m in (empty / "masks").iterdir():
         Image.fromarray(np.zeros_like(np.array(Image.open(m)))).save(m)
-    # an interrupted run whose last checkpoint belongs to another model
+    # an interrupted run whose last checkpoint was replaced by another model's: its commit record refuses it (the
+    # model check behind it, for old runs without a commit record: test_run_dir.py)
     other = w / "other-model"
     shutil.copytree(tiny_run, other)
     status = json.loads((other / "run.json").read_text())
@@ -219,11 +221,11 @@ CASES = [
     case("train", "--out", "r", "--data", "emptymasks", *TINY, needle="every one of the 6 masks is empty"),
     case("train", "--out", "r", "--data", "corrupt", *TINY, needle="corrupt/images/"),
     case("train", "--out", "r", "--data", "sizes", *TINY, needle="mask is 256x200"),
-    case("train", "--out", "r", *TINY, "--size", "250", needle="250"),
-    case("train", "--out", "r", *TINY, "--model-arg", "bogus=1", needle="bogus"),
-    case("train", "--out", "r", *TINY, "--loss-arg", "bogus=1", needle="bogus"),
+    case("train", "--out", "r", *TINY, "--size", "250", needle="size 250 does not fit unext_s"),
+    case("train", "--out", "r", *TINY, "--model-arg", "bogus=1", needle="unexpected keyword argument 'bogus'"),
+    case("train", "--out", "r", *TINY, "--loss-arg", "bogus=1", needle="bad arguments for loss 'bce_dice'"),
     case("train", "--resume", "other-model", "--no-progress", needle="last.json differs from the epoch-1 commit"),
-    case("train", "--resume", "other-model", "--data", "emptydir", needle="images"),
+    case("train", "--resume", "other-model", "--data", "emptydir", needle="emptydir/images: image folder not found"),
     # ---------------------------------------------------------------- evaluate
     case("evaluate", "missing", needle="run folder not found"),
     case("evaluate", "file.txt", needle="run folder not found"),

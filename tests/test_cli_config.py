@@ -61,7 +61,7 @@ def test_every_config_field_has_a_flag_with_help():
          {"model_args": {"pfm": False}, "loss_args": {"edge_weight": 0.2}, "augment": AugmentConfig(vflip_p=0.0)}),
         ([], {"channels_last": True, "augment": AugmentConfig(), "amp": True, "cpu_amp": False}),  # defaults
         (["--cpu-amp"], {"cpu_amp": True}),
-        (["--channels-last"], {"channels_last": True}),
+        (["--no-channels-last", "--channels-last"], {"channels_last": True}),  # the last of the pair wins
         (["--no-channels-last"], {"channels_last": False}),
         (["--epochs", "1e3"], {"epochs": 1000}),  # integral floats are accepted as ints
     ],

@@ -49,6 +49,7 @@ def test_table1_end_to_end_and_resume(tmp_path, capsys):
     assert err.count("done, skipped") == 4
     # other settings in the same folder are refused
     assert main([*argv[:-2], "--models", "unext_s", "--lr", "0.5"]) == 2
+    assert "holds an experiment with other settings (base_config: lr, models)" in capsys.readouterr().err
 
 
 def test_table2_end_to_end(tmp_path):

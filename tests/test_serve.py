@@ -14,6 +14,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("flask", reason="the 'serve' extra (Flask) is not installed")
@@ -625,7 +626,7 @@ def test_dicom_upload_is_segmented_with_its_area_in_mm2(client, tmp_path):
 
 def test_quality_score_and_review_flag_in_the_answer(client, run_dir):
     """The answer carries the model's quality score and review flag, the same as scunext predict computes (one
-    flipped pass at the model's input size); a blank image gets a near-empty mask, which is always flagged."""
+    flipped pass at the model's input size)."""
     from scunext.deploy.quality import quality_from_logits
 
     body = _post(client, ISIC_IMAGE.read_bytes(), filename="lesion.jpg").json
@@ -633,11 +634,24 @@ def test_quality_score_and_review_flag_in_the_answer(client, run_dir):
     x = predictor.prepare(np.asarray(Image.open(ISIC_IMAGE).convert("RGB")))[None]
     q = quality_from_logits(predictor.logits(x)[0], predictor.logits(x.flip(-1)).flip(-1)[0], predictor.quality)
     assert body["quality_score"] == pytest.approx(q.score, abs=1e-4) and body["review"] == q.review
+
+
+def test_a_near_empty_mask_is_flagged_in_the_answer(run_dir):
+    """A model that finds nothing (the run's weights with the head's bias pushed down) gives an empty mask: the
+    answer flags it for review as near-empty, whatever its confidence."""
+    import dataclasses
+
+    from scunext.serve.models import ServedModel
+
+    predictor = Predictor.from_run(run_dir)
+    with torch.no_grad():
+        predictor.model.head.bias -= 1000.0
+    empty = ServedModel("0", "finds nothing", dataclasses.replace(predictor))  # a runner built from these weights
     buf = io.BytesIO()
-    Image.new("RGB", (256, 256), (0, 0, 0)).save(buf, format="PNG")
-    blank = _post(client, buf.getvalue()).json
-    if blank["area_px"] < 0.001 * 256 * 256:
-        assert blank["review"] is True and "near-empty" in blank["review_reason"]
+    _photo(256, 256).save(buf, format="PNG")
+    body = _post(create_app([empty]).test_client(), buf.getvalue()).json
+    assert body["area_px"] == 0
+    assert body["review"] is True and "near-empty" in body["review_reason"], body
 
 
 def test_the_work_size_of_an_extreme_aspect_ratio_stays_within_the_cap():

@@ -135,10 +135,15 @@ def test_photometric_augmentation_is_opt_in():
     assert strong[: len(default)] == default and strong[len(default) :] == ["RandomGamma", "GaussNoise", "GaussianBlur"]
     only_gamma = dict(gamma_p=1.0, noise_p=0, blur_p=0, brightness_contrast_p=0, hflip_p=0, vflip_p=0, rotate90_p=0,
                       affine_p=0)  # fmt: skip
-    t = build_train_transform(AugmentConfig.photometric(**only_gamma), seed=0)
     img = np.full((32, 32, 1), 128, np.uint8)
-    out = t(image=img, mask=np.zeros((32, 32), np.uint8))["image"]
-    assert out.dtype == np.uint8 and out.shape == img.shape
+    levels = set()
+    for seed in range(6):
+        t = build_train_transform(AugmentConfig.photometric(**only_gamma), seed=seed)
+        out = t(image=img, mask=np.zeros((32, 32), np.uint8))["image"]
+        assert out.dtype == np.uint8 and out.shape == img.shape
+        assert out.min() == out.max()  # a gamma curve: one grey level stays one grey level (no noise, no blur)
+        levels.add(int(out[0, 0, 0]))
+    assert len(levels) > 1 and levels != {128}  # the gamma was applied, with a drawn exponent
     with pytest.raises(ValueError, match="gamma_limit must be < 1"):
         AugmentConfig(gamma_limit=1.0)
 

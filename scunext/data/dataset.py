@@ -256,6 +256,8 @@ def select_pairs(pairs: Sequence[Pair], ids: Iterable[str]) -> list[Pair]:
     Raises:
         DataError: an id has no pair (e.g. a split file that does not match the folder).
     """
+    if isinstance(ids, (str, bytes)):  # one id given bare was iterated letter by letter ("12 id(s) not found: I, S")
+        raise TypeError(f"ids must be a list of ids, got the string {ids!r}; pass [{ids!r}] for one")
     by_id = {p.id: p for p in pairs}
     ids = list(ids)
     missing = [i for i in ids if i not in by_id]
@@ -350,6 +352,9 @@ class SegmentationDataset(Dataset[dict[str, Any]]):
         self.std = _per_channel("std", std, in_channels)
         if np.any(self.std <= 0):
             raise ValueError(f"std must be > 0, got {std!r}")
+        if np.any(np.abs(self.mean) > 1):  # ImageNet's (123.7, 58.4) gave inputs all near -2.1, without an error
+            raise ValueError(f"mean and std are on the [0, 1] scale (e.g. ImageNet's 0.485 / 0.229), got mean {mean!r} "
+                             f"and std {std!r}: divide 0-255 values by 255")  # fmt: skip
         self.threshold_masks = bool(threshold_masks)
         self.max_pixels = max_pixels
         self.intensity = check_intensity(intensity)

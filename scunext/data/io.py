@@ -395,6 +395,8 @@ def read_mask(path: PathLike, threshold: bool = False, *, max_pixels: int = MAX_
     Raises:
         DataError: unreadable file, colour or float mask, or non-binary values without ``threshold``.
     """
+    if not isinstance(threshold, (bool, np.bool_)):  # threshold=200 or 0.5 was taken as True (binarised at 128)
+        raise ValueError(f"threshold must be True or False (binarise at half the value range), got {threshold!r}")
     path = Path(path)
     im = _open_checked(path, max_pixels)
     try:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from scunext.data.intensity import standardise_intensity
 
-__all__ = ["preprocess", "convert_channels", "resize_pair", "resize_image", "normalise", "model_input"]
+__all__ = ["preprocess", "check_uint8", "convert_channels", "resize_pair", "resize_image", "normalise", "model_input"]
 
 
 def preprocess(image: np.ndarray, in_channels: int, size: int, intensity: str = "none") -> torch.Tensor:
@@ -18,8 +18,21 @@ def preprocess(image: np.ndarray, in_channels: int, size: int, intensity: str = 
     channel conversion, resize (:func:`resize_image`, the image half of :func:`resize_pair`), then
     :func:`model_input` (the run's ``intensity`` step and normalisation), the same final step as the training
     dataset."""
+    check_uint8(image)
     img = convert_channels(image, in_channels)
     return model_input(resize_image(img, (size, size)), intensity)
+
+
+def check_uint8(image: np.ndarray) -> None:
+    """Refuse an image that is not uint8: every step divides by 255 as for 8-bit pixels, so a float image in [0, 1]
+    became an almost black input (an empty mask, no error) and a 16-bit one a saturated one."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a numpy uint8 image, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        lo, hi = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+        raise ValueError(f"expected a uint8 image (0-255), got {image.dtype} with values in [{lo:g}, {hi:g}]; convert "
+                         "it first (a [0, 1] float: (image * 255).round().astype(np.uint8)) or read files with "
+                         "scunext.data.read_image, which returns uint8 (16-bit files scaled)")  # fmt: skip
 
 
 def convert_channels(image: np.ndarray, in_channels: int) -> np.ndarray:
@@ -84,4 +97,5 @@ def model_input(
     (:func:`~scunext.data.intensity.standardise_intensity`) -> :func:`normalise`. Training
     (:class:`SegmentationDataset`, after augmentation) and inference (:func:`scunext.data.preprocess.preprocess`)
     both end here, so the two cannot drift apart."""
+    check_uint8(image)
     return normalise(standardise_intensity(image, intensity), mean, std)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -248,23 +249,38 @@ def _second_input(x: torch.Tensor, low: int, divisor: int) -> torch.Tensor:
     return y[:2] if y.shape[0] >= 2 else torch.cat([y, y.flip(-1)])
 
 
-def check_onnx(path: str | Path, model: nn.Module, inputs: torch.Tensor, threads: int | None = None) -> float:
+def check_onnx(
+    path: str | Path, model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], threads: int | None = None
+) -> float:
     """Largest absolute logit difference between onnxruntime (the file at ``path``) and eager PyTorch (``model``
     in eval mode, unfused), on ``inputs`` and, if the graph has dynamic axes, also on ``inputs`` resized to a
     second size (half the side when allowed, else twice) at batch 2.
 
     Args:
         path: an exported ``.onnx`` file.
-        model: the eager reference model.
-        inputs: float32 ``(B, C, H, W)`` preprocessed images: any allowed shape for a dynamic graph; for a static
-            one its own H, W and a multiple of its batch size.
+        model: the eager reference model (run in eval mode, then handed back in the mode it came in).
+        inputs: float32 ``(B, C, H, W)`` preprocessed images, or a list of ``(C, H, W)`` ones (e.g.
+            :func:`sample_inputs`): any allowed shape for a dynamic graph; for a static one its own H, W and a
+            multiple of its batch size.
         threads: onnxruntime intra-op threads (default: ``torch.get_num_threads()``).
 
     Returns:
         The maximum over all checked shapes of ``max |logits_ort - logits_torch|``.
     """
+    if isinstance(inputs, (list, tuple)):  # e.g. sample_inputs(...)
+        inputs = torch.stack(list(inputs))
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
+        raise ValueError(f"inputs must be a (B, C, H, W) tensor or a list of (C, H, W) tensors, got "
+                         f"{tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__}")
     session = make_session(path, threads)
-    model = model.eval()
+    was_training = model.training
+    try:
+        return _max_difference(session, model.eval(), inputs)
+    finally:
+        model.train(was_training)  # the caller's model is handed back in the mode it came in
+
+
+def _max_difference(session: Any, model: nn.Module, inputs: torch.Tensor) -> float:
     device = next(model.parameters()).device
     cases = [inputs.float().cpu()]
     if _is_dynamic(session):

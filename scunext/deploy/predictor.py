@@ -132,6 +132,8 @@ class Predictor:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Foreground logits ``(B, 1, size, size)`` (float32, CPU) of a batch of prepared images
         ``(B, C, size, size)`` (:meth:`prepare`)."""
+        if not bool(torch.isfinite(x).all()):  # not the weights' fault: say so before the logits check blames them
+            raise ValueError("the input holds NaN or inf values; prepare images with Predictor.prepare")
         x = x.to(self.device)
         out = (self._runner(x) if self._runner is not None else self.model(x)).float()[:, :1]
         if not bool(torch.isfinite(out).all()):
@@ -154,6 +156,7 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, images: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
         """Foreground probability maps, each at its image's native ``(H, W)``."""
+        _check_batch_size(batch_size)
         out: list[np.ndarray] = []
         for i in range(0, len(images), batch_size):
             chunk = images[i : i + batch_size]
@@ -164,6 +167,7 @@ class Predictor:
 
     def predict(self, images: list[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
         """Boolean masks (probability > threshold), each at its image's native ``(H, W)``."""
+        _check_batch_size(batch_size)
         out: list[np.ndarray] = []
         for i in range(0, len(images), batch_size):
             chunk = images[i : i + batch_size]
@@ -175,4 +179,10 @@ class Predictor:
                batch_size: int = 8) -> list[Quality]:  # fmt: skip
         """Quality score and ``review`` flag of each image's mask (:func:`scunext.deploy.quality.assess`); pass the
         ``probs`` from :meth:`probabilities` to avoid computing them twice (one extra flipped pass per image)."""
+        _check_batch_size(batch_size)
         return assess(self, images, self.quality, probs, batch_size)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")

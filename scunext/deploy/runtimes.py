@@ -105,7 +105,8 @@ def make_runner(
     """A callable that runs ``model`` (eval mode, no autograd) with ``engine``.
 
     Args:
-        model: the network; engines other than ``torch`` work on a copy and never modify it.
+        model: the network; ``torch`` runs it as it is (switched to eval mode); the other engines work on a copy
+            and never modify it (its train/eval mode included).
         engine: one of :data:`ENGINES`.
         threads: intra-op threads of the onnxruntime engines (default: ``torch.get_num_threads()``); the PyTorch
             engines use PyTorch's own setting (``torch.set_num_threads``).
@@ -128,9 +129,13 @@ def make_runner(
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     if calibration is not None and engine != "onnxruntime-int8":
         raise ValueError(f"calibration images are used by engine 'onnxruntime-int8' only, not {engine!r}")
-    model = model.eval()
     if engine == "torch":
-        return _eager(model)
-    if engine == "torch-fused":
-        return _fused(model)
-    return _onnxruntime(model, threads, engine == "onnxruntime-int8", calibration)
+        return _eager(model.eval())
+    was_training = model.training  # the others build from the eval-mode model and hand the caller's back as it was
+    model.eval()
+    try:
+        if engine == "torch-fused":
+            return _fused(model)
+        return _onnxruntime(model, threads, engine == "onnxruntime-int8", calibration)
+    finally:
+        model.train(was_training)

@@ -301,10 +301,12 @@ def train(
             cfg, moved = _move_run(cfg, resume_overrides)
     else:
         assert cfg is not None
+        # through load_config whatever the caller built (a TrainConfig(...) in Python skipped the checks and types:
+        # epochs=0 "finished" with no checkpoint); the run records where its data is, independent of the cwd
+        data = {"data": str(Path(cfg.data).resolve())} if cfg.data else {}
+        cfg = load_config(None, {**cfg.to_dict(), **data})
         cfg.check_split_settings()
         run.check_new()
-        if cfg.data:  # the run records where its data is, independent of the working directory
-            cfg = load_config(None, {**cfg.to_dict(), "data": str(Path(cfg.data).resolve())})
     dist_info, device = init_distributed(cfg.device)
     try:
         plan = _plan(cfg, run, resume, show_progress and dist_info.is_main, dist_info.world_size)

@@ -14,7 +14,8 @@ def check_logits_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
     Raises:
         TypeError: if either input is not a tensor or the logits are not floating point.
-        ValueError: if the logits are not 4-D ``(B, C, H, W)`` or the target shape differs.
+        ValueError: if the logits are not 4-D ``(B, C, H, W)``, the target shape differs, or a target value lies
+            outside [0, 1] or is NaN (0/255 masks gave a negative loss).
     """
     if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(
@@ -30,7 +31,12 @@ def check_logits_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
             f"target shape {tuple(target.shape)} must equal logits shape {tuple(logits.shape)} "
             f"(B, C, H, W with values in {{0, 1}}){hint}"
         )
-    return target.to(dtype=logits.dtype, device=logits.device)
+    target = target.to(dtype=logits.dtype, device=logits.device)
+    if bool((~((target >= 0) & (target <= 1))).any()):  # NaN fails both comparisons
+        raise ValueError(f"target values must lie in [0, 1] (masks as 0/1, not 0/255), got values in "
+                         f"[{float(target.min()):g}, {float(target.max()):g}]" +
+                         (" and NaN" if bool(target.isnan().any()) else ""))  # fmt: skip
+    return target
 
 
 def check_non_negative(name: str, value: float) -> float:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scunext.metrics.confusion import ConfusionCounts, as_binary_masks, confusion_counts
+from scunext.metrics.confusion import ConfusionCounts, as_binary_masks, confusion_counts, refuse_trailing_channel
 from scunext.metrics.distance import OneEmpty, Spacing, hd95
 from scunext.metrics.overlap import EMPTY_POLICIES, METRIC_NAMES, EmptyPolicy, nanmean_images, overlap_scores
 
@@ -105,6 +105,7 @@ class SegmentationMeter:
         self.threshold = float(threshold)
         self.multilabel = bool(multilabel)
         self.empty = empty
+        self._warned_probs = False
         self.compute_hd95 = bool(compute_hd95)
         self.hd95_one_empty = hd95_one_empty
         self.spacing = spacing
@@ -160,6 +161,7 @@ class SegmentationMeter:
         x = _as_tensor(output, "output")
         if x.dim() not in (3, 4):
             raise ValueError(f"output must have shape (B, H, W) or (B, C, H, W), got {tuple(x.shape)}")
+        refuse_trailing_channel(x, "output")
         c = 1 if x.dim() == 3 else x.shape[1]
         if self.output_type == "mask":
             if self.num_classes > 1 and not self.multilabel and c == 1:
@@ -171,6 +173,10 @@ class SegmentationMeter:
         if not x.is_floating_point():
             x = x.float()
         if self.num_classes == 1 or self.multilabel:
+            if self.output_type == "logits" and not self._warned_probs and x.numel() and x.min() >= 0 and x.max() <= 1:
+                self._warned_probs = True  # sigmoid(p) > 0.5 for every p > 0: probabilities read as logits
+                logger.warning("the meter reads its output as logits (output_type='logits'), but every value lies in "
+                               "[0, 1]: if these are probabilities, build it with output_type='probs'")  # fmt: skip
             probs = torch.sigmoid(x) if self.output_type == "logits" else x
             return probs > self.threshold
         idx = x.argmax(dim=1)
@@ -180,6 +186,7 @@ class SegmentationMeter:
         t = _as_tensor(target, "target")
         if t.dim() not in (3, 4):
             raise ValueError(f"target must have shape (B, H, W) or (B, C, H, W), got {tuple(t.shape)}")
+        refuse_trailing_channel(t, "target")
         if self.num_classes > 1 and not self.multilabel and (t.dim() == 3 or t.shape[1] == 1):
             return self._labels_to_masks(t, "target")
         return self._check_channels(as_binary_masks(t, "target"), "target")

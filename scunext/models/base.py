@@ -71,6 +71,12 @@ class SegmentationModel(nn.Module):
         """Raise :class:`InputShapeError` with a hint if ``x`` does not fit the model."""
         if x.dim() != 4:
             raise InputShapeError(f"expected a 4-D tensor (B, C, H, W), got shape {tuple(x.shape)}")
+        weight = next(self.parameters(), None)
+        if not x.is_floating_point() or (weight is not None and x.dtype != weight.dtype
+                                         and not torch.is_autocast_enabled(x.device.type)):
+            want = weight.dtype if weight is not None else torch.float32
+            raise InputShapeError(f"{type(self).__name__} takes a {want} input (normalised images), got {x.dtype}; "
+                                  "convert it with x.to(torch.float32) after normalising (scunext.data.preprocess)")
         _, c, h, w = x.shape
         if c != self.in_channels:
             raise InputShapeError(

@@ -76,7 +76,7 @@ class SegmentationModel(nn.Module):
                                          and not torch.is_autocast_enabled(x.device.type)):
             want = weight.dtype if weight is not None else torch.float32
             raise InputShapeError(f"{type(self).__name__} takes a {want} input (normalised images), got {x.dtype}; "
-                                  "convert it with x.to(torch.float32) after normalising (scunext.data.preprocess)")
+                                  f"convert it with x.to({want}) after normalising (scunext.data.preprocess)")
         _, c, h, w = x.shape
         if c != self.in_channels:
             raise InputShapeError(

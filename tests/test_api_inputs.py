@@ -170,3 +170,16 @@ def test_select_pairs_refuses_one_id_given_as_a_bare_string():
     with pytest.raises(TypeError, match="pass \\['ISIC_0000000'\\] for one"):
         select_pairs(pairs, "ISIC_0000000")
     assert [p.id for p in select_pairs(pairs, [pairs[0].id])] == [pairs[0].id]
+
+
+def test_the_meter_refuses_non_finite_outputs_and_skips_empty_batches():
+    target = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    for output_type in ("logits", "probs"):
+        with pytest.raises(ValueError, match="output holds NaN or inf values"):  # was scored as background: Dice 1
+            SegmentationMeter(output_type=output_type).update(torch.full((1, 1, 8, 8), float("nan")), target)
+    meter = SegmentationMeter()
+    meter.update(torch.zeros(0, 1, 8, 8), torch.zeros(0, 1, 8, 8, dtype=torch.bool))  # an empty last chunk
+    with pytest.raises(RuntimeError, match="SegmentationMeter is empty"):
+        meter.compute()
+    meter.update(torch.full((1, 1, 8, 8), -5.0), target)
+    assert meter.compute()["n_images"] == 1

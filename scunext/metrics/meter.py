@@ -172,6 +172,8 @@ class SegmentationMeter:
         self._check_channels(x, "output")
         if not x.is_floating_point():
             x = x.float()
+        if not bool(torch.isfinite(x).all()):  # NaN > threshold is False: NaN logits were scored as background
+            raise ValueError(f"output holds NaN or inf values ({self.output_type}); a diverged model?")
         if self.num_classes == 1 or self.multilabel:
             if self.output_type == "logits" and not self._warned_probs and x.numel() and x.min() >= 0 and x.max() <= 1:
                 self._warned_probs = True  # sigmoid(p) > 0.5 for every p > 0: probabilities read as logits
@@ -221,6 +223,8 @@ class SegmentationMeter:
             if len(batch_ids) != b:
                 raise ValueError(f"got {len(batch_ids)} ids for a batch of {b} images")
         counts = confusion_counts(pred, tgt).to("cpu")
+        if b == 0:  # an empty last chunk adds nothing (its empty rows broke compute() with an IndexError)
+            return counts
         self._counts.append([x.tolist() for x in counts])
         if self.compute_hd95:
             self._hd95.append(hd95(pred, tgt, spacing=self.spacing, one_empty=self.hd95_one_empty).tolist())

@@ -530,6 +530,35 @@ def test_nan_validation_loss_is_never_kept(monkeypatch, tmp_path, one_thread):
     load_model(run / "last")
 
 
+def test_nan_validation_logits_stop_the_run_as_a_training_failure(monkeypatch, tmp_path, one_thread):
+    """Finite weights but NaN logits in epoch 2's validation (e.g. an fp16 overflow): the run stops with
+    TrainingError (exit 1) and keeps epoch 1, not with the meter's refusal of NaN output (a user error, exit 2)."""
+    real = trainer_mod.create_model
+    evals = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        model = real(*args, **kwargs)
+        forward = model.forward
+
+        def nan_in_second_validation(x):
+            out = forward(x)
+            if not model.training:
+                evals["n"] += 1
+                if evals["n"] > 1:  # epoch 1 has one validation batch
+                    return torch.full_like(out, float("nan"))
+            return out
+
+        model.forward = nan_in_second_validation
+        return model
+
+    monkeypatch.setattr(trainer_mod, "create_model", poisoned)
+    run = tmp_path / "nan"
+    with pytest.raises(TrainingError, match=r"validation loss became nan at epoch 2.*last good checkpoint \(epoch 1"):
+        train(tiny_cfg(), run, show_progress=False)
+    assert RunDir(run).status() == "failed" and RunDir(run).epochs_done() == 1
+    assert [row["epoch"] for row in _rows(run)] == ["1"]
+
+
 def test_nan_in_the_first_epoch_keeps_no_checkpoint_and_the_folder_is_reusable(monkeypatch, tmp_path, one_thread):
     _poison(monkeypatch, after_calls=0)
     run = tmp_path / "nan"

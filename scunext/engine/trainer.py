@@ -244,6 +244,9 @@ def validate(model, loader, loss_fn, device, use_amp: bool, dtype: torch.dtype |
         with torch.autocast(device.type, dtype=dtype or torch.float16, enabled=use_amp):
             logits = model(x)
         logits = logits.float()
+        if not bool(torch.isfinite(logits).all()):  # the caller stops the run on a non-finite validation loss
+            nan = float("nan")
+            return {"val_loss": nan, "val_dice": nan, "val_iou": nan}
         total += float(loss_fn(logits, y)) * x.shape[0]
         n += x.shape[0]
         meter.update(logits.cpu(), y.cpu(), ids=list(batch["id"]))

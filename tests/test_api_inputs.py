@@ -55,6 +55,7 @@ def test_predictor_refuses_a_non_finite_input_without_blaming_the_weights(predic
 def test_predictor_batch_size_must_be_a_positive_integer(predictor, image, batch_size):
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         predictor.predict([image], batch_size=batch_size)
+    assert len(predictor.predict([image, image], batch_size=np.int64(1))) == 2  # a numpy integer is an integer
 
 
 def test_an_h_w_1_mask_is_refused_not_read_as_h_images():
@@ -122,13 +123,17 @@ def test_engines_and_check_onnx_leave_the_callers_model_in_its_mode():
     from scunext.deploy.runtimes import make_runner
 
     model = create_model("unext_s").train()
+    frozen = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)][:2]
+    for m in frozen:  # fine-tuning with frozen BatchNorm: eval layers inside a training model
+        m.eval()
+    modes = {name: m.training for name, m in model.named_modules()}
     for engine in ("torch-fused", "onnxruntime"):
         make_runner(model, engine)
-        assert model.training, engine  # a benchmark mid-training froze BatchNorm statistics
+        assert {n: m.training for n, m in model.named_modules()} == modes, engine  # was all eval (then all train)
     path = export_onnx(model, _tmp_onnx(), in_channels=3)
     inputs = sample_inputs(3, 64, limit=2)  # a list, as sample_inputs returns it (was an AttributeError)
     assert check_onnx(path, model, inputs) < 1e-3
-    assert model.training
+    assert {n: m.training for n, m in model.named_modules()} == modes
     with pytest.raises(ValueError, match=r"inputs must be a \(B, C, H, W\) tensor"):
         check_onnx(path, model, inputs[0])
 

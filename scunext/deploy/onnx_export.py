@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scunext.deploy.fuse import fuse_for_inference
+from scunext.deploy.modes import eval_mode
 from scunext.errors import MissingDependencyError
 
 __all__ = ["EXPORTERS", "INPUT_NAME", "OUTPUT_NAME", "SAMPLE_FOR_CHANNELS", "min_onnx_side", "export_onnx",
@@ -273,11 +274,8 @@ def check_onnx(
         raise ValueError(f"inputs must be a (B, C, H, W) tensor or a list of (C, H, W) tensors, got "
                          f"{tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__}")
     session = make_session(path, threads)
-    was_training = model.training
-    try:
-        return _max_difference(session, model.eval(), inputs)
-    finally:
-        model.train(was_training)  # the caller's model is handed back in the mode it came in
+    with eval_mode(model):  # the caller's model is handed back in the mode it came in
+        return _max_difference(session, model, inputs)
 
 
 def _max_difference(session: Any, model: nn.Module, inputs: torch.Tensor) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,5 +185,9 @@ class Predictor:
 
 
 def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    try:
+        n = operator.index(batch_size)  # int or numpy integer; not 2.5
+    except TypeError:
+        n = 0
+    if isinstance(batch_size, bool) or n < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r} ({type(batch_size).__name__})")

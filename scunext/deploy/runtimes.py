@@ -131,11 +131,9 @@ def make_runner(
         raise ValueError(f"calibration images are used by engine 'onnxruntime-int8' only, not {engine!r}")
     if engine == "torch":
         return _eager(model.eval())
-    was_training = model.training  # the others build from the eval-mode model and hand the caller's back as it was
-    model.eval()
-    try:
+    from scunext.deploy.modes import eval_mode
+
+    with eval_mode(model):  # the others build from the eval-mode model and hand the caller's back as it was
         if engine == "torch-fused":
             return _fused(model)
         return _onnxruntime(model, threads, engine == "onnxruntime-int8", calibration)
-    finally:
-        model.train(was_training)

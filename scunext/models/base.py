@@ -73,7 +73,7 @@ class SegmentationModel(nn.Module):
             raise InputShapeError(f"expected a 4-D tensor (B, C, H, W), got shape {tuple(x.shape)}")
         weight = next(self.parameters(), None)
         if not x.is_floating_point() or (weight is not None and x.dtype != weight.dtype
-                                         and not torch.is_autocast_enabled(x.device.type)):
+                                         and not _autocast_on(x.device.type)):
             want = weight.dtype if weight is not None else torch.float32
             raise InputShapeError(f"{type(self).__name__} takes a {want} input (normalised images), got {x.dtype}; "
                                   f"convert it with x.to({want}) after normalising (scunext.data.preprocess)")
@@ -101,3 +101,12 @@ class SegmentationModel(nn.Module):
     def num_params(self, trainable_only: bool = False) -> int:
         """Exact number of parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (the one-argument form is torch >= 2.4; older ones had one
+    function per device)."""
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:
+        return bool(torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled())

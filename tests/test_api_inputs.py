@@ -117,7 +117,7 @@ def test_train_checks_a_config_built_in_python_before_writing(kw, needle, tmp_pa
     assert not (tmp_path / "run").exists()
 
 
-def test_engines_and_check_onnx_leave_the_callers_model_in_its_mode():
+def test_engines_and_check_onnx_leave_the_callers_model_in_its_mode(tmp_path):
     pytest.importorskip("onnxruntime")
     from scunext.deploy.onnx_export import check_onnx, export_onnx, sample_inputs
     from scunext.deploy.runtimes import make_runner
@@ -130,19 +130,12 @@ def test_engines_and_check_onnx_leave_the_callers_model_in_its_mode():
     for engine in ("torch-fused", "onnxruntime"):
         make_runner(model, engine)
         assert {n: m.training for n, m in model.named_modules()} == modes, engine  # was all eval (then all train)
-    path = export_onnx(model, _tmp_onnx(), in_channels=3)
+    path = export_onnx(model, tmp_path / "m.onnx", in_channels=3)
     inputs = sample_inputs(3, 64, limit=2)  # a list, as sample_inputs returns it (was an AttributeError)
     assert check_onnx(path, model, inputs) < 1e-3
     assert {n: m.training for n, m in model.named_modules()} == modes
     with pytest.raises(ValueError, match=r"inputs must be a \(B, C, H, W\) tensor"):
         check_onnx(path, model, inputs[0])
-
-
-def _tmp_onnx():
-    import tempfile
-    from pathlib import Path
-
-    return Path(tempfile.mkdtemp()) / "m.onnx"
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.uint8])

@@ -35,14 +35,22 @@ def main() -> None:
     a, b = _load(args.a), _load(args.b)
     if a.keys() != b.keys():
         raise SystemExit("the two reports scored different images")
-    shifts = sorted({k[0] for v in a.values() for k in v if k[0] != "clean"})
+    # the conditions (shift, severity) both reports scored: an evaluate folder has only the clean one
+    common = set.intersection(*(set(v) for v in a.values()), *(set(v) for v in b.values()))
+    if not common:
+        raise SystemExit("the two reports share no condition (shift, severity) scored on every image")
+    shifts = sorted({k[0] for k in common if k[0] != "clean"})
     print(f"A = {args.a.name}, B = {args.b.name}\n")
+    left_out = {k for v in [*a.values(), *b.values()] for k in v} - common
+    if left_out:
+        print(f"({len(left_out)} conditions scored by only one report are left out: {sorted(left_out)[:3]} ...)\n")
     print("| shifts | images | mean difference A - B (Dice points) | A better | Wilcoxon p |")
     print("|---|---:|---:|---:|---:|")
     for sh in ["clean", *(["all stressed", *shifts] if shifts else [])]:
         diffs = []
         for i in sorted(a):
-            keys = [k for k in a[i] if (k[0] == "clean") == (sh == "clean") and sh in ("clean", "all stressed", k[0])]
+            keys = [k for k in sorted(common)
+                    if (k[0] == "clean") == (sh == "clean") and sh in ("clean", "all stressed", k[0])]
             diffs.append(np.mean([a[i][k] for k in keys]) - np.mean([b[i][k] for k in keys]))
         d = np.array(diffs)
         p = wilcoxon(d).pvalue if np.any(d != 0) else float("nan")

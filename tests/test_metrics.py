@@ -285,6 +285,34 @@ def test_meter_multiclass_argmax_and_label_maps():
     assert _deep_equal(m2.compute(), out)
 
 
+def test_meter_multiclass_hd95_counts_a_missed_class_as_undefined():
+    """A class missed on one image (target non-empty, prediction empty) makes that image's HD95 undefined: it must
+    not score on its remaining classes (which would rank it better than an image that found everything)."""
+    target = torch.zeros(2, 16, 16, dtype=torch.long)
+    target[:, 2:6, 2:6] = 1
+    target[:, 9:13, 9:13] = 2
+    pred = target.clone()
+    pred[0, 2:6, 3:7] = 1  # image 0: both classes found, class 1 shifted by one pixel
+    pred[0, 2:6, 2] = 0
+    pred[1, 9:13, 9:13] = 0  # image 1: class 2 missed entirely
+    m = SegmentationMeter(num_classes=3, output_type="mask", compute_hd95=True)
+    m.update(pred, target)
+    hd = m.compute()["hd95"]
+    per_class = [r["hd95"] for r in m.per_image()]
+    assert math.isnan(per_class[1][2]) and not any(math.isnan(v) for v in per_class[0])
+    assert hd["n_undefined"] == 1
+    assert hd["per_image_mean"] == pytest.approx(np.mean(per_class[0]))  # image 0 alone
+
+
+def test_meter_thresholds_bfloat16_logits_like_float32():
+    """sigmoid in bfloat16 rounds to exactly 0.5 for small positive logits; the rule is logit > 0 at any dtype."""
+    target = torch.ones(1, 1, 4, 4)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        m = SegmentationMeter()
+        m.update(torch.full((1, 1, 4, 4), 0.004).to(dtype), target)
+        assert m.compute()["dice"]["per_image_mean"] == 1.0, dtype
+
+
 def test_meter_state_and_errors():
     m = SegmentationMeter()
     with pytest.raises(RuntimeError, match="empty"):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
+from scunext.experiments.report import per_image_dice
 from scunext.metrics.paired import bootstrap_ci, paired_comparison, verdict, wilcoxon_p
 
 
@@ -34,6 +37,33 @@ def test_wilcoxon_hand_computed_with_one_negative():
     assert wilcoxon_p(np.array([-2, -1, 1, 2.0])) == pytest.approx(1.0)
     # nothing to rank
     assert wilcoxon_p(np.zeros(4)) == 1.0
+
+
+def test_wilcoxon_zero_differences_do_not_change_the_exact_test():
+    """Zeros are dropped before ranking, so the p-value is the exact one of the non-zero differences (scipy's own
+    zero_method='wilcox' switches to the normal approximation as soon as one zero is present)."""
+    d = np.array([1, 2, 3, 4, 5, -6.0])
+    assert wilcoxon_p(np.concatenate([d, np.zeros(3)])) == pytest.approx(28 / 64)
+    rng = np.random.default_rng(0)
+    d = rng.normal(0.3, 1, 20)
+    assert wilcoxon_p(np.concatenate([d, [0.0]])) == wilcoxon_p(d)
+
+
+def test_undefined_scores_are_left_out_on_both_sides():
+    """A NaN score (undefined Dice) on either side drops that image from both; the id sets must still match."""
+    a = {"i0": 0.9, "i1": 0.8, "i2": math.nan, "i3": 0.7}
+    b = {"i0": 0.8, "i1": 0.6, "i2": 0.0, "i3": math.nan}
+    r = paired_comparison([a], [b])
+    assert r.n_images == 2 and r.mean_difference == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="no images to compare .each of the 1 has an undefined score"):
+        paired_comparison([{"i0": math.nan}], [{"i0": 0.5}])
+    with pytest.raises(ValueError, match="not scored on the same images"):
+        paired_comparison([{"i0": math.nan, "i1": 0.5}], [{"i1": 0.5}])
+    # a record row without a Dice value (undefined) keeps its id, so the run still pairs with one that scored it
+    rec = {"per_image": {"test": {"i0": {"dice": 0.9}, "i1": {}}}}
+    other = {"per_image": {"test": {"i0": {"dice": 0.7}, "i1": {"dice": 0.0}}}}
+    r = paired_comparison([per_image_dice(rec)], [per_image_dice(other)])
+    assert r.n_images == 1 and r.mean_difference == pytest.approx(0.2)
 
 
 def test_bootstrap_two_point_case():

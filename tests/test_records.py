@@ -5,6 +5,7 @@ never give a traceback or a wrong number."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -300,9 +301,11 @@ def test_tables_from_records_of_another_budget_say_so():
     shorter = load_config(None, {**r["config"], "epochs": 20, "lr": 0.01})
     assert deviation_notes(shorter, [row]) == [
         "‡ `malunet`, seed 1: trained with epochs=50, lr=0.001, not as the budget line says (docs/experiments.md)."]
-    # an image whose Dice is undefined (both masks empty under a NaN rule) has no value: left out, not a KeyError
+    # an image whose Dice is undefined (both masks empty under a NaN rule) has no value: NaN, not a KeyError (the
+    # paired tests leave it out on both sides; its id still shows the same images were scored)
     odd = {"per_image": {"test": {"a": {"dice": 0.5}, "b": {"iou": 1.0}, "c": {"dice": None}}}}
-    assert per_image_dice(odd) == {"a": 0.5}
+    got = per_image_dice(odd)
+    assert got.keys() == {"a", "b", "c"} and got["a"] == 0.5 and math.isnan(got["b"]) and math.isnan(got["c"])
 
 
 def test_a_runner_never_removes_a_run_folder_another_process_holds(tmp_path, lock_holder):

@@ -635,3 +635,35 @@ def test_robustness_audit_group_all_no_quality_orphans_and_chunks(lung_run, tmp_
     assert calls == [2, 2, 1] * n  # clean + 3 wash-out + invert, two at a time
     assert _rows(out / "per_image.csv") == _rows(whole / "per_image.csv")  # the same numbers as all at once
     assert "No quality score (--no-quality)." in (out / "summary.md").read_text()
+
+
+def _per_image_csv(folder: Path, rows: list[dict]) -> Path:
+    folder.mkdir(parents=True)
+    with (folder / "per_image.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return folder
+
+
+def test_robustness_paired_script_pairs_a_stress_report_with_an_evaluate_folder(tmp_path):
+    """scripts/robustness_paired.py: an evaluate folder (clean only) against a stress report compares the clean
+    condition and says what it left out (it raised KeyError on the first shift before); two stress reports give
+    each shift's row with the mean difference in Dice points."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "robustness_paired.py"
+    stress = [{"id": f"i{k}", "shift": s, "severity": v, "dice": d}
+              for k in range(3) for s, v, d in (("clean", "0", 0.9), ("blur", "1", 0.8 - 0.1 * k))]  # fmt: skip
+    a = _per_image_csv(tmp_path / "a", stress)
+    b = _per_image_csv(tmp_path / "b", [{"id": f"i{k}", "dice": 0.85} for k in range(3)])
+    c = _per_image_csv(tmp_path / "c", [{**r, "dice": float(r["dice"]) - 0.1} for r in stress])
+    out = subprocess.run([sys.executable, str(script), str(a), str(b)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "| clean | 3 | +5.0 | 3 / 3 |" in out.stdout and not any(x.startswith("| blur") for x in lines)
+    assert "1 conditions scored by only one report are left out" in out.stdout
+    out = subprocess.run([sys.executable, str(script), str(a), str(c)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "| blur | 3 | +10.0 | 3 / 3 |" in out.stdout and "| all stressed | 3 | +10.0 |" in out.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,10 @@ def protocol_differences(base: TrainConfig, result: dict[str, Any]) -> list[str]
 
 
 def per_image_dice(result: dict[str, Any], part: str = "test") -> dict[str, float]:
-    """``{image id: Dice}`` of a scored run's ``part``, without the images whose Dice is undefined (both masks empty
-    under a NaN rule: no ``dice`` in their row), which the paired tests then leave out of both sides."""
-    return {i: v["dice"] for i, v in result["per_image"].get(part, {}).items() if v.get("dice") is not None}
+    """``{image id: Dice}`` of a scored run's ``part``; NaN for the images whose Dice is undefined (both masks empty
+    under a NaN rule: no ``dice`` in their row), which the paired tests then leave out of both sides
+    (:func:`scunext.metrics.paired.pair_scores`: the ids still show that both runs scored the same images)."""
+    return {i: math.nan if v.get("dice") is None else v["dice"] for i, v in result["per_image"].get(part, {}).items()}
 
 
 def deviation_notes(base: TrainConfig, results: list[dict[str, Any]]) -> list[str]:

@@ -11,9 +11,10 @@ Definition (MONAI's ``HausdorffDistanceMetric(percentile=95)``, default Euclidea
 
 Units are pixels unless ``spacing`` is given (then the units of ``spacing``, e.g. mm).
 
-Empty masks: both empty -> 0 (nothing to miss, as MONAI); exactly one empty -> undefined, NaN by default (left out of
-means and counted separately by :class:`~scunext.metrics.meter.SegmentationMeter`), or, with ``one_empty="max"``, the
-image diagonal ``sqrt(((H-1) sy)^2 + ((W-1) sx)^2)``, the largest distance possible inside the image.
+Empty masks: both empty -> 0 (nothing to miss; MONAI 1.6 gives NaN there); exactly one empty -> undefined, NaN by
+default (left out of means and counted separately by :class:`~scunext.metrics.meter.SegmentationMeter`), or, with
+``one_empty="max"``, the image diagonal ``sqrt(((H-1) sy)^2 + ((W-1) sx)^2)``, the largest distance possible inside
+the image.
 
 Note: medpy's ``hd95`` takes one 95th percentile of the two directed distance sets pooled together, which can be
 slightly smaller than the definition here; both give the same value with ``percentile=100`` (the Hausdorff distance).

@@ -179,7 +179,8 @@ class SegmentationMeter:
                 self._warned_probs = True  # sigmoid(p) > 0.5 for every p > 0: probabilities read as logits
                 logger.warning("the meter reads its output as logits (output_type='logits'), but every value lies in "
                                "[0, 1]: if these are probabilities, build it with output_type='probs'")  # fmt: skip
-            probs = torch.sigmoid(x) if self.output_type == "logits" else x
+            # float32 at least: in bfloat16, sigmoid(x) rounds to exactly 0.5 for 0 < x < ~0.008 (scored background)
+            probs = torch.sigmoid(x.float()) if self.output_type == "logits" else x
             return probs > self.threshold
         idx = x.argmax(dim=1)
         return torch.nn.functional.one_hot(idx, self.num_classes).permute(0, 3, 1, 2).bool()
@@ -242,7 +243,8 @@ class SegmentationMeter:
             counts summed over all images) and ``n_undefined`` (per-image NaNs, only with ``empty="nan"``). With
             ``compute_hd95``, ``"hd95"`` holds ``per_image_mean``, ``per_image_std``, ``per_image_median`` and
             ``n_undefined`` (images where exactly one mask is empty, excluded from the statistics). For ``C > 1``,
-            per-image scores are averaged over classes first and each metric also has ``per_class`` lists.
+            per-image scores are averaged over classes first and each metric also has ``per_class`` lists; an
+            image's HD95 is undefined when it is undefined for any class (a missed class must not improve it).
         """
         counts = self.counts
         n, c = counts.num_images, counts.num_classes
@@ -266,7 +268,9 @@ class SegmentationMeter:
                 }
             result[name] = entry
         if self.compute_hd95:
-            values = _class_mean(self._hd95_tensor())
+            # Not _class_mean: a NaN class is a miss (exactly one mask empty), not an absent class, so the image
+            # is undefined as a whole and counted in n_undefined instead of scoring on its other classes.
+            values = self._hd95_tensor().mean(dim=1).numpy()
             mean, std, n_valid = _stats(values)
             valid = values[~np.isnan(values)]
             result["hd95"] = {

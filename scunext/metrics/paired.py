@@ -6,8 +6,9 @@ The unit is the per-image difference ``d = score_A(image) - score_B(image)`` on 
 * **Mean difference**: the mean over groups of each group's mean per-image difference (each seed weighs the same).
 * **Bootstrap 95 % CI** of that mean: images are resampled with replacement *within* each group (a stratified
   percentile bootstrap, ``n_boot`` replicates, a fixed ``seed``, so the same inputs give the same interval).
-* **Wilcoxon signed-rank p-value** (``scipy.stats.wilcoxon``, two-sided, zero differences dropped, exact for small
-  samples without ties) over all pooled per-image differences.
+* **Wilcoxon signed-rank p-value** (``scipy.stats.wilcoxon``, two-sided, zero differences dropped first, then
+  scipy's ``method="auto"``: the exact distribution for up to 50 non-zero differences without ties, the normal
+  approximation otherwise) over all pooled per-image differences.
 * **Per-seed differences**: each group's mean difference, to see whether the sign holds on every seed.
 
 **The rule for the words.** "A beats B" is said only when the whole 95 % CI lies above 0 ("B beats A" when it lies
@@ -56,8 +57,11 @@ class PairedResult:
 def pair_scores(a: Mapping[str, float], b: Mapping[str, float], what: str = "scores") -> np.ndarray:
     """Per-image differences ``a[id] - b[id]`` over the ids both hold, in sorted id order.
 
+    An image whose score is NaN on either side (undefined, e.g. Dice of two empty masks under a NaN rule) is left
+    out of both sides; it must still be listed in both, so that a different split is not mistaken for one.
+
     Raises:
-        ValueError: the two sets of ids differ (not the same test images), or no id is shared.
+        ValueError: the two sets of ids differ (not the same test images), or no image has a score on both sides.
     """
     if set(a) != set(b):
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
@@ -65,10 +69,12 @@ def pair_scores(a: Mapping[str, float], b: Mapping[str, float], what: str = "sco
         raise ValueError(f"{what}: the two runs were not scored on the same images ({len(only_a)} only in A, "
                          f"{len(only_b)} only in B, e.g. {example!r}); a paired comparison needs the same "
                          "split")  # fmt: skip
-    if not a:
-        raise ValueError(f"{what}: no images to compare")
-    ids = sorted(a)
-    return np.array([float(a[i]) - float(b[i]) for i in ids], dtype=np.float64)
+    d = np.array([float(a[i]) - float(b[i]) for i in sorted(a)], dtype=np.float64)
+    d = d[~np.isnan(d)]
+    if not d.size:
+        undefined = f" (each of the {len(a)} has an undefined score on one side)" if a else ""
+        raise ValueError(f"{what}: no images to compare{undefined}")
+    return d
 
 
 #: the most bootstrap resamples accepted (10,000 is the default; the CI's own Monte Carlo error is then already far
@@ -103,9 +109,10 @@ def wilcoxon_p(differences: np.ndarray) -> float:
     from scipy.stats import wilcoxon
 
     d = np.asarray(differences, dtype=np.float64)
-    if not np.any(d != 0):
+    d = d[d != 0]  # dropped here, not by zero_method: scipy then switches to the normal approximation when any
+    if not d.size:  # zero is present, even for a handful of pairs (scipy >= 1.13)
         return 1.0
-    return float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+    return float(wilcoxon(d, alternative="two-sided").pvalue)
 
 
 ALPHA = 0.05

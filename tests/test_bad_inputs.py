@@ -54,6 +54,8 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
     sample_image = sorted((sample_dir("isic2017") / "images").iterdir())[0]
     shutil.copy(sample_image, w / "img.jpg")
     Image.open(sample_image).save(w / "img_mask.png")  # an input named like img.jpg's mask (an earlier output)
+    Image.fromarray(np.ones((64, 64), np.float32)).save(w / "float.tif")  # refused from the header
+    Image.open(sample_image).convert("L").save(w / "rotated.tif", tiffinfo={0x0112: 6})  # Pillow would rotate it
     (w / "preds").mkdir()  # a folder that already holds a user's earlier prediction
     (w / "preds" / "img_mask.png").write_bytes(b"earlier result")
     (w / "report").mkdir()  # a folder that already holds an earlier evaluation report
@@ -241,6 +243,8 @@ CASES = [
     case("predict", "run", "img.jpg", "--out", "o", "--threshold", "2", needle="--threshold"),
     case("predict", "run", "garbage.png", "--out", "o", needle="garbage.png"),
     case("predict", "run", "missing.png", "--out", "o", needle="missing.png"),
+    case("predict", "run", "img.jpg", "float.tif", "--out", "o", needle="float.tif: floating-point images are not"),
+    case("predict", "run", "img.jpg", "rotated.tif", "--out", "o", needle="rotated.tif: TIFF orientation tag 6"),
     case("predict", "run", "emptydir", "--out", "o", needle="no images"),
     case("predict", "run", "--out", "o", needle="at least one INPUT"),
     case("predict", "run", "img.jpg", "img_mask.png", "--out", ".", "--overwrite", needle="would replace input"),

@@ -28,6 +28,7 @@ from scunext.data import (
     list_samples,
     random_split,
     read_image,
+    read_image_info,
     read_mask,
     resize_pair,
     sample_dir,
@@ -360,6 +361,94 @@ def test_decompression_bombs_are_refused(tmp_path: Path) -> None:
     small = _save(tmp_path / "small.png", np.zeros((10, 10), np.uint8))
     with pytest.raises(DataError, match="above the limit"):
         read_image(small, max_pixels=99)
+    # between Pillow's warning (89 MP) and its hard limit (179 MP) the caller's cap decides, and its message is
+    # ours: Pillow's warning was an error, so a 120 MP cap admitted nothing above 89 MP and named Pillow's limit
+    mid = _png_declaring_size(tmp_path / "mid.png", 10000, 10000)
+    with pytest.raises(DataError, match=r"mid\.png: image is 10000x10000 = 100\.0 megapixels, above the limit of 50 "):
+        read_image(mid)
+    with pytest.raises(DataError, match=r"mid\.png: corrupt or truncated"):  # admitted; its 1 pixel of data is short
+        read_image(mid, max_pixels=120_000_000)
+    assert read_image_info(mid).size == (10000, 10000)
+
+
+def _orientation_tagged(path: Path, arr: np.ndarray, orientation: int, **kw) -> Path:
+    if path.suffix == ".jpg":
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(arr).save(path, exif=exif, quality=100, **kw)
+    else:
+        Image.fromarray(arr).save(path, tiffinfo={0x0112: orientation}, **kw)
+    return path
+
+
+def test_orientation_tags_never_rotate_pixels(tmp_path: Path, caplog) -> None:
+    """JPEG: EXIF orientation ignored with a warning (pixels in stored order, like a mask drawn on them). TIFF:
+    Pillow applies the tag itself on decode (and scrambles rotated uncompressed strips), so a TIFF with a tag
+    other than 1 is refused before decoding; it was read rotated, with no warning (evaluate scored Dice 0.5)."""
+    arr = np.zeros((20, 30), np.uint8)
+    arr[2:8, 3:20] = 255
+    jpg = _orientation_tagged(tmp_path / "r.jpg", arr, 6)
+    with caplog.at_level("WARNING", logger="scunext.data.io"):
+        got = read_image(jpg)
+    assert got.shape == (20, 30) and np.abs(got.astype(int) - arr).max() < 16
+    assert "EXIF orientation 6 ignored" in caplog.text
+    for orientation in (3, 6, 8):
+        for compression in (None, "tiff_lzw"):
+            tif = _orientation_tagged(tmp_path / f"r{orientation}{compression}.tif", arr, orientation,
+                                      **({"compression": compression} if compression else {}))  # fmt: skip
+            for read in (read_image, read_image_info, read_mask):
+                with pytest.raises(DataError, match=rf"TIFF orientation tag {orientation} .*not supported"):
+                    read(tif)
+    plain = _orientation_tagged(tmp_path / "r1.tif", arr, 1)
+    assert np.array_equal(read_image(plain), arr) and np.array_equal(read_mask(plain), arr > 0)
+
+
+def test_low_bit_16_bit_images_and_extra_frames_are_read_with_a_warning(tmp_path: Path, caplog) -> None:
+    """12-bit data in a 16-bit PNG read on the full 16-bit range keeps 17 gray levels: said, not silent; a
+    multi-page file is read from its first frame: said too."""
+    ramp = np.tile(np.arange(0, 4096, 16, dtype=np.uint16), (8, 1))
+    path = tmp_path / "12bit.png"
+    Image.fromarray(ramp).save(path)
+    with caplog.at_level("WARNING", logger="scunext.data.io"):
+        got = read_image(path)
+    assert len(np.unique(got)) == 17 and "only the low 12 bits (max 4080)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="scunext.data.io"):
+        stretched = read_image(path, scale16="max")
+        full = read_image(_save(tmp_path / "full16.png", (ramp.astype(np.uint32) * 16).astype(np.uint16)))
+    assert len(np.unique(stretched)) == 256 and len(np.unique(full)) > 200 and "low 12 bits" not in caplog.text
+    pages = tmp_path / "pages.tif"
+    first, second = np.full((8, 8), 10, np.uint8), np.full((8, 8), 200, np.uint8)
+    Image.fromarray(first).save(pages, save_all=True, append_images=[Image.fromarray(second)])
+    with caplog.at_level("WARNING", logger="scunext.data.io"):
+        assert np.array_equal(read_image(pages), first)
+    assert "2 frames (multi-page or animated); only the first is read" in caplog.text
+
+
+def test_a_mask_in_the_alpha_channel_is_refused(tmp_path: Path) -> None:
+    """RGBA/LA masks with constant colour and the shape in alpha were read as all background: evaluate scored Dice
+    0 silently (train refused only because every mask was empty)."""
+    shape = np.zeros((16, 16), np.uint8)
+    shape[4:12, 4:12] = 255
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., 3] = shape
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(np.stack([np.zeros_like(shape), shape], -1), "LA").save(tmp_path / "la.png")
+    for name in ("rgba.png", "la.png"):
+        with pytest.raises(DataError, match=rf"{name}: mask colour is 0 everywhere and only its alpha channel varies"):
+            read_mask(tmp_path / name)
+    opaque = np.zeros((16, 16, 4), np.uint8)
+    opaque[..., :3], opaque[..., 3] = shape[..., None], 255  # the usual RGBA mask: alpha constant, read by colour
+    Image.fromarray(opaque, "RGBA").save(tmp_path / "opaque.png")
+    assert np.array_equal(read_mask(tmp_path / "opaque.png"), shape > 0)
+
+
+def test_float_images_are_refused_from_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "f.tif"
+    Image.fromarray(np.ones((8, 8), np.float32)).save(path)
+    for read in (read_image, read_image_info):
+        with pytest.raises(DataError, match=r"f\.tif: floating-point images are not supported"):
+            read(path)
 
 
 # ----------------------------------------------------------------------------------------------- discovery errors

@@ -489,7 +489,7 @@ def test_cli_pool_options(run_dir, capsys):
     for argv, needle in [(["--workers", "0"], "--workers"), (["--queue", "-1"], "--queue"),
                          (["--workers", "100000"], "--workers must be between 1 and 64"),
                          (["--queue", "1000000000"], "--queue must be between 0 and 256"),
-                         (["--max-megapixels", "inf"], "--max-megapixels must be in (0, 1000]"),
+                         (["--max-megapixels", "inf"], "--max-megapixels must be in (0, 178]"),
                          (["--max-upload-mb", "inf"], "--max-upload-mb must be in (0, 1024]"),
                          (["--max-upload-mb", "nan"], "--max-upload-mb"),
                          (["--read-timeout", "0"], "--read-timeout"), (["--read-timeout", "nan"], "--read-timeout")]:
@@ -693,6 +693,31 @@ def test_an_upload_that_stops_arriving_frees_its_place(run_dir):
         conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
         conn.request("POST", "/api/segment", body=body, headers={
             "Content-Type": f"multipart/form-data; boundary={boundary}"})  # fmt: skip
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        server.shutdown()
+
+
+def test_a_malformed_chunked_body_is_a_400_not_a_timeout(run_dir):
+    """An invalid chunk size was answered at once with 408 "the upload stopped arriving" (werkzeug raises it as a
+    disconnect); it is a malformed request, and the server goes on serving."""
+    server = make_server(create_app(load_models([run_dir])), "127.0.0.1", 0, read_timeout=5.0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        raw = socket.create_connection(("127.0.0.1", server.server_port))
+        raw.sendall((f"POST /api/segment HTTP/1.1\r\nHost: 127.0.0.1:{server.server_port}\r\nTransfer-Encoding: "
+                     "chunked\r\nContent-Type: multipart/form-data; boundary=x\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+                     ).encode())  # fmt: skip
+        raw.settimeout(20)
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+        raw.close()
+        answer = answer.decode("latin-1")
+        assert answer.startswith("HTTP/1.1 400") and "malformed" in answer and "Traceback" not in answer, answer[:300]
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
+        conn.request("GET", "/api/models")
         assert conn.getresponse().status == 200
         conn.close()
     finally:

@@ -6,6 +6,7 @@ import argparse
 
 from scunext.cli.weights import add_quality_option, add_weights_option
 from scunext.data import MAX_IMAGE_PIXELS
+from scunext.data.io import PILLOW_MAX_PIXELS
 from scunext.deploy.quality import QualityCalibration
 from scunext.deploy.runtimes import ENGINES
 from scunext.errors import UsageError, missing_dependency
@@ -19,7 +20,7 @@ DEFAULT_READ_TIMEOUT_S = 30.0
 MAX_WORKERS = 64
 MAX_QUEUE = 256
 MAX_UPLOAD_MB_LIMIT = 1024
-MAX_MEGAPIXELS_LIMIT = 1000
+MAX_MEGAPIXELS_LIMIT = PILLOW_MAX_PIXELS // 1_000_000  # Pillow's hard limit, 178 (scunext.serve.app's too)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

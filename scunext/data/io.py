@@ -22,7 +22,9 @@ file mode (Pillow)            result
 Compositing on black equals dropping the alpha channel wherever the image is opaque (alpha 255), which is the usual
 case for medical images saved with an alpha channel; fully transparent pixels become 0. EXIF orientation tags are
 *not* applied: pixels are returned in stored order, the same order as a mask drawn on the raw pixel grid (a warning
-is logged when a file carries a rotation tag).
+is logged when a file carries a rotation tag). A TIFF with an orientation tag other than 1 is refused, because
+Pillow applies that tag itself on decode. 16-bit gray images using only the low 12 bits, and files with several
+frames (only the first is read), are read with a warning.
 
 DICOM sources (a ``.dcm`` path, or any file or bytes with ``DICM`` at byte 128) are decoded by
 :mod:`scunext.data.dicom` (modality LUT, VOI LUT or window, MONOCHROME1 inverted, then to ``uint8``; see there).
@@ -45,19 +47,29 @@ from PIL import Image, UnidentifiedImageError
 from scunext.data import dicom
 from scunext.data.errors import DataError
 
-__all__ = ["MAX_IMAGE_PIXELS", "ImageInfo", "area_mm2", "read_image", "read_image_info", "read_mask", "format_values"]
+__all__ = ["MAX_IMAGE_PIXELS", "PILLOW_MAX_PIXELS", "ImageInfo", "area_mm2", "read_image", "read_image_info",
+           "read_mask", "format_values"]
 
 logger = logging.getLogger(__name__)
 
 MAX_IMAGE_PIXELS: int = 50_000_000
 """Default pixel cap (width x height) of :func:`read_image` / :func:`read_mask`, about 50 megapixels.
 
-Larger files are refused as possible decompression bombs. Pillow's own global limit
-(``PIL.Image.MAX_IMAGE_PIXELS``, about 89 MP; an error above twice that) still applies on top of this one, and its
-warning/error are also turned into :class:`DataError`.
+Larger files are refused as possible decompression bombs. Pillow's hard limit (twice
+``PIL.Image.MAX_IMAGE_PIXELS``, about 179 MP: :data:`PILLOW_MAX_PIXELS`) still applies on top of this one, as a
+:class:`DataError`; Pillow's warning above its own limit is not used (``max_pixels`` decides).
 """
 
+PILLOW_MAX_PIXELS: int = 2 * (Image.MAX_IMAGE_PIXELS or 2**61)
+"""The largest image Pillow opens (it raises ``DecompressionBombError`` above twice ``PIL.Image.MAX_IMAGE_PIXELS``):
+a ``max_pixels`` above it cannot admit more for PNG, JPEG, TIFF, ... (DICOM is not read by Pillow)."""
+
 _EXIF_ORIENTATION = 0x0112
+_LOW_BITS_MAX = 4095  # a 16-bit gray image whose maximum is at most this holds 12 bits or fewer
+
+
+def _float_refusal(path: object) -> str:
+    return f"{path}: floating-point images are not supported (unknown intensity range); save as 8/16-bit"
 _GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 PathLike = str | os.PathLike[str]
@@ -108,8 +120,9 @@ def _open_checked(
             raise DataError(f"{path}: file is empty (0 bytes)")
         opener = path
     with warnings.catch_warnings():
-        # Pillow warns above its own limit and raises above twice that; treat both as refusals.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Pillow warns above its own limit (~89 MP) and raises above twice that. The warning is silenced: the
+        # max_pixels check below refuses (with the limit the caller set), or accepts a size the caller allowed.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             im = Image.open(opener)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -129,6 +142,12 @@ def _open_checked(
                 f"{max_pixels / 1e6:g} megapixels (possible decompression bomb); if genuine, downscale it "
                 "(in Python: a larger max_pixels)"
             )
+        orientation = im.tag_v2.get(_EXIF_ORIENTATION, 1) if im.format == "TIFF" else 1
+        if orientation not in (1, None):
+            im.close()  # Pillow rotates a TIFF on decode (and scrambles rotated uncompressed strips): not stored order
+            raise DataError(f"{path}: TIFF orientation tag {orientation} (stored rotated or flipped) is not supported: "
+                            "the pixels would not come back in stored order as for every other format; re-save the "
+                            "image without the tag (e.g. as PNG)")  # fmt: skip
         if not decode:
             return im
         if draft_size is not None and im.format == "JPEG":
@@ -227,6 +246,9 @@ def read_image(
         orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
         if orientation not in (1, None):
             logger.warning("%s: EXIF orientation %s ignored; pixels are read in stored order", path, orientation)
+        frames = int(getattr(im, "n_frames", 1) or 1)
+        if frames > 1:
+            logger.warning("%s: %d frames (multi-page or animated); only the first is read", path, frames)
         mode = im.mode
         if mode == "L":
             out = np.array(im, dtype=np.uint8)
@@ -237,7 +259,13 @@ def read_image(
             # 16-bit they would read as an almost black image)
             out = arr.astype(np.uint8)
         elif mode in _GRAY16_MODES:
-            out = _scale_16bit(np.array(im), path, scale16)
+            arr = np.array(im)
+            if scale16 == "full" and arr.size and 0 < int(arr.max()) <= _LOW_BITS_MAX:
+                logger.warning("%s: 16-bit image whose values use only the low 12 bits (max %d): read on the full "
+                               "16-bit range it is nearly black (%d gray levels); if it holds 10/12-bit data, convert "
+                               "it to 8 bits on its own range first (in Python: read_image(..., scale16='max'))",
+                               path, int(arr.max()), int(arr.max()) // 257 + 1)  # fmt: skip
+            out = _scale_16bit(arr, path, scale16)
         elif mode in ("LA", "La"):
             la = np.array(im.convert("LA"), dtype=np.uint8)
             out = _composite_on_black(la[..., 0], la[..., 1])
@@ -247,9 +275,7 @@ def read_image(
             rgba = np.array(im.convert("RGBA"), dtype=np.uint8)
             out = _composite_on_black(rgba[..., :3], rgba[..., 3])
         elif mode == "F":
-            raise DataError(
-                f"{path}: floating-point images are not supported (unknown intensity range); save as 8/16-bit"
-            )
+            raise DataError(_float_refusal(path))
         else:
             try:
                 out = np.array(im.convert("RGB"), dtype=np.uint8)
@@ -327,6 +353,8 @@ def read_image_info(source: PathLike | bytes) -> ImageInfo:
         )
     im = _open_checked(source, max_pixels=2**62, decode=False)
     try:
+        if im.mode == "F":  # refused here as read_image would, so that a header check finds it before any output
+            raise DataError(_float_refusal(label))
         width, height = im.size
         channels = 1 if im.mode in _ONE_CHANNEL_MODES else 3
         fmt = (im.format or "unknown").lower()
@@ -367,6 +395,15 @@ def _palette_values(im: Image.Image) -> np.ndarray:
     if np.array_equal(rgb[:, 0], rgb[:, 1]) and np.array_equal(rgb[:, 0], rgb[:, 2]):
         return colours[:, 0][index]
     return index
+
+
+def _refuse_mask_in_alpha(path: Path, colour: np.ndarray, alpha: np.ndarray) -> None:
+    """A mask whose colour is one value everywhere while its alpha channel varies holds its shape in the alpha
+    channel, which :func:`read_mask` ignores: read as colour it would be all background (or all foreground)."""
+    if colour.size and int(colour.min()) == int(colour.max()) and int(alpha.min()) != int(alpha.max()):
+        raise DataError(f"{path}: mask colour is {int(colour.flat[0])} everywhere and only its alpha channel varies: "
+                        "the mask seems to be stored in the alpha channel, which is not read; save it as a "
+                        "single-channel 8-bit PNG with values {0, 255}")  # fmt: skip
 
 
 def read_mask(path: PathLike, threshold: bool = False, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
@@ -410,8 +447,13 @@ def read_mask(path: PathLike, threshold: bool = False, *, max_pixels: int = MAX_
         elif mode in _GRAY16_MODES:
             arr = np.array(im)
         elif mode in ("LA", "La"):
-            arr = np.array(im.convert("LA"), dtype=np.uint8)[..., 0]
+            la = np.array(im.convert("LA"), dtype=np.uint8)
+            _refuse_mask_in_alpha(path, la[..., 0], la[..., 1])
+            arr = la[..., 0]
         elif mode in ("RGB", "RGBA", "RGBX", "RGBa"):
+            if mode in ("RGBA", "RGBa"):
+                rgba = np.array(im.convert("RGBA"), dtype=np.uint8)
+                _refuse_mask_in_alpha(path, rgba[..., :3], rgba[..., 3])
             rgb = np.array(im.convert("RGB"), dtype=np.uint8)
             if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
                 raise DataError(

@@ -35,6 +35,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 from werkzeug.serving import make_server as _werkzeug_server
 
 from scunext.data import MAX_IMAGE_PIXELS
+from scunext.data.io import PILLOW_MAX_PIXELS
 from scunext.serve.guards import cross_origin_refusal, host_name
 from scunext.serve.models import ServedModel
 from scunext.serve.pool import DEFAULT_QUEUE, DEFAULT_WORKERS, WorkPool
@@ -56,10 +57,11 @@ log = logging.getLogger(__name__)
 
 #: default cap on the size of a request body (the upload plus a little form overhead), in megabytes
 DEFAULT_MAX_UPLOAD_MB = 10.0
-#: the largest settings of the two caps: every admitted request (workers + queue) may hold this much, and an image
-#: of 1,000 megapixels already takes 3 GB decoded; an infinite cap was a traceback
+#: the largest settings of the two caps: every admitted request (workers + queue) may hold this much (an infinite cap
+#: was a traceback). Pixels: Pillow's own hard limit rounded down to whole megapixels (178), above which a higher cap
+#: could not admit a PNG or JPEG anyway (an image that size already takes 0.5-1.5 GB decoded)
 MAX_UPLOAD_MB_LIMIT = 1024
-MAX_PIXELS_LIMIT = 1_000_000_000
+MAX_PIXELS_LIMIT = PILLOW_MAX_PIXELS // 1_000_000 * 1_000_000
 #: seconds a connection may stay silent (headers or body) before it is closed: a client that sends half an upload
 #: and waits would otherwise hold one of the workers + queue places forever, and enough of them block the server
 DEFAULT_READ_TIMEOUT_S = 30.0
@@ -96,6 +98,14 @@ def _error(message: str, status: int) -> Response:
     response = jsonify(error=message)
     response.status_code = status
     return response
+
+
+def _malformed_body(exc: BaseException) -> bool:
+    """Werkzeug reports a body it cannot de-chunk ("Invalid chunk header", ...) as a disconnect: the OSError it
+    raised is the ClientDisconnected's context. A read timeout (TimeoutError) or a body that just ended is not."""
+    cause = exc.__context__
+    return isinstance(exc, ClientDisconnected) and isinstance(cause, (OSError, ValueError)) \
+        and not isinstance(cause, (TimeoutError, ConnectionError))
 
 
 def _drain(limit: int) -> None:
@@ -234,7 +244,10 @@ def create_app(
         try:
             try:
                 upload = request.files.get("image")  # reading the form enforces MAX_CONTENT_LENGTH first
-            except (ClientDisconnected, TimeoutError):  # it stopped sending (the read timeout): free the place
+            except (ClientDisconnected, TimeoutError) as exc:  # it stopped sending (the read timeout): free the place
+                if _malformed_body(exc):
+                    return _error("the request body is malformed (bad chunked transfer encoding); send the image "
+                                  "as a multipart form", 400)  # fmt: skip
                 return _error("the upload stopped arriving; send the whole image in one request", 408)
             if upload is None:
                 # (Werkzeug also drops a whole form whose part headers are not UTF-8, e.g. a Latin-1 file name)

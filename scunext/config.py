@@ -64,7 +64,8 @@ class TrainConfig:
         factory=dict, help="model constructor override, repeatable (e.g. pfm=false)", flag="--model-arg",
         metavar="KEY=VALUE")  # fmt: skip
     data: str = _f("", "dataset folder with images/ and masks/ (default: the shipped ISIC 2017 sample)", metavar="DIR")
-    in_channels: int = _f(0, "model input channels, 1 or 3 (default 0: from the first image)", choices=(0, 1, 3))
+    in_channels: int = _f(0, "model input channels, 1 or 3 (default 0: from the data, 3 as soon as any image is "
+                             "colour)", choices=(0, 1, 3))  # fmt: skip
     size: int = _f(256, "training and inference size (images resized to SIZE x SIZE)")
     split: str = _f("random", "random: a seeded held-out test part; kfold: fold k held out as the test part; csv: "
                     "a train/val/test column of a CSV file", choices=("random", "kfold", "csv"))  # fmt: skip
@@ -119,10 +120,11 @@ class TrainConfig:
                 valid = ", ".join(str(c) for c in choices)
                 got = shown(getattr(self, f.name))
                 raise ConfigError(f"invalid config: {f.name} must be one of {valid}, got {got}")
-        finite = all(math.isfinite(getattr(self, n)) for n in ("test_fraction", "val_fraction", "lr", "min_lr",
-                                                                 "beta1", "beta2", "weight_decay"))  # fmt: skip
+        not_finite = [n for n in ("test_fraction", "val_fraction", "lr", "min_lr", "beta1", "beta2", "weight_decay")
+                      if not math.isfinite(getattr(self, n))]  # fmt: skip
         checks = [
-            (finite, "test_fraction, val_fraction, lr, min_lr, beta1, beta2 and weight_decay must be finite"),
+            (not not_finite, f"{' and '.join(not_finite)} must be finite, got "
+                             f"{', '.join(str(getattr(self, n)) for n in not_finite)}"),
             (32 <= self.size <= MAX_SIZE, f"size must be between 32 and {MAX_SIZE}"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (1 <= self.batch_size <= MAX_BATCH_SIZE, f"batch_size must be between 1 and {MAX_BATCH_SIZE:,}"),

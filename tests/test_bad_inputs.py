@@ -143,7 +143,7 @@ CASES = [
     case("train", "--out", "r", "--epochs", "x", needle="epochs must be an integer"),
     case("train", "--out", "r", "--epochs", "0", needle="epochs must be >= 1"),
     case("train", "--out", "r", "--epochs", "1.5", needle="epochs must be an integer"),
-    case("train", "--out", "r", "--lr", "nan", needle="finite"),
+    case("train", "--out", "r", "--lr", "nan", needle="lr must be finite, got nan"),
     case("train", "--out", "r", "--lr", "-1", needle="lr > 0"),
     case("train", "--out", "r", "--min-lr", "1", "--lr", "0.1", needle="min_lr <= lr"),
     case("train", "--out", "r", "--lr", "1e38", needle="lr must be <= 1e+06"),
@@ -288,8 +288,9 @@ CASES = [
     case("calibrate", "run", "--out", "file.txt/q.json", needle="file.txt is a file"),
     case("export", "run", "--out", "m.onnx", "--size", "100000", needle="--size 100000 is above 4096"),
     # end-to-end options without --end-to-end were ignored while the model benchmark (minutes) ran instead
-    case("benchmark", "--n", "5", "--kinds", "png", needle="--n, --kinds belong to --end-to-end"),
-    case("benchmark", "--no-baseline", needle="--no-baseline belong to --end-to-end"),
+    case("benchmark", "--n", "5", "--kinds", "png",
+         needle="--n, --kinds are options of --end-to-end; add that flag, or drop them"),
+    case("benchmark", "--no-baseline", needle="--no-baseline is an option of --end-to-end; add that flag, or drop it"),
     # an option given twice: an error, not "the last one wins" (the first --out stayed empty without a word)
     case("predict", "run", "img.jpg", "--out", "o", "--out", "p", needle="--out given twice (o, p)"),
     case("evaluate", "run", "--out", "o", "--out", "p", needle="--out given twice"),

@@ -287,3 +287,35 @@ def test_yaml_merge_keys_still_load(tmp_path):
     assert (cfg.augment.hflip_p, cfg.augment.vflip_p) == (0.1, 0.9)
     path.write_text("model: unext_s\naugment:\n  <<: [{hflip_p: 0.1}, {vflip_p: 0.3}]\n")
     assert load_config(path).augment.vflip_p == 0.3
+
+
+def test_ctrl_c_or_sigterm_during_start_up_is_one_line(monkeypatch, capsys):
+    """The sub-commands import torch (~3 s): Ctrl+C in that time printed a 40-line traceback from inside an import,
+    because the imports ran at module level, before main's handling. They now run inside it."""
+    import importlib
+
+    from scunext.cli import main as cli_main
+
+    real = importlib.import_module
+
+    def interrupted(name, *args):
+        if name.startswith("scunext.cli."):
+            raise cli_main.Terminated() if name.endswith("evaluate") else KeyboardInterrupt()
+        return real(name, *args)
+
+    monkeypatch.setattr(cli_main.importlib, "import_module", interrupted)
+    assert cli_main.main(["weights"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    monkeypatch.setattr(cli_main, "COMMANDS", ["evaluate"])
+    assert cli_main.main(["evaluate", "x"]) == 143
+    assert capsys.readouterr().err == "terminated\n"
+
+
+def test_importing_the_command_line_does_not_import_torch():
+    """What the ``scunext`` script imports before main() runs must be light (no torch), see the test above."""
+    import subprocess
+    import sys
+
+    code = "import sys, scunext.cli.main, scunext; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -27,6 +27,9 @@ from scunext.visualize import boundary
 from scunext.weights import weights_dir
 
 XRAYS = sorted((sample_dir("chest-xray-lungs") / "images").iterdir())
+#: predictions.csv's `model` of the released lung weights at the defaults
+_LUNGS_SHA = json.loads((weights_dir("lungs") / "card.json").read_text())["weights_sha256"][:12]
+LUNGS_MODEL = f"weights lungs, sha256 {_LUNGS_SHA}, threshold 0.5, torch"
 ISIC = sorted((sample_dir("isic2017") / "images").iterdir())
 
 
@@ -244,7 +247,7 @@ def test_predictions_csv_columns_and_values(tmp_path, capsys):
     for row, src in zip(rows, XRAYS[:3]):
         mask = np.asarray(Image.open(row["mask"])) > 0
         assert row["file"] == str(src) and row["status"] == "ok"
-        assert row["model"] == "weights lungs, threshold 0.5, torch"
+        assert row["model"] == LUNGS_MODEL
         assert (int(row["height"]), int(row["width"])) == mask.shape
         assert int(row["area_px"]) == int(mask.sum()) > 0
         assert row["area_mm2"] == ""  # PNG: no pixel spacing
@@ -471,7 +474,7 @@ def test_skip_done_refuses_to_continue_another_models_run(other, tmp_path, capsy
     argv = [str(XRAYS[0]), str(XRAYS[1]), "--out", str(out), "--no-overlay", "--no-quality"]
     assert main(["predict", "--weights", "lungs", *argv[:1], *argv[2:]]) == 0  # x0 done by "weights lungs, 0.5"
     rows = list(csv.DictReader((out / "predictions.csv").open()))
-    assert [r["model"] for r in rows] == ["weights lungs, threshold 0.5, torch"]
+    assert [r["model"] for r in rows] == [LUNGS_MODEL]
     capsys.readouterr()
     before = sorted((p.name, p.read_bytes()) for p in out.iterdir())
     assert main(["predict", *other, *argv, "--skip-done"]) == 2
@@ -479,6 +482,28 @@ def test_skip_done_refuses_to_continue_another_models_run(other, tmp_path, capsy
     assert sorted((p.name, p.read_bytes()) for p in out.iterdir()) == before
     assert main(["predict", "--weights", "lungs", *argv, "--skip-done"]) == 0  # the same model continues
     assert "1 of 1 images segmented" in capsys.readouterr().out
+
+
+def test_skip_done_tells_two_runs_of_the_same_name_apart(tiny_run, tmp_path, capsys):
+    """The model column named a run by its folder's name only: --skip-done continued one experiment's
+    ``runs/demo`` masks with another's (or a run retrained into the same folder), mixing two models silently."""
+    from scunext.config import load_config
+    from scunext.engine.trainer import train
+
+    first = tmp_path / "expA" / "demo"
+    shutil.copytree(tiny_run, first)
+    second = tmp_path / "expB" / "demo"
+    train(load_config(first / "config.yaml", {"seed": 7}), second, show_progress=False)
+    images = sorted((sample_dir("isic2017") / "images").iterdir())[:2]
+    out = tmp_path / "out"
+    assert main(["predict", str(first), str(images[0]), "--out", str(out), "--no-overlay", "--no-quality"]) == 0
+    capsys.readouterr()
+    before = sorted((p.name, p.read_bytes()) for p in out.iterdir())
+    argv = [*map(str, images), "--out", str(out), "--no-overlay", "--no-quality", "--skip-done"]
+    assert main(["predict", str(second), *argv]) == 2
+    _one_line_error(capsys, "1 of the finished masks in")
+    assert sorted((p.name, p.read_bytes()) for p in out.iterdir()) == before
+    assert main(["predict", str(first), *argv]) == 0
 
 
 def test_long_input_names_are_segmented_and_too_long_output_names_refused_up_front(lungs, tmp_path, capsys):
@@ -773,7 +798,7 @@ def test_a_torn_last_row_is_cut_off_and_its_image_redone(tmp_path, capsys, torn)
     assert "1 of 1 images segmented" in capsys.readouterr().out
     rows = list(csv.DictReader(table.open(newline="", encoding="utf-8")))
     assert [Path(r["file"]).name for r in rows] == [XRAYS[0].name, XRAYS[1].name]
-    assert all(r["model"] == "weights lungs, threshold 0.5, torch" and r["status"] == "ok" for r in rows)
+    assert all(r["model"] == LUNGS_MODEL and r["status"] == "ok" for r in rows)
 
 
 def test_many_unreadable_inputs_are_all_listed_with_verbose(tmp_path, capsys, caplog):

@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
         return run_end_to_end_cli(args)
     given = [flag for dest, (flag, default) in args.e2e_only.items() if getattr(args, dest) != default]
     if given:
-        raise UsageError(f"{', '.join(given)} belong to --end-to-end; add it, or drop them for the model benchmark")
+        what, them = ("is an option", "it") if len(given) == 1 else ("are options", "them")
+        raise UsageError(f"{', '.join(given)} {what} of --end-to-end; add that flag, or drop {them} for the model "
+                         "benchmark")  # fmt: skip
     if args.size > MAX_SIZE:
         raise UsageError(f"--size {args.size} is above {MAX_SIZE}: a batch of such inputs would not fit in memory")
     cfg = BenchmarkConfig(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import logging
 import signal
 import socket
@@ -32,16 +33,17 @@ from pathlib import Path
 from typing import NoReturn
 
 from scunext import __version__
-from scunext.cli import benchmark, evaluate, experiment, export, predict, profile, robustness, serve, train, weights
-from scunext.cli.output import silence
 from scunext.errors import MAX_MESSAGE, UsageError, missing_dependency
 
 __all__ = ["main", "build_parser", "CLIError", "user_error_exit_code"]
 
 log = logging.getLogger("scunext")
 
-#: sub-command modules; each has ``add_parser(subparsers)`` which sets ``func`` to a ``run(args) -> int``.
-COMMANDS = [train, evaluate, predict, experiment, profile, benchmark, serve, export, weights, robustness]
+#: sub-command modules (under scunext.cli); each has ``add_parser(subparsers)`` which sets ``func`` to a
+#: ``run(args) -> int``. Imported inside :func:`main` (they import torch: ~3 s), so that Ctrl+C or SIGTERM during
+#: start-up is the one-line "interrupted"/"terminated" too, not a traceback from the middle of an import.
+COMMANDS = ["train", "evaluate", "predict", "experiment", "profile", "benchmark", "serve", "export", "weights",
+            "robustness"]  # fmt: skip
 
 CLIError = UsageError  # the name sub-commands used before scunext.errors existed
 
@@ -71,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks of errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in COMMANDS:
-        module.add_parser(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"scunext.cli.{name}").add_parser(sub)
     return parser
 
 
@@ -121,21 +123,9 @@ def _message(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # reported by the command's own parser, so that the message names the command
-        command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
-        command.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
     previous = _stop_on_sigterm()
     try:
-        if isinstance(getattr(args, "device", None), str):  # an unavailable --device: one line before any work
-            from scunext.engine.distributed import resolve_device
-
-            resolve_device(args.device)
-        return int(args.func(args) or 0)
+        return _run(argv)
     except Terminated:
         print("terminated", file=sys.stderr)
         return 143
@@ -143,8 +133,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of our output went away (`| head`): nobody is left to tell
+        from scunext.cli.output import silence
+
         silence(sys.stdout)
         return 141
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    parser = build_parser()  # imports the sub-commands (and torch): inside main's Ctrl+C / SIGTERM handling
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's own parser, so that the message names the command
+        command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if isinstance(getattr(args, "device", None), str):  # an unavailable --device: one line before any work
+            from scunext.engine.distributed import resolve_device
+
+            resolve_device(args.device)
+        return int(args.func(args) or 0)
+    except BrokenPipeError:
+        raise  # main's: exit 141 quietly
     except Exception as exc:
         code = user_error_exit_code(exc)
         if code is None:
@@ -153,9 +167,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.exception("failed")
         print(f"scunext {args.command}: error: {_message(exc)}", file=sys.stderr)
         return code
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 class Terminated(KeyboardInterrupt):

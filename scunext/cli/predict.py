@@ -130,7 +130,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--out is empty; give an output folder")
     out = Path(args.out)
     version = f"weights {args.weights}" if args.weights else f"{run_dir.resolve().name} ({args.checkpoint})"
-    label = f"{version}, threshold {args.threshold:g}, {args.engine}"  # predictions.csv `model`: what made a mask
+    # predictions.csv `model`: what made a mask. The weights' hash, not only the folder's name: two experiments'
+    # runs of the same name, a run retrained into its folder or a resumed run's new best are other weights
+    sha = RunDir(run_dir).weights_sha256(args.checkpoint)[:12]
+    label = f"{version}, sha256 {sha}, threshold {args.threshold:g}, {args.engine}"
     jobs = plan_predictions(inputs, out, fmt=args.fmt, overlay=not args.no_overlay, overwrite=args.overwrite,
                             skip_done=args.skip_done, model=label)
     predictor = Predictor.from_run(run_dir, args.checkpoint, device=args.device, engine=args.engine,

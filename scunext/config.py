@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -227,7 +228,7 @@ def parse_value(text: str, what: str) -> Any:
     if text == "":
         return ""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except (yaml.YAMLError, ValueError, RecursionError) as exc:  # (also 5,000-digit integers, nesting 20,000 deep)
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
         raise ConfigError(f"{what}: {shown(text)} is not a valid YAML value ({problem}); quote strings, write lists "
@@ -353,7 +354,17 @@ class _DuplicateKeyError(yaml.YAMLError):
     pass
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, reading ``1e-3`` (no dot) as the number it is, as YAML 1.2 does: PyYAML follows YAML 1.1
+    and read it as the *string* '1e-3', which typed config fields converted but ``model_args`` passed on as text
+    (``--model-arg drop_path_rate=1e-1`` was a TypeError inside the model)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))  # fmt: skip
+
+
+class _UniqueKeyLoader(_Loader):
     """YAML's safe loader, refusing a key given twice in one mapping (``lr: 0.5`` then ``lr: 0.0001`` silently
     trained with the second)."""
 

@@ -239,11 +239,37 @@ def test_wrong_channels_or_rank_rejected(name):
         {"mlp_ratio": 0},
         {"shift_size": 4},
         {"drop_path_rate": 1.0},
+        # wrong types: a bare TypeError from a comparison deep inside, or (a bool level) a CBAM built under the key
+        # "True" that never ran; YAML 1.1 strings such as '1e-1' reached the model as text
+        {"mlp_ratio": "1"},
+        {"mlp_ratio": None},
+        {"drop_rate": "0.1"},
+        {"drop_path_rate": "1e-1"},
+        {"cbam_levels": 2},
+        {"cbam_levels": (True,)},
     ],
 )
 def test_sc_unext_bad_arguments(kwargs):
-    with pytest.raises(ValueError):
+    """Each wrong value is a ValueError that names the argument."""
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
         scunext.create_model("sc_unext", **kwargs)
+
+
+def test_cbam_levels_in_any_order_load_back(tmp_path):
+    """``cbam_levels=[3, 2]`` was saved sorted in the checkpoint while config.yaml kept [3, 2]: the run's own
+    checkpoint was then refused by evaluate, predict and --resume as another run's."""
+    from scunext.cli.main import main
+    from scunext.config import load_config, parse_value
+    from scunext.data import sample_dir
+    from scunext.engine.trainer import train
+
+    cfg = {"data": str(sample_dir("isic2017")), "model": "sc_unext", "size": 64, "epochs": 1, "batch_size": 4,
+           "split": "csv", "model_args": {"cbam_levels": parse_value("[3, 2]", "x"),
+                                          "drop_path_rate": parse_value("1e-1", "x")}}  # fmt: skip
+    train(load_config(None, cfg), tmp_path / "run", show_progress=False)
+    assert main(["evaluate", str(tmp_path / "run"), "--no-hd95"]) == 0
+    model = scunext.create_model("sc_unext", cbam_levels=[3, 2])
+    assert model.init_args["cbam_levels"] == [3, 2] and sorted(model.attn) == ["2", "3"]
 
 
 def test_sc_unext_switch_variants_forward():

@@ -66,10 +66,6 @@ a ``max_pixels`` above it cannot admit more for PNG, JPEG, TIFF, ... (DICOM is n
 
 _EXIF_ORIENTATION = 0x0112
 _LOW_BITS_MAX = 4095  # a 16-bit gray image whose maximum is at most this holds 12 bits or fewer
-
-
-def _float_refusal(path: object) -> str:
-    return f"{path}: floating-point images are not supported (unknown intensity range); save as 8/16-bit"
 _GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 PathLike = str | os.PathLike[str]
@@ -93,6 +89,10 @@ def format_values(values: np.ndarray, limit: int = 8) -> str:
 
 #: how an image given as bytes (an upload) is named in error messages
 BYTES_LABEL = "image data"
+
+
+def _float_refusal(path: object) -> str:
+    return f"{path}: floating-point images are not supported (unknown intensity range); save as 8/16-bit"
 
 
 def _open_checked(

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["SegmentationModel", "InputShapeError", "check_positive_int"]
+__all__ = ["SegmentationModel", "InputShapeError", "check_positive_int", "check_number"]
 
 
 class InputShapeError(ValueError):
@@ -23,6 +23,18 @@ def check_positive_int(name: str, value: Any, most: int | None = None) -> int:
     if most is not None and value > most:
         raise ValueError(f"{name} must be at most {most}, got {value!r}")
     return value
+
+
+def check_number(name: str, value: Any, low: float, high: float, *, high_open: bool = False,
+                 low_open: bool = False) -> float:
+    """Return ``value`` if it is a real number (not a bool, not a string such as YAML's ``1e-1``) within
+    ``[low, high]`` (an open end where asked), else raise a ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return float(value)
 
 
 def check_widths(name: str, value: Any, length: int, most: int | None = None) -> tuple[int, ...]:

@@ -16,7 +16,7 @@ the model *is* UNeXt-S (same modules, same parameter names and count, same outpu
 ``cbam`` (paper eq. 1)
     CBAM (channel gate then spatial gate) refines the encoder skip features before the fusion ("attention-guided
     fusion"), at the skip levels in ``cbam_levels`` (default: the 1/4 skip only; the 1/2 skip as well with
-    ``cbam_levels=(2, 3)``, which costs ~8 % of a CPU training step, see docs/architecture.md).
+    ``cbam_levels=(2, 3)``, which cost 3.5-7 % of a CPU training step in two runs, see docs/architecture.md).
 ``pfm`` (paper section 3.4)
     Replaces UNeXt's last decoder stage (Conv3x3 at 1/2 -> bilinear x2 -> ReLU -> 1x1 head). The ``pfm_levels``
     finest decoder features are each projected by a bias-free 1x1 conv to ``pfm_channels`` at their own resolution
@@ -132,12 +132,16 @@ class SCUNeXt(UNeXt):
         for name, flag in (("cbam", cbam), ("sc_skip", sc_skip), ("pfm", pfm)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be True or False, got {flag!r}")
-        levels = tuple(cbam_levels)
-        if len(set(levels)) != len(levels) or not all(isinstance(i, int) and 0 <= i < 4 for i in levels):
-            raise ValueError(f"cbam_levels must be distinct integers in 0..3, got {cbam_levels!r}")
+        levels = tuple(cbam_levels) if isinstance(cbam_levels, (list, tuple)) else None
+        if levels is None or len(set(levels)) != len(levels) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 4 for i in levels):  # fmt: skip
+            raise ValueError(f"cbam_levels must be a list of distinct integers in 0..3, got {cbam_levels!r}")
         if isinstance(pfm_levels, bool) or not isinstance(pfm_levels, int) or not 1 <= pfm_levels <= 4:
             raise ValueError(f"pfm_levels must be an integer in 1..4, got {pfm_levels!r}")
         check_positive_int("pfm_channels", pfm_channels)
+        check_positive_int("cbam_reduction", cbam_reduction)  # (CBAM's own messages say reduction / kernel_size)
+        if check_positive_int("cbam_kernel", cbam_kernel) % 2 == 0:
+            raise ValueError(f"cbam_kernel must be odd, got {cbam_kernel!r}")
         # set before super().__init__, which calls _build_head
         self._switches = dict(cbam=cbam, sc_skip=sc_skip, pfm=pfm)
         self._pfm_cfg = (pfm_levels, pfm_channels)
@@ -147,7 +151,7 @@ class SCUNeXt(UNeXt):
         )  # fmt: skip
         self.cbam, self.sc_skip, self.pfm = cbam, sc_skip, pfm
         self.init_args.update(
-            cbam=cbam, sc_skip=sc_skip, pfm=pfm, cbam_levels=sorted(levels), cbam_reduction=cbam_reduction,
+            cbam=cbam, sc_skip=sc_skip, pfm=pfm, cbam_levels=list(levels), cbam_reduction=cbam_reduction,
             cbam_kernel=cbam_kernel, pfm_levels=pfm_levels, pfm_channels=pfm_channels,
         )  # fmt: skip
         # built after super().__init__ (which applies the UNeXt init) so that CBAM keeps PyTorch's default init

@@ -30,6 +30,7 @@ Deviations from the official code, none of which changes the parameter count or 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scunext.models._registry import register_model
-from scunext.models.base import SegmentationModel, check_widths
+from scunext.models.base import SegmentationModel, check_number, check_widths
 from scunext.models.layers import OverlapPatchEmbed, ShiftedBlock, init_weights, upsample2x
 
 __all__ = ["UNeXt", "UNEXT_VARIANTS", "MAX_BLOCKS_PER_STAGE"]
@@ -142,10 +143,9 @@ class UNeXt(SegmentationModel):
         c1, c2, c3 = check_widths("conv_widths", conv_widths, 3)
         t1, t2 = check_widths("token_widths", token_widths, 2)
         d1, d2 = check_widths("depths", depths, 2, most=MAX_BLOCKS_PER_STAGE)
-        if mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
-        if not 0.0 <= drop_rate < 1.0 or not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_rate and drop_path_rate must be in [0, 1), got {drop_rate}, {drop_path_rate}")
+        check_number("mlp_ratio", mlp_ratio, 0.0, math.inf, low_open=True)
+        check_number("drop_rate", drop_rate, 0.0, 1.0, high_open=True)
+        check_number("drop_path_rate", drop_path_rate, 0.0, 1.0, high_open=True)
         self.init_args.update(
             conv_widths=[c1, c2, c3], token_widths=[t1, t2], depths=[d1, d2], mlp_ratio=mlp_ratio,
             shift_size=shift_size, drop_rate=drop_rate, drop_path_rate=drop_path_rate,

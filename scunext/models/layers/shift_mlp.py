@@ -9,11 +9,13 @@ without the padded copy, and the hidden width really follows ``mlp_ratio`` (the 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scunext.models.base import check_positive_int
+from scunext.models.base import check_number, check_positive_int
 from scunext.models.layers.drop import DropPath
 
 __all__ = ["shift_channels", "ShiftedMLP", "ShiftedBlock", "OverlapPatchEmbed"]
@@ -91,8 +93,7 @@ class ShiftedBlock(nn.Module):
         self, dim: int, mlp_ratio: float = 1.0, shift_size: int = 5, drop: float = 0.0, drop_path: float = 0.0
     ) -> None:
         super().__init__()
-        if mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {mlp_ratio}")
+        check_number("mlp_ratio", mlp_ratio, 0.0, math.inf, low_open=True)
         self.norm = nn.LayerNorm(dim)
         self.mlp = ShiftedMLP(dim, max(1, int(dim * mlp_ratio)), shift_size=shift_size, drop=drop)
         self.drop_path = DropPath(drop_path)

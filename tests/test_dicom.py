@@ -615,6 +615,21 @@ def test_dicom_seg_refusals(tmp_path: Path, monkeypatch) -> None:
         write_dicom_seg(src, mask, tmp_path / "y.dcm", model_name="m", model_version="1")
 
 
+def test_dicom_seg_output_without_highdicom_is_refused_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Without the dicom-seg extra, every image was segmented and then skipped at its write (exit 1, a
+    predictions.csv of skipped rows): one line naming the extra, exit 2, nothing written."""
+    from scunext.cli.main import main
+
+    stored = np.asarray(Image.open(sample_dir("chest-xray-lungs") / "images" / f"{CHEST}.png").convert("L"))
+    src = _save(_dataset(stored), tmp_path / "in" / "x.dcm")
+    monkeypatch.setitem(sys.modules, "highdicom", None)
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", "lungs", str(src), "--format", "dicom-seg", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'scunext[dicom-seg]'" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_an_image_whose_seg_cannot_be_written_leaves_no_overlay(tmp_path: Path, monkeypatch, capsys) -> None:
     """``--format dicom-seg``: an input whose SEG the writer refuses (a source without StudyInstanceUID) is skipped,
     and its overlay, written before the mask, went with it no more: it stayed and blocked the next run into --out

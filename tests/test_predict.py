@@ -813,3 +813,20 @@ def test_many_unreadable_inputs_are_all_listed_with_verbose(tmp_path, capsys, ca
     assert "(all 5 listed with -v)" in err and not (tmp_path / "out").exists()
     listed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cannot be read: ")]
     assert sorted(m.split("/")[-1].split(":")[0] for m in listed) == [f"bad{i}.png" for i in range(5)]
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_the_onnxruntime_engine_without_the_onnx_extra_is_one_line(missing, tmp_path, monkeypatch, capsys):
+    """Without onnx, --engine onnxruntime (and the benchmark's default engines) died in torch's exporter with a
+    traceback (OnnxExporterError, exit 1): one line naming the extra, exit 2, nothing written."""
+    from scunext.deploy.runtimes import make_runner
+    from scunext.errors import MissingDependencyError
+    from scunext.models import create_model
+
+    monkeypatch.setitem(sys.modules, missing, None)
+    with pytest.raises(MissingDependencyError, match=rf"{missing} is not installed; .*pip install 'scunext\[onnx\]'"):
+        make_runner(create_model("unext_s"), "onnxruntime")
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", "lungs", str(XRAYS[0]), "--out", str(out), "--engine", "onnxruntime"]) == 2
+    _one_line_error(capsys, "pip install 'scunext[onnx]'")
+    assert not out.exists()

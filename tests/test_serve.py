@@ -786,3 +786,34 @@ def test_a_chunked_upload_over_the_limit_is_told_the_size_limit(run_dir):
         conn.close()
     finally:
         server.shutdown()
+
+
+def test_sigterm_stops_serve_with_exit_code_0(tmp_path):
+    """The documented end of a server: SIGTERM (or Ctrl+C) exits 0 with no traceback, after it has answered."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "scunext", "serve", "--weights", "lungs", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/api/models")
+                assert conn.getresponse().status == 200
+                conn.close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+                time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err[-2000:]

@@ -272,6 +272,7 @@ def _same_input(recorded: str, source: Path) -> bool:
 def dicom_seg_writer() -> Any:
     """``scunext.deploy.dicom_seg.write_dicom_seg``, imported on first use (it raises ``MissingDependencyError``
     naming the ``dicom-seg`` extra when highdicom is not installed)."""
-    from scunext.deploy.dicom_seg import write_dicom_seg
+    from scunext.deploy.dicom_seg import _highdicom, write_dicom_seg
 
+    _highdicom()  # imported lazily by the writer itself, per file: without it every image was segmented, then skipped
     return write_dicom_seg

@@ -66,9 +66,11 @@ def _onnxruntime(
     model: nn.Module, threads: int | None, int8: bool, calibration: Sequence[np.ndarray | torch.Tensor] | None
 ) -> Runner:
     from scunext.deploy.int8 import quantize_int8
-    from scunext.deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, make_session, min_onnx_side, onnx_bytes
+    from scunext.deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, make_session, min_onnx_side, onnx_bytes, require
     from scunext.deploy.onnx_export import sample_inputs as _samples
 
+    for package in ("onnx", "onnxruntime"):  # before the export, whose own error (torch's) is not an ImportError
+        require(package)
     in_channels = getattr(model, "in_channels", None)
     if in_channels is None:
         raise ValueError(f"onnxruntime engines need a scunext model (with in_channels), got {type(model).__name__}")

@@ -16,10 +16,11 @@ _MODELS_API = ("create_model", "list_models", "model_info")
 def __getattr__(name: str):
     """``scunext.create_model`` & co. are imported on first use (they import torch): ``import scunext`` stays light,
     so that the command line's start-up is inside its own Ctrl+C handling."""
-    if name in _MODELS_API:
-        from scunext import models
+    if name in _MODELS_API or name == "models":
+        import importlib
 
-        return getattr(models, name)
+        models = importlib.import_module("scunext.models")
+        return models if name == "models" else getattr(models, name)
     raise AttributeError(f"module 'scunext' has no attribute {name!r}")
 
 

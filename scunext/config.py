@@ -171,8 +171,12 @@ class TrainConfig:
         """Plain types only (the augmentation settings as a mapping), as saved in ``config.yaml``."""
         return dataclasses.asdict(self)
 
+    def to_yaml(self) -> str:
+        """The text of ``config.yaml``: :meth:`to_dict` as YAML that :func:`load_config` reads back unchanged."""
+        return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False)
+
     def dump(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        Path(path).write_text(self.to_yaml())
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -360,8 +364,14 @@ class _Loader(yaml.SafeLoader):
     (``--model-arg drop_path_rate=1e-1`` was a TypeError inside the model)."""
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
-                              list("-+0123456789"))  # fmt: skip
+class _Dumper(yaml.SafeDumper):
+    """YAML's safe dumper, quoting a text that :class:`_Loader` would read as a number (``split_column: '1e3'``):
+    saved unquoted, the text '1e3' came back from config.yaml as the number 1000.0."""
+
+
+for _cls in (_Loader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                               list("-+0123456789"))  # fmt: skip
 
 
 class _UniqueKeyLoader(_Loader):

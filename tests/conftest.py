@@ -15,6 +15,15 @@ def _seed_and_threads():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _read_warnings_afresh():
+    """read_image says each kind of warning once per process: every test starts as a fresh process would."""
+    from scunext.data import io
+
+    io._WARNED.clear()
+    yield
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The full real datasets beside the checkout (CI has them); skip where absent."""

@@ -119,6 +119,9 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
     from scunext.runs import save_checkpoint
 
     save_checkpoint(other / "last", create_model("sc_unext"), "sc_unext", epoch=1)
+    damaged = w / "damaged"  # a run whose best weights file was deleted
+    shutil.copytree(tiny_run, damaged)
+    (damaged / "best.safetensors").unlink()
     return w
 
 
@@ -243,6 +246,7 @@ CASES = [
     case("predict", "run", "img.jpg", "--out", "o", "--threshold", "2", needle="--threshold"),
     case("predict", "run", "garbage.png", "--out", "o", needle="garbage.png"),
     case("predict", "run", "missing.png", "--out", "o", needle="missing.png"),
+    case("predict", "damaged", "img.jpg", "--out", "o", needle="best.safetensors is not the file the run committed"),
     case("predict", "run", "img.jpg", "float.tif", "--out", "o", needle="float.tif: floating-point images are not"),
     case("predict", "run", "img.jpg", "rotated.tif", "--out", "o", needle="rotated.tif: TIFF orientation tag 6"),
     case("predict", "run", "emptydir", "--out", "o", needle="no images"),

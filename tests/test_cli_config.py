@@ -316,6 +316,17 @@ def test_importing_the_command_line_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, scunext.cli.main, scunext; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    code = ("import sys, scunext.cli.main, scunext; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules)); "
+            "print(scunext.models.__name__, scunext.create_model.__name__, 'create_model' in dir(scunext))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    assert out.stdout.splitlines() == ["[]", "scunext.models create_model True"], out.stdout  # and still there
+
+
+def test_a_text_that_reads_as_a_number_survives_config_yaml(tmp_path):
+    """``1e3`` without a dot is a number on reading (YAML 1.2); a text field holding '1e3' must then be written
+    quoted, or the saved config.yaml would give it back as 1000.0."""
+    cfg = load_config(None, {"split_column": "1e3", "model_args": {"drop_path_rate": 0.1}})
+    cfg.dump(tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again.split_column == "1e3" and again == cfg
+    assert "split_column: '1e3'" in (tmp_path / "config.yaml").read_text()

@@ -399,10 +399,18 @@ def test_orientation_tags_never_rotate_pixels(tmp_path: Path, caplog) -> None:
             for read in (read_image, read_image_info, read_mask):
                 with pytest.raises(DataError, match=rf"TIFF orientation tag {orientation} .*not supported"):
                     read(tif)
-    plain = _orientation_tagged(tmp_path / "r1.tif", arr, 1)
-    assert np.array_equal(read_image(plain), arr) and np.array_equal(read_mask(plain), arr > 0)
+    for orientation in (1, 0, 9):  # 1: the stored order; 0 and 9+: invalid values Pillow leaves alone
+        plain = _orientation_tagged(tmp_path / f"r{orientation}.tif", arr, orientation)
+        assert np.array_equal(read_image(plain), arr) and np.array_equal(read_mask(plain), arr > 0)
+    # a training epoch reads every image again: the warning is given once, later files at debug level
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="scunext.data.io"):
+        read_image(jpg)
+        read_image(_orientation_tagged(tmp_path / "r2.jpg", arr, 8))
+    assert [r.levelname for r in caplog.records if "EXIF orientation" in r.getMessage()] == ["DEBUG", "DEBUG"]
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's own notes on the broken TIFF below
 def test_low_bit_16_bit_images_and_extra_frames_are_read_with_a_warning(tmp_path: Path, caplog) -> None:
     """12-bit data in a 16-bit PNG read on the full 16-bit range keeps 17 gray levels: said, not silent; a
     multi-page file is read from its first frame: said too."""
@@ -412,6 +420,7 @@ def test_low_bit_16_bit_images_and_extra_frames_are_read_with_a_warning(tmp_path
     with caplog.at_level("WARNING", logger="scunext.data.io"):
         got = read_image(path)
     assert len(np.unique(got)) == 17 and "only the low 12 bits (max 4080)" in caplog.text
+    assert "nearly black (17 gray levels)" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="scunext.data.io"):
         stretched = read_image(path, scale16="max")
@@ -423,6 +432,15 @@ def test_low_bit_16_bit_images_and_extra_frames_are_read_with_a_warning(tmp_path
     with caplog.at_level("WARNING", logger="scunext.data.io"):
         assert np.array_equal(read_image(pages), first)
     assert "2 frames (multi-page or animated); only the first is read" in caplog.text
+    # a next-page pointer past the end of the file: Pillow cannot count the frames (TypeError), the first page reads
+    data = bytearray(pages.read_bytes())
+    first_ifd = struct.unpack("<I", data[4:8])[0]
+    entries = struct.unpack("<H", data[first_ifd : first_ifd + 2])[0]
+    next_at = first_ifd + 2 + 12 * entries
+    data[next_at : next_at + 4] = struct.pack("<I", len(data) + 1000)
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(bytes(data))
+    assert np.array_equal(read_image(broken), first) and read_image_info(broken).frames == 1
 
 
 def test_a_mask_in_the_alpha_channel_is_refused(tmp_path: Path) -> None:

@@ -716,6 +716,17 @@ def test_a_malformed_chunked_body_is_a_400_not_a_timeout(run_dir):
         raw.close()
         answer = answer.decode("latin-1")
         assert answer.startswith("HTTP/1.1 400") and "malformed" in answer and "Traceback" not in answer, answer[:300]
+        # a chunked upload cut short (the client closed its side inside a chunk) stopped arriving: still 408
+        raw = socket.create_connection(("127.0.0.1", server.server_port))
+        raw.sendall((f"POST /api/segment HTTP/1.1\r\nHost: 127.0.0.1:{server.server_port}\r\nTransfer-Encoding: "
+                     "chunked\r\nContent-Type: multipart/form-data; boundary=x\r\n\r\n10\r\n--x\r\nabc").encode())
+        raw.shutdown(socket.SHUT_WR)
+        raw.settimeout(20)
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+        raw.close()
+        assert answer.decode("latin-1").startswith("HTTP/1.1 408"), answer[:300]
         conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
         conn.request("GET", "/api/models")
         assert conn.getresponse().status == 200

@@ -22,9 +22,10 @@ file mode (Pillow)            result
 Compositing on black equals dropping the alpha channel wherever the image is opaque (alpha 255), which is the usual
 case for medical images saved with an alpha channel; fully transparent pixels become 0. EXIF orientation tags are
 *not* applied: pixels are returned in stored order, the same order as a mask drawn on the raw pixel grid (a warning
-is logged when a file carries a rotation tag). A TIFF with an orientation tag other than 1 is refused, because
+is logged when a file carries a rotation tag). A TIFF with an orientation tag of 2-8 is refused, because
 Pillow applies that tag itself on decode. 16-bit gray images using only the low 12 bits, and files with several
-frames (only the first is read), are read with a warning.
+frames (only the first is read), are read with a warning. Each kind of warning is given once per process (later
+files at debug level).
 
 DICOM sources (a ``.dcm`` path, or any file or bytes with ``DICM`` at byte 128) are decoded by
 :mod:`scunext.data.dicom` (modality LUT, VOI LUT or window, MONOCHROME1 inverted, then to ``uint8``; see there).
@@ -36,6 +37,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +93,28 @@ def format_values(values: np.ndarray, limit: int = 8) -> str:
 BYTES_LABEL = "image data"
 
 
+#: the kinds of read_image warning already given in this process (a training epoch reads every image again, and a
+#: folder of 1,000 files with the same property needs one warning, not 1,000); later ones are logged at debug level
+_WARNED: set[str] = set()
+
+
+def _warn_once(kind: str, message: str, *args: Any) -> None:
+    if kind in _WARNED:
+        logger.debug(message, *args)
+        return
+    _WARNED.add(kind)
+    logger.warning(message + " (said once; later files like it are logged at debug level, -v)", *args)
+
+
+def _frames(im: Image.Image) -> int:
+    """Frames in the file; 1 when Pillow cannot count them (a TIFF whose next-page pointer is broken raises
+    TypeError there, while its first page reads fine)."""
+    try:
+        return int(getattr(im, "n_frames", 1) or 1)
+    except (TypeError, ValueError, OSError, EOFError, struct.error):
+        return 1
+
+
 def _float_refusal(path: object) -> str:
     return f"{path}: floating-point images are not supported (unknown intensity range); save as 8/16-bit"
 
@@ -143,7 +167,7 @@ def _open_checked(
                 "(in Python: a larger max_pixels)"
             )
         orientation = im.tag_v2.get(_EXIF_ORIENTATION, 1) if im.format == "TIFF" else 1
-        if orientation not in (1, None):
+        if orientation in range(2, 9):  # the values Pillow transposes (0 and 9+ are invalid and left alone)
             im.close()  # Pillow rotates a TIFF on decode (and scrambles rotated uncompressed strips): not stored order
             raise DataError(f"{path}: TIFF orientation tag {orientation} (stored rotated or flipped) is not supported: "
                             "the pixels would not come back in stored order as for every other format; re-save the "
@@ -245,10 +269,11 @@ def read_image(
     try:
         orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
         if orientation not in (1, None):
-            logger.warning("%s: EXIF orientation %s ignored; pixels are read in stored order", path, orientation)
-        frames = int(getattr(im, "n_frames", 1) or 1)
-        if frames > 1:
-            logger.warning("%s: %d frames (multi-page or animated); only the first is read", path, frames)
+            _warn_once("orientation", "%s: EXIF orientation %s ignored; pixels are read in stored order", path,
+                       orientation)  # fmt: skip
+        frames = _frames(im)
+        if frames > 1 and im.format != "MPO":  # (a phone JPEG's second picture is a preview, not a page)
+            _warn_once("frames", "%s: %d frames (multi-page or animated); only the first is read", path, frames)
         mode = im.mode
         if mode == "L":
             out = np.array(im, dtype=np.uint8)
@@ -261,10 +286,10 @@ def read_image(
         elif mode in _GRAY16_MODES:
             arr = np.array(im)
             if scale16 == "full" and arr.size and 0 < int(arr.max()) <= _LOW_BITS_MAX:
-                logger.warning("%s: 16-bit image whose values use only the low 12 bits (max %d): read on the full "
-                               "16-bit range it is nearly black (%d gray levels); if it holds 10/12-bit data, convert "
-                               "it to 8 bits on its own range first (in Python: read_image(..., scale16='max'))",
-                               path, int(arr.max()), int(arr.max()) // 257 + 1)  # fmt: skip
+                _warn_once("low bits", "%s: 16-bit image whose values use only the low 12 bits (max %d): read on "
+                           "the full 16-bit range it is nearly black (%d gray levels); if it holds 10/12-bit data, "
+                           "convert it to 8 bits on its own range first (in Python: read_image(..., scale16='max'))",
+                           path, int(arr.max()), (int(arr.max()) + 128) // 257 + 1)  # fmt: skip
             out = _scale_16bit(arr, path, scale16)
         elif mode in ("LA", "La"):
             la = np.array(im.convert("LA"), dtype=np.uint8)
@@ -358,7 +383,7 @@ def read_image_info(source: PathLike | bytes) -> ImageInfo:
         width, height = im.size
         channels = 1 if im.mode in _ONE_CHANNEL_MODES else 3
         fmt = (im.format or "unknown").lower()
-        frames = int(getattr(im, "n_frames", 1) or 1)
+        frames = _frames(im)
     finally:
         im.close()
     return ImageInfo(size=(height, width), channels=channels, format=fmt, frames=frames)
@@ -419,7 +444,9 @@ def read_mask(path: PathLike, threshold: bool = False, *, max_pixels: int = MAX_
     *gray level* when every colour used is gray (a binary mask saved as a palette image, where the encoder may put
     white at index 0: read by index it would be inverted), else by palette *index* (a coloured label map, index 0 =
     background); ``LA`` by its gray channel (alpha ignored); ``RGB``/``RGBA`` only when the
-    three colour channels are equal everywhere (alpha ignored), otherwise DataError. Float masks are refused.
+    three colour channels are equal everywhere (alpha ignored), otherwise DataError. An ``LA``/``RGBA`` mask whose
+    colour is one value everywhere while its alpha varies (the shape kept in alpha) is refused. Float masks are
+    refused.
 
     Args:
         path: mask file, normally a PNG.
@@ -430,7 +457,8 @@ def read_mask(path: PathLike, threshold: bool = False, *, max_pixels: int = MAX_
         A ``bool`` array of shape ``(H, W)``.
 
     Raises:
-        DataError: unreadable file, colour or float mask, or non-binary values without ``threshold``.
+        DataError: unreadable file, colour or float mask, a mask kept in the alpha channel, or non-binary values
+            without ``threshold``.
     """
     if not isinstance(threshold, (bool, np.bool_)):  # threshold=200 or 0.5 was taken as True (binarised at 128)
         raise ValueError(f"threshold must be True or False (binarise at half the value range), got {threshold!r}")

@@ -41,7 +41,7 @@ class PredictionRecord:
     review: bool | None = None
     review_reason: str = ""
     status: str = "ok"
-    model: str = ""  # what made the mask: weights or run, threshold, engine (``--skip-done`` continues only its own)
+    model: str = ""  # what made the mask: weights or run, its sha256, threshold, engine (--skip-done: only its own)
 
     @property
     def ok(self) -> bool:
@@ -74,7 +74,7 @@ def printable(text: str) -> str:
 @dataclass(frozen=True)
 class FinishedMask:
     """What ``predictions.csv`` records of a mask written by an earlier run: the input it was made from and the
-    ``model`` (weights, threshold, engine) that made it."""
+    ``model`` (weights or run, the weights' sha256, threshold, engine) that made it."""
 
     file: str
     model: str

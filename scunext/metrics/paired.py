@@ -7,8 +7,9 @@ The unit is the per-image difference ``d = score_A(image) - score_B(image)`` on 
 * **Bootstrap 95 % CI** of that mean: images are resampled with replacement *within* each group (a stratified
   percentile bootstrap, ``n_boot`` replicates, a fixed ``seed``, so the same inputs give the same interval).
 * **Wilcoxon signed-rank p-value** (``scipy.stats.wilcoxon``, two-sided, zero differences dropped first, then
-  scipy's ``method="auto"``: the exact distribution for up to 50 non-zero differences without ties, the normal
-  approximation otherwise) over all pooled per-image differences.
+  scipy's ``method="auto"``: the exact distribution for up to 50 non-zero differences without ties, otherwise
+  scipy's choice, the normal approximation for the hundreds of images of this project's tables) over all pooled
+  per-image differences.
 * **Per-seed differences**: each group's mean difference, to see whether the sign holds on every seed.
 
 **The rule for the words.** "A beats B" is said only when the whole 95 % CI lies above 0 ("B beats A" when it lies
@@ -109,8 +110,8 @@ def wilcoxon_p(differences: np.ndarray) -> float:
     from scipy.stats import wilcoxon
 
     d = np.asarray(differences, dtype=np.float64)
-    d = d[d != 0]  # dropped here, not by zero_method: scipy then switches to the normal approximation when any
-    if not d.size:  # zero is present, even for a handful of pairs (scipy >= 1.13)
+    d = d[d != 0]  # dropped here, not by zero_method: scipy leaves the exact test as soon as any zero is
+    if not d.size:  # present, even for a handful of pairs (scipy >= 1.13)
         return 1.0
     return float(wilcoxon(d, alternative="two-sided").pvalue)
 

@@ -297,8 +297,11 @@ class RunDir:
 
     def weights_sha256(self, which: str = "best") -> str:
         """SHA-256 of checkpoint ``which``'s weights file (the ``weights_sha256`` of a released card): what a
-        quality calibration is tied to."""
-        return _digest(self.checkpoint_stem(which).with_suffix(".safetensors"))["sha256"]
+        quality calibration is tied to. A file that differs from the run's commit record is refused first
+        (:class:`CheckpointError`, as when loading it)."""
+        stem = self.checkpoint_stem(which)
+        self._check_recorded(which)
+        return _digest(stem.with_suffix(".safetensors"))["sha256"]
 
     def load_model(self, which: str = "best", cfg: TrainConfig | None = None):
         """The model of checkpoint ``which`` and its metadata, refused (:class:`CheckpointError`, one line) when its
@@ -617,6 +620,4 @@ def _log_text(rows: list[dict[str, Any]]) -> str:
 
 
 def _yaml(cfg: TrainConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    return cfg.to_yaml()

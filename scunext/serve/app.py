@@ -100,12 +100,17 @@ def _error(message: str, status: int) -> Response:
     return response
 
 
+#: werkzeug's messages (serving.DechunkedInput) for a chunk size that is not one; its other error, "Missing chunk
+#: terminating newline", is what a chunked upload cut short also raises, which stays a 408
+_BAD_CHUNK_ERRORS = ("Invalid chunk header", "Negative chunk length")
+
+
 def _malformed_body(exc: BaseException) -> bool:
-    """Werkzeug reports a body it cannot de-chunk ("Invalid chunk header", ...) as a disconnect: the OSError it
-    raised is the ClientDisconnected's context. A read timeout (TimeoutError) or a body that just ended is not."""
+    """Werkzeug reports a body it cannot de-chunk as a disconnect: the OSError it raised is the
+    ClientDisconnected's context. A read timeout (TimeoutError) or a body that just ended is not malformed."""
     cause = exc.__context__
     return isinstance(exc, ClientDisconnected) and isinstance(cause, (OSError, ValueError)) \
-        and not isinstance(cause, (TimeoutError, ConnectionError))
+        and any(text in str(cause) for text in _BAD_CHUNK_ERRORS)
 
 
 def _drain(limit: int) -> None:

@@ -33,7 +33,7 @@ from scunext.experiments.report import (
     per_image_dice,
     write_csv,
 )
-from scunext.experiments.table2 import TABLE2_CONFIGS, component_effects, paired_markdown
+from scunext.experiments.table2 import TABLE2_CONFIGS, component_effects, edge_loss_line, paired_markdown
 from scunext.metrics.paired import paired_comparison
 from scunext.models import create_model
 from scunext.runs.durable import atomic_write_text
@@ -191,7 +191,9 @@ def summarize_cross_site(
     md = [f"Data: `{Path(base.data).name}`; sites: {', '.join(sites)}; seeds: {len(seeds)}. Each run trains on one "
           f"site (validation carved from it), is scored on that site's held-out part ({base.test_fraction:g} of it) "
           "and on every image of the other site(s) (per-image Dice %, native resolution).",
-          budget_line(base, results), *deviation_notes(base, results), "",
+          budget_line(base, results),
+          *([edge_loss_line(base)] if any(TABLE2_CONFIGS.get(r, ("", {}, ""))[2] == "joint" for r in rows) else []),
+          *deviation_notes(base, results), "",
           "| row | trained on | in-site Dice % mean ± sd | other-site Dice % mean ± sd | drop (points) | runs |",
           "|---|---|---:|---:|---:|---:|"]  # fmt: skip
     csv_rows = []

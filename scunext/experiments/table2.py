@@ -12,8 +12,8 @@ from scunext.experiments.report import bar_plot, budget_line, deviation_notes, m
 from scunext.metrics.paired import PairedResult, paired_comparison
 from scunext.runs.durable import atomic_write_text
 
-__all__ = ["TABLE2_CONFIGS", "PAPER_TABLE2", "COMPONENTS", "table2_plan", "summarize_table2", "components_of",
-           "component_effects", "paired_markdown"]  # fmt: skip
+__all__ = ["TABLE2_CONFIGS", "PAPER_TABLE2", "COMPONENTS", "table2_plan", "summarize_table2", "edge_loss_line",
+           "components_of", "component_effects", "paired_markdown"]  # fmt: skip
 
 #: paper term -> (model, model_args, loss). "skip" = SC skip with its CBAM attention; "fuse" = PFM;
 #: "edge loss" = the joint loss (bce_dice + edge). See docs/architecture.md.
@@ -100,6 +100,18 @@ def table2_plan(base: TrainConfig, folds: int = 5) -> list[PlannedRun]:
     return plan
 
 
+def edge_loss_line(base: TrainConfig) -> str:
+    """The budget line names the base loss; the four edge-loss rows train with the joint loss instead."""
+    import inspect
+
+    from scunext.losses.compound import JointLoss
+
+    default = inspect.signature(JointLoss).parameters["edge_weight"].default
+    weight = base.loss_args.get("edge_weight", default)  # (the edge rows keep the base loss_args)
+    return (f"The four rows with `edge loss` train with loss `joint` instead (BCE + Dice + {weight:g} x the edge "
+            f"band BCE; the paper gives no weight), the others with the loss above.")
+
+
 def summarize_table2(results: list[dict[str, Any]], out_dir: Path, base: TrainConfig, *, n_boot: int = 10_000) -> str:
     """Write ``table2.md``, ``table2.csv``, ``table2_paired.csv`` and ``table2.png``; returns the Markdown.
 
@@ -112,7 +124,7 @@ def summarize_table2(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
     md = [f"Data: `{Path(base.data).name}`, a seeded pick of {base.max_images or 'all'} images (seed {base.seed}), "
           f"{len(columns)}-fold cross-validation (the held-out fold is scored; model selection on a validation part "
           f"carved from the other folds); epochs {base.epochs}; size {base.size}; lr {base.lr}.",
-          budget_line(base, results), *deviation_notes(base, results), "",
+          budget_line(base, results), edge_loss_line(base), *deviation_notes(base, results), "",
           "| configuration | " + " | ".join(columns) + " | mean | variance (paper style) | sd | paper mean / var "
           "| runs |",
           "|---|" + "---:|" * (len(columns) + 5)]  # fmt: skip

@@ -22,8 +22,9 @@ the model *is* UNeXt-S (same modules, same parameter names and count, same outpu
     finest decoder features are each projected by a bias-free 1x1 conv to ``pfm_channels`` at their own resolution
     and expanded to full resolution by learnable depthwise transposed convolutions (kernel 4, stride 2, initialised
     to bilinear), applied as a top-down cascade: ``p <- Deconv(p + proj(level))`` from coarse to fine. Expanding
-    each level by a chain of x2 deconvolutions costs 16 weights per channel and step, where one direct 16x
-    deconvolution would cost 1024. The sum is batch-normalised, ReLU'd and a 1x1 head gives the logits.
+    each level by a chain of x2 deconvolutions costs 16 weights per channel and step, where one direct 8x
+    deconvolution (the default's coarsest level) would cost 256, and 16x 1024. The sum is batch-normalised, ReLU'd
+    and a 1x1 head gives the logits.
 
 The default configuration has fewer parameters than UNeXt-S (the paper: 243.63 "KB" vs 247.62) and stays within
 0.135 GMACs at 256x256; exact numbers are pinned in the tests and tabulated in ``docs/architecture.md``.
@@ -70,7 +71,8 @@ class PyramidFusion(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Start every deconvolution as exact bilinear x2 upsampling."""
+        """Start every deconvolution as bilinear x2 upsampling (exact away from the border: the transposed
+        convolution's zero padding changes the outermost pixels, where interpolation repeats the edge)."""
         with torch.no_grad():
             for up in self.up:
                 up.weight.copy_(bilinear_kernel(4).expand_as(up.weight))

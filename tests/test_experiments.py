@@ -39,10 +39,19 @@ def test_table1_end_to_end_and_resume(tmp_path, capsys):
     paired = list(csv.DictReader((out / "table1_paired.csv").open()))
     assert len(paired) == 2
     assert all(float(p["difference"]) == pytest.approx(float(p["sc_unext"]) - float(p["unext_s"])) for p in paired)
+    # and per image (the per-split means alone cannot tell a tenth of a point from image sampling)
+    images = list(csv.DictReader((out / "table1_paired_images.csv").open()))
+    n_test = sum(_metrics(r["run"])["n_images"] for r in rows if r["model"] == "sc_unext")  # 6 per split
+    assert [(r["model"], r["reference"], r["groups"], r["n_images"]) for r in images] == [("unext_s", "sc_unext", "2",
+                                                                                          str(n_test))]  # fmt: skip
+    per_split = [float(d) for d in images[0]["per_split_differences"].split(";")]
+    assert per_split == pytest.approx([-float(p["difference"]) for p in paired], abs=1e-6)  # unext_s − sc_unext
+    assert "| `unext_s` − `sc_unext` |" in md and images[0]["verdict"] in md
     assert (out / "table1.png").is_file()
     written = capsys.readouterr().out.splitlines()[-1]  # the closing line names every file the table wrote
     assert written.startswith("written: ") and all(str(out / f) in written for f in
-                                                    ("table1.md", "table1.csv", "table1_paired.csv", "table1.png"))
+                                                    ("table1.md", "table1.csv", "table1_paired.csv",
+                                                     "table1_paired_images.csv", "table1.png"))  # fmt: skip
     # resumable: a second call trains nothing
     assert main(argv) == 0
     err = capsys.readouterr().err

@@ -28,7 +28,7 @@ __all__ = ["EXPERIMENTS", "OUTPUTS", "ExperimentSpec", "check_out", "plan_experi
 
 EXPERIMENTS = ("table1", "table2", "leaderboard", "cross-site")
 #: the tables each experiment writes into its --out
-OUTPUTS = {"table1": ("table1.md", "table1.csv", "table1_paired.csv", "table1.png"),
+OUTPUTS = {"table1": ("table1.md", "table1.csv", "table1_paired.csv", "table1_paired_images.csv", "table1.png"),
            "table2": ("table2.md", "table2.csv", "table2_paired.csv", "table2.png"),
            "leaderboard": ("leaderboard.md", "leaderboard.csv", "leaderboard_paired.csv", "leaderboard.png"),
            "cross-site": ("cross_site.md", "cross_site.csv", "cross_site_paired.csv")}  # fmt: skip
@@ -134,7 +134,7 @@ def write_tables(spec: ExperimentSpec, results: list[dict[str, Any]], records: P
     out, base = spec.out, spec.base
     out.mkdir(parents=True, exist_ok=True)
     if spec.table == "table1":
-        return summarize_table1(results, out, base)
+        return summarize_table1(results, out, base, n_boot=n_boot)
     if spec.table == "table2":
         return summarize_table2(results, out, base, n_boot=n_boot)
     if spec.table == "cross-site":

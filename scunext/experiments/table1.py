@@ -15,9 +15,12 @@ from scunext.experiments.report import (
     deviation_notes,
     mean_sd,
     pct,
+    per_image_dice,
     run_in_channels,
     write_csv,
 )
+from scunext.experiments.table2 import paired_markdown
+from scunext.metrics.paired import PairedResult, paired_comparison
 from scunext.models import create_model
 from scunext.profiling import count_macs, count_params
 from scunext.runs.durable import atomic_write_text
@@ -46,8 +49,25 @@ def table1_plan(base: TrainConfig, seeds: int = 3, models: tuple[str, ...] = TAB
     return plan
 
 
-def summarize_table1(results: list[dict[str, Any]], out_dir: Path, base: TrainConfig) -> str:
-    """Write ``table1.md``, ``table1.csv``, ``table1_paired.csv`` and ``table1.png``; returns the Markdown."""
+def _per_image_tests(rows: list[str], columns: list[str], by: dict, n_boot: int) -> list[tuple[str, PairedResult]]:
+    """Each model against SC-UNeXt on the splits both have, per image (the per-split means alone cannot say
+    whether a gap of a tenth of a point is more than image sampling)."""
+    out = []
+    if "sc_unext" not in rows:
+        return out
+    for row in rows:
+        common = [c for c in columns if row != "sc_unext" and by.get((row, c), {}).get("dice") is not None
+                  and by.get(("sc_unext", c), {}).get("dice") is not None]  # fmt: skip
+        if common:
+            out.append((row, paired_comparison([per_image_dice(by[(row, c)]) for c in common],
+                                               [per_image_dice(by[("sc_unext", c)]) for c in common], row, "sc_unext",
+                                               n_boot=n_boot, group_names=common)))  # fmt: skip
+    return out
+
+
+def summarize_table1(results: list[dict[str, Any]], out_dir: Path, base: TrainConfig, *, n_boot: int = 10_000) -> str:
+    """Write ``table1.md``, ``table1.csv``, ``table1_paired.csv`` (per split), ``table1_paired_images.csv`` (per
+    image, each model against SC-UNeXt, the splits as groups) and ``table1.png``; returns the Markdown."""
     rows = list(dict.fromkeys(r["row"] for r in results))
     columns = list(dict.fromkeys(r["column"] for r in results))
     by = {(r["row"], r["column"]): r for r in results}
@@ -96,8 +116,18 @@ def summarize_table1(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
             md.append(f"Paired difference SC-UNeXt − UNeXt-S (Dice points, same split): "
                       f"{', '.join(f'{100 * d:+.2f}' for d in diffs)}; mean {100 * pm:+.2f}, "
                       f"sd {pct(psd)} over {len(diffs)} split(s).")  # fmt: skip
+    per_image = _per_image_tests(rows, columns, by, n_boot)
+    if per_image:
+        md += ["", "Each model against SC-UNeXt, per image on the same test images (the splits are the groups; the "
+               "verdict names a winner only when the 95 % CI excludes 0 and p < 0.05, docs/experiments.md):", ""]
+        md += paired_markdown([(f"`{row}` − `sc_unext`", r) for row, r in per_image], "comparison")  # fmt: skip
     write_csv(out_dir / "table1.csv", csv_rows)
     write_csv(out_dir / "table1_paired.csv", paired)
+    write_csv(out_dir / "table1_paired_images.csv", [
+        {"model": row, "reference": "sc_unext", "n_images": r.n_images, "groups": r.n_groups,
+         "mean_difference": r.mean_difference, "ci_low": r.ci_low, "ci_high": r.ci_high, "wilcoxon_p": r.p_value,
+         "per_split_differences": ";".join(f"{d:.6f}" for d in r.per_group), "verdict": r.verdict}
+        for row, r in per_image])  # fmt: skip
     text = "\n".join(md) + "\n"
     atomic_write_text(out_dir / "table1.md", text)
     if any(means):

@@ -54,6 +54,11 @@ def test_empty_or_near_empty_mask_is_always_flagged(threshold):
         q = quality_from_probabilities(prob, prob, cal)
         assert q.review and q.score == 0 and "near-empty" in q.reason
     assert quality_from_probabilities(empty, empty, QualityCalibration.default()).review  # also without calibration
+    # an empty mask even under a hand-made calibration with no floor and a threshold of 0 (it passed before)
+    lax = replace(QualityCalibration.default(), threshold=0.0, min_area_fraction=0.0, area_lo=0.0)
+    q = quality_from_probabilities(empty, empty, lax)
+    assert q.review and "near-empty" in q.reason
+    assert not quality_from_probabilities(tiny, tiny, lax).review  # the floor of 0 is still what decides above 0
 
 
 def test_each_part_lowers_the_score():

@@ -14,12 +14,13 @@ threshold (mask = p > 0.5):
 * ``components``: connected components (8-connected) of the mask larger than 0.1 % of the image; ``component_term
   = 1`` up to the largest count seen in 99 % of the training masks, else ``that count / components``.
 
-``score = agreement * margin * area_term * component_term``, in [0, 1]. ``review = score < threshold``, and a
-**hard rule**: a mask smaller than ``min_area_fraction`` (half of the smallest-but-1 % training area) is always
-flagged, whatever the threshold. The threshold is chosen on the run's validation part, clean and under the
-acquisition-shift catalogue (:func:`choose_threshold`, ``scunext calibrate``) and stored as ``quality.json`` beside
-the checkpoint. A run without that file gets :meth:`QualityCalibration.default`: threshold 0.5 and an area prior
-that only knows that a mask below 0.1 % of the image is near-empty (documented in docs/robustness.md).
+``score = agreement * margin * area_term * component_term``, in [0, 1]. ``review = score < threshold``, and a **hard
+rule**: a mask smaller than ``min_area_fraction`` (half of the smallest-but-1 % training area), and an empty mask
+under any calibration, is always flagged, whatever the threshold. The threshold is chosen on the run's validation
+part, clean and under the acquisition-shift catalogue (:func:`choose_threshold`, ``scunext calibrate``) and stored as
+``quality.json`` beside the checkpoint. A run without that file gets :meth:`QualityCalibration.default`: threshold 0.5
+and an area prior that only knows that a mask below 0.1 % of the image is near-empty (documented in
+docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -248,7 +249,8 @@ def quality_from_probabilities(
     comp_term = 1.0 if comps <= calibration.max_components else calibration.max_components / comps
     score = float(np.clip(agreement * margin * _area_term(frac, calibration) * comp_term, 0.0, 1.0))
     reasons = []
-    if frac < calibration.min_area_fraction:
+    empty = area_px == 0  # flagged under any calibration (a hand-made file with floor 0 and threshold 0 passed it)
+    if empty or frac < calibration.min_area_fraction:
         reasons.append("near-empty mask")
     elif not calibration.area_lo <= frac <= calibration.area_hi:
         reasons.append("area outside the training range")
@@ -256,7 +258,7 @@ def quality_from_probabilities(
         reasons.append(f"{comps} components")
     if score < calibration.threshold and not reasons:
         reasons.append("low confidence")
-    review = bool(score < calibration.threshold or frac < calibration.min_area_fraction)
+    review = bool(score < calibration.threshold or frac < calibration.min_area_fraction or empty)
     return Quality(score, review, area_px, frac, agreement, margin, comps, "; ".join(reasons) if review else "")
 
 

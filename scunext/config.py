@@ -162,9 +162,10 @@ class TrainConfig:
             if given and self.split != mode:
                 raise ConfigError(f"invalid config: {' and '.join(given)} apply only to --split {mode} (this run "
                                   f"splits {self.split!r}); add --split {mode} or drop them")  # fmt: skip
-        if self.split == "kfold" and self.test_fraction != default.test_fraction:
-            raise ConfigError("invalid config: --test-fraction does not apply to --split kfold (the held-out fold is "
-                              "the test part); drop it")  # fmt: skip
+        if self.split in ("kfold", "csv") and self.test_fraction != default.test_fraction:
+            held_out = "the held-out fold" if self.split == "kfold" else "the CSV's test rows"
+            raise ConfigError(f"invalid config: --test-fraction does not apply to --split {self.split} ({held_out} "
+                              "are the test part); drop it")  # fmt: skip
         return self
 
     def to_dict(self) -> dict[str, Any]:

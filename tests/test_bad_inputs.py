@@ -365,6 +365,9 @@ CASES = [
     case("experiment", "table2", "--data", "nonbinary", "--out", "e", "--config", "tf.yaml", "--epochs", "1",
          needle="--test-fraction does not apply to --split kfold"),
     case("experiment", "table3", "--data", "emptydir", "--out", "e", needle="invalid choice: 'table3'"),
+    # the CSV's test rows are the test part: --test-fraction was ignored silently and recorded in config.yaml
+    case("train", "--split", "csv", "--test-fraction", "0.5", "--out", "r",
+         needle="--test-fraction does not apply to --split csv"),
     # the latency column is measured after the last training run: its flags are checked before the first
     case("experiment", "leaderboard", "--data", "emptydir", "--out", "e", "--threads", "0",
          needle="--threads must be between 1 and 1024"),

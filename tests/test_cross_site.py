@@ -222,3 +222,23 @@ def test_a_refused_plan_leaves_no_folder_and_the_corrected_rerun_works(lung_ids,
     path.write_text("image_id,site\n" + "".join(f"{i},{i[:6]}\n" for i in lung_ids))
     assert main(argv) == 0  # the corrected CSV, same --out: the plan and its report (no run trained)
     assert sorted(p.name for p in (out / "splits").iterdir()) == ["train-chncxr-seed-0.csv", "train-mcucxr-seed-0.csv"]
+
+
+def test_evaluate_subset_all_on_the_training_data_says_so(tiny_run, tmp_path, caplog):
+    """``--subset all`` on the data the run trained on scored its training images without a word (the refusal for
+    a folder missing test images even pointed there): a warning and ``seen_in_training`` in metrics.json."""
+    import json
+
+    argv = ["evaluate", str(tiny_run), "--subset", "all", "--out", str(tmp_path / "ev"), "--no-hd95", "--no-progress"]
+    with caplog.at_level("WARNING", logger="scunext.engine.evaluate"):
+        assert main(argv) == 0
+    split = json.loads((tiny_run / "split.json").read_text())
+    seen = json.loads((tmp_path / "ev" / "metrics.json").read_text())["seen_in_training"]
+    assert seen == {"train": len(split["train"]), "val": len(split["val"])} and seen["train"] > 0
+    assert f"{seen['train']} of the" in caplog.text and "not a held-out score" in caplog.text
+    caplog.clear()
+    argv = ["evaluate", str(tiny_run), "--out", str(tmp_path / "ev2"), "--no-hd95", "--no-progress"]
+    with caplog.at_level("WARNING", logger="scunext.engine.evaluate"):
+        assert main(argv) == 0  # the test part: nothing seen in training, no warning
+    assert json.loads((tmp_path / "ev2" / "metrics.json").read_text())["seen_in_training"] == {"train": 0, "val": 0}
+    assert "held-out" not in caplog.text

@@ -806,3 +806,23 @@ def test_read_image_draft_size_decodes_large_jpegs_reduced(tmp_path):
         read_image(jpg, draft_size=300, max_pixels=2_000_000)  # 3 MP native, whatever the decoded size
     with pytest.raises(ValueError, match="draft_size"):
         read_image(jpg, draft_size=0)
+
+
+def test_split_ids_match_across_unicode_normal_forms(tmp_path: Path) -> None:
+    """A folder copied from a Mac stores 'Müller' decomposed (NFD); a splits.csv typed elsewhere holds it composed
+    (NFC). Pairing matched them, but the CSV split and select_pairs compared raw strings: 'not listed in the CSV'
+    for files that visibly exist. The parts keep the folder's own spelling."""
+    import unicodedata
+
+    nfd = [unicodedata.normalize("NFD", f"Müller_{i}") for i in range(4)]
+    root = _make_folder(tmp_path / "mac", nfd)
+    ids = [p.id for p in discover_pairs(root)]
+    assert ids == sorted(nfd)
+    csv_path = tmp_path / "splits.csv"
+    rows = ["image_id,isic2017_split"] + [f"{unicodedata.normalize('NFC', i)},{part}"
+                                          for i, part in zip(sorted(nfd), ["train", "train", "val", "test"])]
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    split = csv_split(csv_path, ids=ids)
+    assert split.train == sorted(nfd)[:2] and split.val == [sorted(nfd)[2]] and split.test == [sorted(nfd)[3]]
+    nfc = [unicodedata.normalize("NFC", i) for i in split.test]
+    assert [p.id for p in select_pairs(discover_pairs(root), nfc)] == split.test

@@ -28,6 +28,7 @@ from scunext.data.errors import DataError
 from scunext.data.intensity import check_intensity, standardise_intensity
 from scunext.data.io import MAX_IMAGE_PIXELS, read_image, read_mask
 from scunext.data.preprocess import convert_channels, model_input, normalise, resize_image, resize_pair
+from scunext.data.splits import id_key
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -258,12 +259,12 @@ def select_pairs(pairs: Sequence[Pair], ids: Iterable[str]) -> list[Pair]:
     """
     if isinstance(ids, (str, bytes)):  # one id given bare was iterated letter by letter ("12 id(s) not found: I, S")
         raise TypeError(f"ids must be a list of ids, got the string {ids!r}; pass [{ids!r}] for one")
-    by_id = {p.id: p for p in pairs}
+    by_id = {id_key(p.id): p for p in pairs}  # (normal form C: a split written on another system still matches)
     ids = list(ids)
-    missing = [i for i in ids if i not in by_id]
+    missing = [i for i in ids if id_key(i) not in by_id]
     if missing:
         raise DataError(f"{len(missing)} id(s) not found among the {len(by_id)} pairs: {_examples(missing)}")
-    return [by_id[i] for i in ids]
+    return [by_id[id_key(i)] for i in ids]
 
 
 def _per_channel(name: str, value: float | Sequence[float], channels: int) -> np.ndarray:

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import random
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +236,12 @@ class Split:
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # (incl. 5,000-digit ints, deep nesting)
             raise DataError(f"{path}: invalid JSON ({exc})") from None
         return cls.from_dict(data, source=str(path))
+
+
+def id_key(sample_id: str) -> str:
+    """The form in which two ids are compared: Unicode normal form C, so that an id typed on one system (a split
+    CSV, a run's split.json) matches the same name written by another (macOS stores ``ü`` decomposed)."""
+    return unicodedata.normalize("NFC", sample_id)
 
 
 def _check_ids(ids: Iterable[str]) -> list[str]:
@@ -448,21 +455,24 @@ def csv_split(
     seen: set[str] = set()
     unknown: dict[str, int] = {}
     absent: list[str] = []  # listed for a part, but not among ``ids``
-    wanted = None if ids is None else set(_check_ids(ids))
+    # compared in normal form C; a part lists the dataset's own spelling of each id
+    wanted = None if ids is None else {id_key(i): i for i in _check_ids(ids)}
     for line, row in rows:
-        sample = (row.get(id_column) or "").strip()
-        if not sample:
+        listed = (row.get(id_column) or "").strip()
+        if not listed:
             raise DataError(f"{path}: line {line} has an empty {id_column!r}")
-        if sample in seen:
-            raise DataError(f"{path}: id {sample!r} is listed twice (line {line})")
-        seen.add(sample)
+        listed_key = id_key(listed)
+        if listed_key in seen:
+            raise DataError(f"{path}: id {listed!r} is listed twice (line {line})")
+        seen.add(listed_key)
+        sample = listed if wanted is None else wanted.get(listed_key, listed)
         value = (row.get(column) or "").strip()
         key = value.lower()
         if key not in mapping:
             unknown.setdefault(value, line)
             continue
         target = mapping[key]
-        if target is not None and (wanted is None or sample in wanted):
+        if target is not None and (wanted is None or listed_key in wanted):
             parts[target].append(sample)
         elif target is not None:
             absent.append(sample)
@@ -470,7 +480,7 @@ def csv_split(
         shown = ", ".join(f"{v!r} (line {n})" for v, n in list(unknown.items())[:5])
         raise DataError(f"{path}: unknown value(s) in column {column!r}: {shown}; known: {', '.join(sorted(mapping))}")
     if wanted is not None:
-        missing = sorted(wanted - seen)
+        missing = sorted(wanted[k] for k in wanted.keys() - seen)
         if missing:
             raise DataError(f"{path}: {len(missing)} id(s) are not listed in the CSV: {_examples(missing)}")
     if absent:  # a partial download, or a CSV of a larger dataset: the parts are smaller than the CSV says

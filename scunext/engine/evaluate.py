@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scunext.data import DataError, SegmentationDataset, discover_pairs, select_pairs
+from scunext.data.splits import id_key
 from scunext.deploy.predictor import Predictor
 from scunext.engine.jsonable import jsonable
 from scunext.metrics import SegmentationMeter, dice_score
@@ -100,6 +101,17 @@ def _replace_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]
     atomic_write_text(out / "metrics.json", json.dumps(jsonable(report), indent=2))
 
 
+def _seen_in_training(run: RunDir, pairs: list) -> dict[str, int]:
+    """How many of ``pairs`` are in the run's own train and val parts (``--subset all`` on the data it trained on
+    scores images it learnt from or chose its checkpoint on: not a held-out number)."""
+    try:
+        split = run.load_split()
+    except (OSError, ValueError):  # a released weights folder or an old run without split.json: nothing to compare
+        return {"train": 0, "val": 0}
+    keys = {id_key(p.id) for p in pairs}
+    return {part: sum(id_key(i) in keys for i in getattr(split, part)) for part in ("train", "val")}
+
+
 def _subset_pairs(run: RunDir, data_root: Path, subset: str):
     if subset == "all":
         return discover_pairs(data_root)
@@ -108,12 +120,13 @@ def _subset_pairs(run: RunDir, data_root: Path, subset: str):
     ids = getattr(split, subset)
     if not ids:
         raise DataError(f"the run's split has no {subset!r} part; choose another --subset (or 'all')")
-    known = {p.id for p in pairs}
-    missing = [i for i in ids if i not in known]
+    known = {id_key(p.id) for p in pairs}
+    missing = [i for i in ids if id_key(i) not in known]
     if missing:
         raise DataError(
             f"{len(missing)} of the {len(ids)} {subset!r} images of this run are not in {data_root} (e.g. "
-            f"{missing[0]}); is it the data the run was trained on? Use --subset all to score every image there"
+            f"{missing[0]}); is it the data the run was trained on? To score every image of another dataset, use "
+            "--subset all"
         )
     return select_pairs(pairs, ids)
 
@@ -157,6 +170,11 @@ def evaluate_run(
     cfg = run.load_config()
     data_root = run.data_root(data, cfg)
     pairs = _subset_pairs(run, data_root, subset)
+    seen = _seen_in_training(run, pairs) if subset == "all" else {"train": 0, "val": 0}
+    if seen["train"] or seen["val"]:
+        log.warning("%d of the %d images scored are in this run's training part and %d in its validation part: "
+                    "--subset all on the data it trained on is not a held-out score (metrics.json: "
+                    "seen_in_training)", seen["train"], len(pairs), seen["val"])  # fmt: skip
     # native-size reader with the training-time checks (mask size, binary values); no resizing
     reader = SegmentationDataset(pairs, in_channels=predictor.in_channels, size=None,
                                  threshold_masks=threshold_masks or cfg.threshold_masks)  # fmt: skip
@@ -185,6 +203,7 @@ def evaluate_run(
         "checkpoint": checkpoint,
         "data": str(data_root),
         "subset": subset,
+        "seen_in_training": seen,
         "threshold": predictor.threshold,
         "resolution": "native (logits resized to each mask's size)",
         "reductions": {

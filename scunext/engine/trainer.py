@@ -39,6 +39,7 @@ from scunext.data import (
     select_pairs,
 )
 from scunext.data.check import check_pairs
+from scunext.data.splits import id_key
 from scunext.engine.distributed import DistInfo, barrier, cleanup_distributed, cpu_has_native_bf16, init_distributed
 from scunext.errors import shown
 from scunext.losses import DeepSupervisionLoss, build_loss
@@ -375,8 +376,8 @@ def _plan(cfg: TrainConfig, run: RunDir, resume: bool, show_progress: bool, worl
     pairs = discover_pairs(data_root, unpaired="skip" if resume else "error")  # resume: split.json has the ids
     if resume:
         split = run.load_split()
-        known = {p.id for p in pairs}
-        missing = [i for i in split.ids if i not in known]
+        known = {id_key(p.id) for p in pairs}
+        missing = [i for i in split.ids if id_key(i) not in known]
         if missing:
             raise DataError(f"{len(missing)} of the {len(split.ids)} images of this run are not in {data_root} "
                             f"(e.g. {missing[0]}); is it the data the run was trained on?")  # fmt: skip

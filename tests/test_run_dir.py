@@ -783,3 +783,63 @@ def test_cpu_amp_without_native_bfloat16_warns(tmp_path, one_thread, monkeypatch
     with caplog.at_level("WARNING", logger="scunext.engine.trainer"):
         train(tiny_cfg(epochs=1, device="cpu", cpu_amp=True), tmp_path / "r", show_progress=False)
     assert any("no native bfloat16" in r.getMessage() for r in caplog.records)
+
+
+def test_a_lost_torchrun_peer_leaves_the_run_resumable(monkeypatch, tmp_path, one_thread):
+    """When another process of a torchrun job is killed, gloo raises "Connection closed by peer" here: that marked
+    the run failed (the experiment runner then skipped it for good) and showed a traceback. It is an interrupted
+    job: status stays running, one line (TrainingError), and --resume goes on."""
+    from scunext.engine.distributed import DistInfo
+
+    run = tmp_path / "r"
+    train(tiny_cfg(epochs=2), run, show_progress=False, stop_after_epoch=1)
+
+    def lost(*a, **k):
+        raise RuntimeError("[/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+                           "[127.0.0.1]:12345")  # fmt: skip
+
+    two = (DistInfo(rank=0, world_size=2), torch.device("cpu"))
+    monkeypatch.setattr(trainer_mod, "init_distributed", lambda device: two)
+    monkeypatch.setattr(trainer_mod, "_train", lost)
+    monkeypatch.setattr(trainer_mod, "_check_world_size", lambda *a: None)  # (the run trained as 1 process)
+    with pytest.raises(trainer_mod.PeerStopped, match="another process of this torchrun job stopped .*--resume"):
+        train(None, run, resume=True, show_progress=False)
+    assert RunDir(run).status() == "running" and RunDir(run).epochs_done() == 1
+    monkeypatch.undo()
+    assert train(None, run, resume=True, show_progress=False).epochs_done == 2
+
+
+def test_a_resume_refused_for_another_process_count_changes_nothing(monkeypatch, tmp_path, one_thread):
+    """The process-count check ran after the resume was prepared: config.yaml and run.json had recorded a move
+    (num_workers 0 -> 1) that never happened."""
+    from scunext.engine.distributed import DistInfo
+
+    run = tmp_path / "r"
+    train(tiny_cfg(epochs=2), run, show_progress=False, stop_after_epoch=1)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and not p.name.startswith(".")}
+    two = (DistInfo(rank=0, world_size=2), torch.device("cpu"))
+    monkeypatch.setattr(trainer_mod, "init_distributed", lambda device: two)
+    with pytest.raises(RunFolderError, match=r"trained with 1 process\(es\).*\(without torchrun\)"):
+        train(None, run, resume=True, show_progress=False, resume_overrides={"num_workers": 1})
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert after == before
+
+
+def test_dataloader_workers_leave_stop_signals_to_the_main_process():
+    """A worker killed by Ctrl+C/SIGTERM made PyTorch raise "DataLoader worker exited unexpectedly" in place of the
+    interruption, and the run was marked failed: the trainer's workers ignore both signals."""
+    import signal
+
+    from scunext.config import load_config as _load
+    from scunext.engine.distributed import DistInfo
+
+    class Probe(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return torch.tensor([signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+                                 signal.getsignal(signal.SIGTERM) == signal.SIG_IGN])  # fmt: skip
+
+    loader = trainer_mod._loader(Probe(), _load(None, {"num_workers": 1, "batch_size": 2}), False, DistInfo(), None)
+    assert next(iter(loader)).all()

@@ -13,6 +13,7 @@ import copy
 import logging
 import math
 import random
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,15 @@ log = logging.getLogger(__name__)
 
 class TrainingError(RuntimeError):
     """Training failed on its own (a loss or the weights stopped being finite). The message says what is kept."""
+
+
+class PeerStopped(TrainingError):
+    """Another process of a torchrun job stopped (killed, out of memory): this one cannot go on. Not a failure of
+    the run: it stays at its last committed epoch and resumes with the same torchrun command and ``--resume``."""
+
+
+#: what gloo / NCCL say when another process of the job is gone
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
 
 
 @dataclass
@@ -162,6 +172,15 @@ def _check_single_image_batch(model: torch.nn.Module, cfg: TrainConfig, n_train:
                               f"1x1 map) and {where}; use a larger --size or another --batch-size") from None
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl+C and SIGTERM to the main process, which stops them as it unwinds: a worker
+    killed by the signal made PyTorch raise "DataLoader worker exited unexpectedly" in place of the interruption,
+    and the run was marked failed (the experiment runner then skipped it for good). A worker whose parent is gone
+    still exits on its own (PyTorch's watchdog)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _loader(ds, cfg: TrainConfig, shuffle: bool, dist_info: DistInfo, generator: torch.Generator | None):
     """A shuffled loader takes its order from an :class:`_EpochOrder` (DistributedSampler under DDP); the loader's
     own draws (worker seeds) come from ``generator``, not the global RNG."""
@@ -179,6 +198,7 @@ def _loader(ds, cfg: TrainConfig, shuffle: bool, dist_info: DistInfo, generator:
         generator=generator,
         drop_last=False,
         pin_memory=False,
+        worker_init_fn=_ignore_stop_signals if cfg.num_workers else None,
     )
 
 
@@ -313,6 +333,8 @@ def train(
         run.check_new()
     dist_info, device = init_distributed(cfg.device)
     try:
+        if resume:  # before anything is written: a refused resume leaves the folder as it was
+            _check_world_size(run, dist_info.world_size, cfg.batch_size)
         plan = _plan(cfg, run, resume, show_progress and dist_info.is_main, dist_info.world_size)
         if resume:
             if dist_info.is_main:
@@ -329,6 +351,10 @@ def train(
         except (TrainingError, RunFolderError, CheckpointError):
             raise  # a NaN stop already says failed in run.json; a refused resume leaves the folder as it was
         except Exception as exc:
+            if dist_info.enabled and isinstance(exc, RuntimeError) and any(t in str(exc) for t in _PEER_GONE):
+                raise PeerStopped(f"another process of this torchrun job stopped ({type(exc).__name__}: "
+                                  f"{str(exc).strip().splitlines()[0][-160:]}); {run.path} stays at its last "
+                                  "committed epoch: run the same torchrun command with --resume") from exc  # fmt: skip
             if dist_info.is_main:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 run.mark_failed(f"{type(exc).__name__}: {reason}")
@@ -336,6 +362,15 @@ def train(
     finally:
         run.release()  # the writer lock taken by create / prepare_resume (rank 0)
         cleanup_distributed()
+
+
+def _check_world_size(run: RunDir, world_size: int, batch_size: int) -> None:
+    """Each process draws ``batch_size`` images: another process count is another global batch and data order."""
+    saved = run.read_status().get("world_size")
+    if run.epochs_done() >= 1 and isinstance(saved, int) and not isinstance(saved, bool) and saved != world_size:
+        how = f"torchrun --nproc_per_node {saved}" if saved > 1 else "without torchrun"
+        raise RunFolderError(f"cannot resume: {run.path} trained with {saved} process(es) (a global batch of "
+                             f"{saved} x {batch_size}), this is {world_size}; resume with the same number ({how})")
 
 
 #: config fields a resumed run may change (where it runs, not what it trains)
@@ -477,12 +512,8 @@ def _train(
         if int(meta.get("epoch", -1)) != start_epoch - 1:
             raise RunFolderError(f"cannot resume: {run.path}: last.json is epoch {meta.get('epoch')} but "
                                  f"train_state.json epoch {start_epoch - 1}; start the run again")  # fmt: skip
-    saved_world = run.read_status().get("world_size")
-    if start_epoch > 1 and isinstance(saved_world, int) and saved_world != dist_info.world_size:
-        # each process draws --batch-size images: another process count is another global batch and data order
-        raise RunFolderError(f"cannot resume: {run.path} trained with {saved_world} process(es) (a global batch of "
-                             f"{saved_world} x {cfg.batch_size}), this is {dist_info.world_size}; resume with the "
-                             f"same number (torchrun --nproc_per_node {saved_world}, or none for 1)")  # fmt: skip
+    if start_epoch > 1:
+        _check_world_size(run, dist_info.world_size, cfg.batch_size)
     good_epoch = start_epoch - 1
     ddp_model = DistributedDataParallel(model) if dist_info.enabled else model
     if dist_info.is_main:

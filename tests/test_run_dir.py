@@ -843,3 +843,9 @@ def test_dataloader_workers_leave_stop_signals_to_the_main_process():
 
     loader = trainer_mod._loader(Probe(), _load(None, {"num_workers": 1, "batch_size": 2}), False, DistInfo(), None)
     assert next(iter(loader)).all()
+
+
+def test_a_stop_for_another_process_nan_does_not_name_a_finite_loss():
+    """Under DDP the ranks stop together when any loss is NaN; rank 0 wrote its own finite loss as the reason."""
+    assert trainer_mod._stopped_loss(float("nan")) == "nan" and trainer_mod._stopped_loss(float("inf")) == "inf"
+    assert trainer_mod._stopped_loss(1.081) == "non-finite on another process"

@@ -364,6 +364,12 @@ def train(
         cleanup_distributed()
 
 
+def _stopped_loss(own: float) -> str:
+    """What the stop message says the loss became: this process's own value, or, under DDP, that another process's
+    went non-finite (this one's is finite; it used to be reported as the reason)."""
+    return f"{own:.4g}" if not math.isfinite(own) else "non-finite on another process"
+
+
 def _check_world_size(run: RunDir, world_size: int, batch_size: int) -> None:
     """Each process draws ``batch_size`` images: another process count is another global batch and data order."""
     saved = run.read_status().get("world_size")
@@ -550,8 +556,8 @@ def _train(
             if dist_info.enabled:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if finite.item() < 1:
-                raise _stop(run, dist_info, f"the training loss became {float(loss.detach()):.4g} at epoch {epoch}, "
-                            f"step {step}", epoch, good_epoch)  # fmt: skip
+                raise _stop(run, dist_info, f"the training loss became {_stopped_loss(float(loss.detach()))} at "
+                            f"epoch {epoch}, step {step}", epoch, good_epoch)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

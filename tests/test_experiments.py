@@ -340,3 +340,24 @@ def test_a_partial_table2_marks_what_its_means_and_verdicts_rest_on(tmp_path, ca
     full = (docs / "table2.md").read_text()
     assert "| UNeXt | 71.06 | 75.84 | 75.50 | 74.35 | 80.70 | 75.49 | 0.12% | 3.47 | 85.89 / 0.14% | 5/5 |" in full
     assert "‡" not in full
+
+
+def test_an_experiment_started_with_an_ignored_test_fraction_continues_without_it(tmp_path):
+    """--test-fraction with --split csv was ignored, then refused: an experiment folder started before the
+    refusal (its experiment.json holds the value) continues with the flag dropped, instead of being locked out."""
+    import json
+
+    from scunext.config import load_config
+    from scunext.experiments.plan import check_experiment_record
+
+    old = load_config(None, {"split": "csv"}).to_dict()
+    record = {"table": "leaderboard", "seeds": 1, "base_config": {**old, "test_fraction": 0.3}}
+    (tmp_path / "experiment.json").write_text(json.dumps(record))
+    check_experiment_record(tmp_path, {**record, "base_config": old})  # the same experiment, flag dropped
+    with pytest.raises(ValueError, match="other settings .base_config: lr"):
+        check_experiment_record(tmp_path, {**record, "base_config": {**old, "lr": 0.5}})
+    random_split = {**old, "split": "random"}  # where the split uses it, test_fraction still counts
+    (tmp_path / "experiment.json").write_text(json.dumps({**record, "base_config": {**random_split,
+                                                                                   "test_fraction": 0.3}}))
+    with pytest.raises(ValueError, match="test_fraction"):
+        check_experiment_record(tmp_path, {**record, "base_config": random_split})

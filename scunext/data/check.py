@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # (not tqdm.auto: its asyncio class calls iter() on a DataLoader at once)
 
 from scunext.data.dataset import Pair
 from scunext.data.errors import DataError

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # (not tqdm.auto: its asyncio class calls iter() on a DataLoader at once)
 
 from scunext.data import DataError, discover_pairs, read_mask, select_pairs
 from scunext.data.shifts import modality_of, parse_shifts, shift_conditions

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # (not tqdm.auto: its asyncio class calls iter() on a DataLoader at once)
 
 from scunext.data import SegmentationDataset
 from scunext.data.shifts import SHIFTS, apply_shift, image_seed, modality_of, parse_shifts, shift_conditions

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import random
 import signal
 import time
@@ -24,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
-from tqdm.auto import tqdm
+from tqdm import tqdm  # (not tqdm.auto: its asyncio class calls iter() on a DataLoader at once)
 
 from scunext.config import ConfigError, TrainConfig, load_config
 from scunext.data import (
@@ -172,13 +173,18 @@ def _check_single_image_batch(model: torch.nn.Module, cfg: TrainConfig, n_train:
                               f"1x1 map) and {where}; use a larger --size or another --batch-size") from None
 
 
-def _ignore_stop_signals(_worker_id: int) -> None:
-    """DataLoader workers leave Ctrl+C and SIGTERM to the main process, which stops them as it unwinds: a worker
-    killed by the signal made PyTorch raise "DataLoader worker exited unexpectedly" in place of the interruption,
-    and the run was marked failed (the experiment runner then skipped it for good). A worker whose parent is gone
-    still exits on its own (PyTorch's watchdog)."""
+def _quiet_exit(signum, frame) -> None:  # noqa: ANN001
+    os._exit(0)
+
+
+def _worker_stop_signals(_worker_id: int) -> None:
+    """DataLoader workers leave Ctrl+C to the main process and end quietly (exit status 0) on SIGTERM: killed by
+    the signal, as PyTorch's own handler lets a worker be when the signal does not come from its parent, it made
+    the main process raise "DataLoader worker exited unexpectedly" in place of the interruption, and the run was
+    marked failed (the experiment runner then skipped it for good). Ignoring SIGTERM instead hung the exit of a
+    finished run: Python's multiprocessing stops leftover workers with SIGTERM and waits for them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _quiet_exit)
 
 
 def _loader(ds, cfg: TrainConfig, shuffle: bool, dist_info: DistInfo, generator: torch.Generator | None):
@@ -198,7 +204,7 @@ def _loader(ds, cfg: TrainConfig, shuffle: bool, dist_info: DistInfo, generator:
         generator=generator,
         drop_last=False,
         pin_memory=False,
-        worker_init_fn=_ignore_stop_signals if cfg.num_workers else None,
+        worker_init_fn=_worker_stop_signals if cfg.num_workers else None,
     )
 
 

@@ -65,13 +65,23 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _without_unused_test_fraction(base: Any) -> Any:
+    """``test_fraction`` set to its default where the split does not use it (csv, kfold): an experiment started
+    before such a value was refused (it was ignored) continues with the flag dropped."""
+    if isinstance(base, dict) and base.get("split") in ("csv", "kfold"):
+        return {**base, "test_fraction": TrainConfig().test_fraction}
+    return base
+
+
 def check_experiment_record(out_dir: Path, record: dict[str, Any]) -> None:
     """Store the experiment's settings in ``experiment.json``; refuse to continue an experiment with others."""
     path = out_dir / "experiment.json"
     if path.is_file():
         old = read_json(path)
         if isinstance(old.get("base_config"), dict):  # settings added to TrainConfig since: their defaults
-            old["base_config"] = TrainConfig.from_dict(old["base_config"]).to_dict()  # + typed augment
+            old["base_config"] = _without_unused_test_fraction(TrainConfig.from_dict(old["base_config"]).to_dict())
+        if "base_config" in record:
+            record = {**record, "base_config": _without_unused_test_fraction(record["base_config"])}
         if old != record:
             changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
             if "base_config" in changed and isinstance(old.get("base_config"), dict):  # name the settings inside

@@ -251,6 +251,12 @@ def _pairing_hint(no_mask: list[str], by_mask: dict[str, Path], mask_all: list[P
     return ""
 
 
+def missing_ids(pairs: Sequence[Pair], ids: Iterable[str]) -> list[str]:
+    """The ids that no pair has, compared in Unicode normal form C (:func:`~scunext.data.splits.id_key`)."""
+    known = {id_key(p.id) for p in pairs}
+    return [i for i in ids if id_key(i) not in known]
+
+
 def select_pairs(pairs: Sequence[Pair], ids: Iterable[str]) -> list[Pair]:
     """The pairs whose id is in ``ids``, in the order of ``ids``.
 
@@ -261,7 +267,7 @@ def select_pairs(pairs: Sequence[Pair], ids: Iterable[str]) -> list[Pair]:
         raise TypeError(f"ids must be a list of ids, got the string {ids!r}; pass [{ids!r}] for one")
     by_id = {id_key(p.id): p for p in pairs}  # (normal form C: a split written on another system still matches)
     ids = list(ids)
-    missing = [i for i in ids if id_key(i) not in by_id]
+    missing = missing_ids(pairs, ids)
     if missing:
         raise DataError(f"{len(missing)} id(s) not found among the {len(by_id)} pairs: {_examples(missing)}")
     return [by_id[id_key(i)] for i in ids]

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm  # (not tqdm.auto: its asyncio class calls iter() on a DataLoader at once)
 
 from scunext.data import DataError, SegmentationDataset, discover_pairs, select_pairs
-from scunext.data.splits import id_key
+from scunext.data.dataset import missing_ids
 from scunext.deploy.predictor import Predictor
 from scunext.engine.jsonable import jsonable
 from scunext.metrics import SegmentationMeter, dice_score
@@ -101,15 +101,17 @@ def _replace_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]
     atomic_write_text(out / "metrics.json", json.dumps(jsonable(report), indent=2))
 
 
-def _seen_in_training(run: RunDir, pairs: list) -> dict[str, int]:
+def _seen_in_training(run: RunDir, pairs: list, subset: str) -> dict[str, int]:
     """How many of ``pairs`` are in the run's own train and val parts (``--subset all`` on the data it trained on
-    scores images it learnt from or chose its checkpoint on: not a held-out number)."""
+    scores images it learnt from or chose its checkpoint on: not a held-out number); 0 for a part of the split."""
+    if subset != "all":
+        return {"train": 0, "val": 0}
     try:
         split = run.load_split()
     except (OSError, ValueError):  # a released weights folder or an old run without split.json: nothing to compare
         return {"train": 0, "val": 0}
-    keys = {id_key(p.id) for p in pairs}
-    return {part: sum(id_key(i) in keys for i in getattr(split, part)) for part in ("train", "val")}
+    return {part: len(split_ids) - len(missing_ids(pairs, split_ids))
+            for part, split_ids in (("train", split.train), ("val", split.val))}  # fmt: skip
 
 
 def _subset_pairs(run: RunDir, data_root: Path, subset: str):
@@ -120,8 +122,7 @@ def _subset_pairs(run: RunDir, data_root: Path, subset: str):
     ids = getattr(split, subset)
     if not ids:
         raise DataError(f"the run's split has no {subset!r} part; choose another --subset (or 'all')")
-    known = {id_key(p.id) for p in pairs}
-    missing = [i for i in ids if id_key(i) not in known]
+    missing = missing_ids(pairs, ids)
     if missing:
         raise DataError(
             f"{len(missing)} of the {len(ids)} {subset!r} images of this run are not in {data_root} (e.g. "
@@ -170,7 +171,7 @@ def evaluate_run(
     cfg = run.load_config()
     data_root = run.data_root(data, cfg)
     pairs = _subset_pairs(run, data_root, subset)
-    seen = _seen_in_training(run, pairs) if subset == "all" else {"train": 0, "val": 0}
+    seen = _seen_in_training(run, pairs, subset)
     if seen["train"] or seen["val"]:
         log.warning("%d of the %d images scored are in this run's training part and %d in its validation part: "
                     "--subset all on the data it trained on is not a held-out score (metrics.json: "

@@ -41,7 +41,7 @@ from scunext.data import (
     select_pairs,
 )
 from scunext.data.check import check_pairs
-from scunext.data.splits import id_key
+from scunext.data.dataset import missing_ids
 from scunext.engine.distributed import DistInfo, barrier, cleanup_distributed, cpu_has_native_bf16, init_distributed
 from scunext.errors import shown
 from scunext.losses import DeepSupervisionLoss, build_loss
@@ -423,8 +423,7 @@ def _plan(cfg: TrainConfig, run: RunDir, resume: bool, show_progress: bool, worl
     pairs = discover_pairs(data_root, unpaired="skip" if resume else "error")  # resume: split.json has the ids
     if resume:
         split = run.load_split()
-        known = {id_key(p.id) for p in pairs}
-        missing = [i for i in split.ids if id_key(i) not in known]
+        missing = missing_ids(pairs, split.ids)
         if missing:
             raise DataError(f"{len(missing)} of the {len(split.ids)} images of this run are not in {data_root} "
                             f"(e.g. {missing[0]}); is it the data the run was trained on?")  # fmt: skip
@@ -524,8 +523,6 @@ def _train(
         if int(meta.get("epoch", -1)) != start_epoch - 1:
             raise RunFolderError(f"cannot resume: {run.path}: last.json is epoch {meta.get('epoch')} but "
                                  f"train_state.json epoch {start_epoch - 1}; start the run again")  # fmt: skip
-    if start_epoch > 1:
-        _check_world_size(run, dist_info.world_size, cfg.batch_size)
     good_epoch = start_epoch - 1
     ddp_model = DistributedDataParallel(model) if dist_info.enabled else model
     if dist_info.is_main:

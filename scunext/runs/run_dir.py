@@ -269,7 +269,7 @@ class RunDir:
         return load_config(self.config_file)
 
     def save_config(self, cfg: TrainConfig) -> None:
-        atomic_write_text(self.config_file, _yaml(cfg))
+        atomic_write_text(self.config_file, cfg.to_yaml())
 
     def load_split(self) -> Split:
         return Split.from_json(self.split_file)
@@ -300,8 +300,9 @@ class RunDir:
         quality calibration is tied to. A file that differs from the run's commit record is refused first
         (:class:`CheckpointError`, as when loading it)."""
         stem = self.checkpoint_stem(which)
-        self._check_recorded(which)
-        return _digest(stem.with_suffix(".safetensors"))["sha256"]
+        self._check_recorded(which)  # (hashes the file against the record: then the record's hash is the file's)
+        recorded = ((self._commit() or {}).get("files") or {}).get(f"{which}.safetensors")
+        return recorded["sha256"] if recorded else _digest(stem.with_suffix(".safetensors"))["sha256"]
 
     def load_model(self, which: str = "best", cfg: TrainConfig | None = None):
         """The model of checkpoint ``which`` and its metadata, refused (:class:`CheckpointError`, one line) when its
@@ -397,7 +398,7 @@ class RunDir:
         new = RunDir(tmp)
         new.acquire()  # the lock goes with the folder through the rename below
         try:
-            write_file(new.config_file, _yaml(cfg).encode())
+            write_file(new.config_file, cfg.to_yaml().encode())
             write_file(new.split_file, (json.dumps(split.to_dict(), indent=2) + "\n").encode())
             first = {"status": "running", "epochs": cfg.epochs, "epochs_done": 0, **status,
                      "commit": {"epoch": 0, "files": {}}}  # fmt: skip
@@ -559,9 +560,9 @@ class RunDir:
         ``--resume`` refuses the edited file."""
         rec = self._commit() or {"epoch": 0, "files": {}}
         settings = self._settings()
-        trained = self._settings(_yaml(config)) if config is not None else None
+        trained = self._settings(config.to_yaml()) if config is not None else None
         try:  # the file as the trainer would read it (an old file's missing keys and partial mappings filled in)
-            on_disk = self._settings(_yaml(load_config(self.config_file))) if trained is not None else None
+            on_disk = self._settings(load_config(self.config_file).to_yaml()) if trained is not None else None
         except (ValueError, OSError):  # not a readable config any more: --resume refuses it (verify / load_config)
             on_disk = None
         if isinstance(settings, dict) and isinstance(trained, dict) and isinstance(on_disk, dict):
@@ -619,5 +620,3 @@ def _log_text(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _yaml(cfg: TrainConfig) -> str:
-    return cfg.to_yaml()

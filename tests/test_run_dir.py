@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from scunext.config import load_config
+from scunext.config import ConfigError, load_config
 from scunext.data import DataError, sample_dir
 from scunext.engine import trainer as trainer_mod
 from scunext.engine.trainer import TrainingError, train
@@ -849,3 +849,51 @@ def test_a_stop_for_another_process_nan_does_not_name_a_finite_loss():
     """Under DDP the ranks stop together when any loss is NaN; rank 0 wrote its own finite loss as the reason."""
     assert trainer_mod._stopped_loss(float("nan")) == "nan" and trainer_mod._stopped_loss(float("inf")) == "inf"
     assert trainer_mod._stopped_loss(1.081) == "non-finite on another process"
+
+
+def test_other_torchrun_processes_stop_with_process_0s_refusal(monkeypatch, tmp_path, one_thread):
+    """Only process 0 checks the checkpoints and takes the lock (prepare_resume / create); the others waited for it
+    at a barrier and, when it exited with its one-line refusal, failed with a gloo "Connection closed by peer"
+    traceback. Now process 0 sends its refusal (or None) and the others stop with it as one line."""
+    from scunext.engine.distributed import DistInfo
+
+    run = tmp_path / "r"
+    train(tiny_cfg(epochs=2), run, show_progress=False, stop_after_epoch=1)
+    damaged = run / "last.safetensors"
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    sent = []
+    monkeypatch.setattr(trainer_mod, "_check_world_size", lambda *a: None)  # (the run trained as 1 process)
+    monkeypatch.setattr(trainer_mod, "broadcast_object", lambda obj: sent.append(obj) or obj)
+    monkeypatch.setattr(trainer_mod, "init_distributed", lambda device: (DistInfo(0, 2), torch.device("cpu")))
+    with pytest.raises(RunFolderError, match="last.safetensors differs from the epoch-1 commit") as refused:
+        train(None, run, resume=True, show_progress=False)
+    assert sent == [str(refused.value)]  # process 0 told the others before raising
+
+    reason = "r: last.safetensors differs from the epoch-1 commit record"
+    monkeypatch.setattr(trainer_mod, "broadcast_object", lambda obj: reason)  # what process 0 sent
+    monkeypatch.setattr(trainer_mod, "init_distributed", lambda device: (DistInfo(1, 2), torch.device("cpu")))
+    monkeypatch.setattr(trainer_mod, "_train", lambda *a: pytest.fail("process 1 trained without process 0"))
+    with pytest.raises(trainer_mod.StartRefused, match=f"^process 0 of this torchrun job did not start the run: "
+                                                       f"{reason}$"):  # fmt: skip
+        train(None, run, resume=True, show_progress=False)
+    assert isinstance(trainer_mod.StartRefused("x"), RunFolderError)  # the CLI's one-line exit 2
+
+    monkeypatch.setattr(trainer_mod, "broadcast_object", lambda obj: None)  # process 0 started it: train on
+    monkeypatch.setattr(trainer_mod, "_train", lambda *a: "trained")
+    assert train(None, run, resume=True, show_progress=False) == "trained"
+
+
+def test_more_torchrun_processes_than_training_images_is_refused(monkeypatch, tmp_path, one_thread):
+    """DistributedSampler pads a short share with repeats: 5 processes on 4 training images trained one image twice
+    an epoch without a word."""
+    from scunext.engine.distributed import DistInfo
+
+    monkeypatch.setattr(trainer_mod, "init_distributed", lambda device: (DistInfo(0, 5), torch.device("cpu")))
+    with pytest.raises(ConfigError, match=r"^5 processes but 4 training image\(s\).*--nproc_per_node 4$"):
+        train(tiny_cfg(max_train_images=4), tmp_path / "r", show_progress=False)
+    assert not (tmp_path / "r").exists()
+    monkeypatch.setattr(trainer_mod, "init_distributed", lambda device: (DistInfo(0, 4), torch.device("cpu")))
+    monkeypatch.setattr(trainer_mod, "broadcast_object", lambda obj: obj)
+    monkeypatch.setattr(trainer_mod, "_train", lambda *a: "trained")
+    assert train(tiny_cfg(max_train_images=4), tmp_path / "r", show_progress=False) == "trained"

@@ -42,7 +42,14 @@ from scunext.data import (
 )
 from scunext.data.check import check_pairs
 from scunext.data.dataset import missing_ids
-from scunext.engine.distributed import DistInfo, barrier, cleanup_distributed, cpu_has_native_bf16, init_distributed
+from scunext.engine.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_object,
+    cleanup_distributed,
+    cpu_has_native_bf16,
+    init_distributed,
+)
 from scunext.errors import shown
 from scunext.losses import DeepSupervisionLoss, build_loss
 from scunext.metrics import SegmentationMeter
@@ -74,6 +81,16 @@ class TrainingError(RuntimeError):
 class PeerStopped(TrainingError):
     """Another process of a torchrun job stopped (killed, out of memory): this one cannot go on. Not a failure of
     the run: it stays at its last committed epoch and resumes with the same torchrun command and ``--resume``."""
+
+
+class StartRefused(RunFolderError):
+    """Under torchrun, process 0 (the writer) could not create or resume the run folder; the other processes stop
+    with its reason instead of waiting for it."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 #: what gloo / NCCL say when another process of the job is gone
@@ -342,16 +359,26 @@ def train(
         if resume:  # before anything is written: a refused resume leaves the folder as it was
             _check_world_size(run, dist_info.world_size, cfg.batch_size)
         plan = _plan(cfg, run, resume, show_progress and dist_info.is_main, dist_info.world_size)
-        if resume:
-            if dist_info.is_main:
-                start = run.prepare_resume()
-                if moved:
-                    run.record_move(old, plan.cfg, moved)
-                    log.info("run %s continues with %s", run.path, ", ".join(f"{k}={v}" for k, v in moved.items()))
-                log.info("resuming %s after epoch %d/%d", run.path, start, plan.cfg.epochs)
-        elif dist_info.is_main:
-            run.create(plan.cfg, plan.split, model=plan.cfg.model, data=str(plan.data_root))
-        barrier()
+        refusal: Exception | None = None
+        if dist_info.is_main:
+            try:
+                if resume:
+                    start = run.prepare_resume()
+                    if moved:
+                        run.record_move(old, plan.cfg, moved)
+                        log.info("run %s continues with %s", run.path, ", ".join(f"{k}={v}" for k, v in moved.items()))
+                    log.info("resuming %s after epoch %d/%d", run.path, start, plan.cfg.epochs)
+                else:
+                    run.create(plan.cfg, plan.split, model=plan.cfg.model, data=str(plan.data_root))
+            except Exception as exc:
+                refusal = exc
+        # every process learns whether process 0 could start the run: with a bare barrier the others waited for it
+        # and, when it exited with its one-line refusal (e.g. a damaged checkpoint), failed with a gloo traceback
+        refused = broadcast_object(None if refusal is None else _first_line(refusal))
+        if refusal is not None:
+            raise refusal
+        if refused:
+            raise StartRefused(f"process 0 of this torchrun job did not start the run: {refused}")
         try:
             return _train(plan, run, resume, show_progress, dist_info, device, stop_after_epoch)
         except (TrainingError, RunFolderError, CheckpointError):
@@ -362,8 +389,7 @@ def train(
                                   f"{str(exc).strip().splitlines()[0][-160:]}); {run.path} stays at its last "
                                   "committed epoch: run the same torchrun command with --resume") from exc  # fmt: skip
             if dist_info.is_main:
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                run.mark_failed(f"{type(exc).__name__}: {reason}")
+                run.mark_failed(f"{type(exc).__name__}: {_first_line(exc)}")
             raise
     finally:
         run.release()  # the writer lock taken by create / prepare_resume (rank 0)
@@ -447,6 +473,9 @@ def _plan(cfg: TrainConfig, run: RunDir, resume: bool, show_progress: bool, worl
         fit = max(divisor, round(cfg.size / divisor) * divisor)
         raise ConfigError(f"size {cfg.size} does not fit {cfg.model}: it needs a multiple of {divisor} "
                           f"(e.g. --size {fit})")  # fmt: skip
+    if world_size > len(split.train):  # DistributedSampler would pad with repeats: an image trained twice an epoch
+        raise ConfigError(f"{world_size} processes but {len(split.train)} training image(s): each process needs one "
+                          f"of its own; use at most torchrun --nproc_per_node {len(split.train)}")  # fmt: skip
     _check_single_image_batch(model, cfg, -(-len(split.train) // world_size))  # each rank's share (padded)
     try:
         loss_fn = DeepSupervisionLoss(build_loss(cfg.loss, **cfg.loss_args))  # + auxiliary terms (deep supervision)

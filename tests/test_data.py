@@ -691,6 +691,13 @@ def test_csv_split_on_isic_sample(tmp_path: Path) -> None:
         csv_split(folder / "splits.csv", "fold")
     with pytest.raises(DataError, match="not listed in the CSV: ISIC_9999999"):
         csv_split(folder / "splits.csv", ids=["ISIC_9999999"])
+    named = tmp_path / "named.csv"  # file names where ids belong: the message said only "not listed"
+    named.write_text("image_id,isic2017_split\nA.jpg,train\nB.png,test\n")
+    with pytest.raises(DataError, match=r"2 id\(s\) are not listed in the CSV: A, B; the CSV lists file names "
+                                        r"\('A\.jpg' for id 'A'\): an id is the file name without its extension$"):
+        csv_split(named, ids=["A", "B"])
+    with pytest.raises(DataError, match=r"not listed in the CSV: C$"):  # no hint where no file name matches
+        csv_split(named, ids=["A.jpg", "C"])
     bad = tmp_path / "bad.csv"
     bad.write_text("image_id,isic2017_split\nA,train\nB,holdout\nC,test\n")
     with pytest.raises(

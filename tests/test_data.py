@@ -265,6 +265,21 @@ def test_entries_left_out_of_a_dataset_are_announced(tmp_path: Path, caplog) -> 
     assert "left out" not in caplog.text
 
 
+def test_files_that_are_not_images_or_masks_are_named_with_the_reason(tmp_path: Path, caplog) -> None:
+    """A file in images/ that has no image extension and no DICOM preamble (an export's IM000002 that is not
+    DICOM, notes.txt), or a mask that is not PNG, is skipped with a warning that says why."""
+    root = _make_folder(tmp_path / "d", ["a", "b"])
+    (root / "images" / "IM000002").write_bytes(b"\0" * 200)  # extensionless, no DICM at byte 128
+    (root / "images" / "notes.txt").write_text("x")
+    (root / "masks" / "c.jpg").write_bytes(b"\xff\xd8")
+    with caplog.at_level("WARNING", logger="scunext.data.dataset"):
+        assert [p.id for p in discover_pairs(root)] == ["a", "b"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(m.endswith("images: skipped 2 file(s), neither an image type (.png, .jpg, .jpeg, .bmp, .tif, .tiff, "
+                          ".dcm) nor DICOM (no DICM preamble): IM000002, notes.txt") for m in lines), lines
+    assert any(m.endswith("masks: skipped 1 file(s), not PNG masks: c.jpg") for m in lines), lines
+
+
 def test_csv_ids_that_are_not_on_disk_are_announced(tmp_path: Path, caplog) -> None:
     path = tmp_path / "splits.csv"
     path.write_text("image_id,isic2017_split\na,train\nb,test\nmissing1,test\nmissing2,val\n")

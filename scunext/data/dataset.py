@@ -200,12 +200,12 @@ def discover_pairs(
         others = [f.name for f in mask_all]
         hint = f"; found {_examples(others)}, but masks must be PNG (lossless)" if others else ""
         raise DataError(f"{mask_dir}: no mask files (.png) found{hint}")
-    for folder, all_files, kept in ((image_dir, image_all, image_files), (mask_dir, mask_all, mask_files)):
+    not_images = f"neither an image type ({', '.join(IMAGE_EXTENSIONS)}) nor DICOM (no DICM preamble)"
+    for folder, all_files, kept, why in ((image_dir, image_all, image_files, not_images),
+                                         (mask_dir, mask_all, mask_files, "not PNG masks")):  # fmt: skip
         skipped = sorted({f.name for f in all_files} - {f.name for f in kept})
         if skipped:
-            logger.warning(
-                "%s: skipped %d file(s) with an unsupported extension: %s", folder, len(skipped), _examples(skipped)
-            )
+            logger.warning("%s: skipped %d file(s), %s: %s", folder, len(skipped), why, _examples(skipped))
 
     by_image = _index(image_files, image_dir, id_of=image_id)
     by_mask = _index(mask_files, mask_dir, mask_suffix)

@@ -486,8 +486,8 @@ def csv_split(
             with_suffix = {k.rsplit(".", 1)[0]: k for k in seen if "." in k}  # 'ISIC_1.jpg' listed for id ISIC_1
             found = [with_suffix[id_key(m)] for m in missing if id_key(m) in with_suffix]
             if found:
-                hint = (f"; the CSV lists file names ({found[0]!r} for id {found[0].rsplit('.', 1)[0]!r}): an id is the "
-                        f"file name without its extension")  # fmt: skip
+                hint = (f"; the CSV lists file names ({found[0]!r} for id {found[0].rsplit('.', 1)[0]!r}): an id is "
+                        f"the file name without its extension")  # fmt: skip
             raise DataError(f"{path}: {len(missing)} id(s) are not listed in the CSV: {_examples(missing)}{hint}")
     if absent:  # a partial download, or a CSV of a larger dataset: the parts are smaller than the CSV says
         logger.warning("%s: %d id(s) listed for a part are not among the dataset's images and are left out: %s",

@@ -88,6 +88,13 @@ def test_table2_end_to_end(tmp_path):
     assert [float(x) for x in paired[full]["per_group_differences"].split(";")] == pytest.approx(per_fold, abs=1e-6)
     assert paired["skip"]["groups"] == "8" and paired["skip"]["n_images"] == "80"  # 4 pairs x 2 folds x 10 images
     assert "| component |" in md and "| skip |" in md
+    # the fold-level test beside the per-image one: in how many folds the row is ahead, and p over the fold means
+    from scunext.metrics.paired import wilcoxon_p
+
+    line = next(x for x in md.splitlines() if x.startswith(f"| {full} | ") and "[" in x)
+    ahead = sum(d > 0 for d in per_fold)
+    assert line.endswith(f"| {ahead} of 2 | {wilcoxon_p(__import__('numpy').array(per_fold)):.3g} |"), line
+    assert "over the 2 folds of one configuration the Wilcoxon p cannot fall below 0.5" in md
 
 
 def test_table1_shards_share_one_folder(tmp_path, capsys):
@@ -231,7 +238,7 @@ def test_leaderboard_bad_input(tmp_path, capsys, extra, message):
     assert not (out / "runs").exists()
 
 
-def test_leaderboard_end_to_end(tmp_path, capsys):
+def test_leaderboard_end_to_end(tmp_path, capsys, monkeypatch):
     """Two models on the official split of the ISIC sample, 2 seeds: every row against SC-UNeXt on the same test
     images, latency measured once and cached, plot and CSVs written; a second call trains and measures nothing."""
     out = tmp_path / "lb"
@@ -277,6 +284,19 @@ def test_leaderboard_end_to_end(tmp_path, capsys):
     marks = {(r["model"], r["seed"]): r["differs_from_budget"] for r in rows}
     assert marks == {("unext_s", "seed 0"): "", ("unext_s", "seed 1"): "cpu_amp=True", ("sc_unext", "seed 0"): "",
                      ("sc_unext", "seed 1"): ""}  # fmt: skip
+    # a row still missing a seed: the plot names it (its mean is of fewer seeds than the others'), and the CSV
+    # names no run folder for the missing one (it named the report-only --out's planned folder)
+    import shutil as _shutil
+
+    from scunext.experiments import leaderboard as lb_mod
+
+    plotted = []
+    monkeypatch.setattr(lb_mod, "_plot", lambda path, names, *a: plotted.append(names))
+    _shutil.rmtree(out / "runs" / "unext_s-seed-1")
+    assert main([*argv, "--report-only"]) == 0
+    assert plotted == [["unext_s, 1/2 seeds", "sc_unext"]]
+    runs = {(r["model"], r["seed"]): r["run"] for r in csv.DictReader((out / "leaderboard.csv").open())}
+    assert runs[("unext_s", "seed 1")] == "" and all(runs[k] for k in runs if k != ("unext_s", "seed 1"))
 
 
 def test_pareto_front():

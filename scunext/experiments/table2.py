@@ -6,10 +6,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from scunext.config import TrainConfig, apply_overrides
 from scunext.experiments.plan import PlannedRun, check_count, slug
 from scunext.experiments.report import bar_plot, budget_line, deviation_notes, mean_sd, pct, per_image_dice, write_csv
-from scunext.metrics.paired import PairedResult, paired_comparison
+from scunext.metrics.paired import PairedResult, paired_comparison, wilcoxon_p
 from scunext.runs.durable import atomic_write_text
 
 __all__ = ["TABLE2_CONFIGS", "PAPER_TABLE2", "COMPONENTS", "table2_plan", "summarize_table2", "edge_loss_line",
@@ -79,12 +81,20 @@ def component_effects(
     return out
 
 
-def paired_markdown(rows: list[tuple[str, PairedResult]], first: str) -> list[str]:
-    """Markdown rows ``| first | Δ [CI] | p | n images (groups) | verdict |`` for labelled paired results."""
-    md = [f"| {first} | Δ Dice [95 % CI] | Wilcoxon p | image pairs (groups) | verdict |", "|---|---:|---:|---:|---|"]
+def paired_markdown(rows: list[tuple[str, PairedResult]], first: str, per_group: str | None = None) -> list[str]:
+    """Markdown rows ``| first | Δ [CI] | p | n images (groups) | verdict |`` for labelled paired results; with
+    ``per_group`` (e.g. ``"fold"``) also the group-level test: in how many groups the mean difference is positive,
+    and the Wilcoxon p over the groups' mean differences."""
+    extra = f" {per_group}s with Δ > 0 | Wilcoxon p over {per_group}s |" if per_group else ""
+    md = [f"| {first} | Δ Dice [95 % CI] | Wilcoxon p | image pairs (groups) | verdict |{extra}",
+          "|---|---:|---:|---:|---|" + ("---:|---:|" if per_group else "")]  # fmt: skip
     for label, r in rows:
+        cells = ""
+        if per_group:
+            cells = (f" {sum(d > 0 for d in r.per_group)} of {len(r.per_group)} | "
+                     f"{wilcoxon_p(np.array(r.per_group)):.3g} |")  # fmt: skip
         md.append(f"| {label} | {100 * r.mean_difference:+.2f} [{100 * r.ci_low:+.2f}, {100 * r.ci_high:+.2f}] | "
-                  f"{r.p_value:.3g} | {r.n_images} ({r.n_groups}) | {r.verdict} |")  # fmt: skip
+                  f"{r.p_value:.3g} | {r.n_images} ({r.n_groups}) | {r.verdict} |{cells}")  # fmt: skip
     return md
 
 
@@ -162,11 +172,18 @@ def summarize_table2(results: list[dict[str, Any]], out_dir: Path, base: TrainCo
     if paired:
         md += ["", "Each configuration against UNeXt, per image on the same held-out images (folds are the groups; "
                "the verdict names a winner only when the 95 % CI excludes 0 and p < 0.05):", ""]  # fmt: skip
-        md += paired_markdown(paired, "configuration")
+        md += paired_markdown(paired, "configuration", per_group="fold")
     if effects:
         md += ["", "Per component: every pair of configurations that differ only by it (e.g. skip: UNeXt vs skip, "
-               "edge loss vs edge loss+skip, ...), per image:", ""]  # fmt: skip
-        md += paired_markdown(effects, "component")
+               "edge loss vs edge loss+skip, ...), per image; the last two columns test the (pair, fold) means:",
+               ""]  # fmt: skip
+        md += paired_markdown(effects, "component", per_group="fold")
+    if paired or effects:
+        floor = 2 / 2 ** len(columns)  # the smallest exact two-sided signed-rank p over n groups
+        md += ["", f"The verdicts are the per-image tests'. Per fold: the mean per-image difference of each fold "
+               f"(table2_paired.csv); over the {len(columns)} folds of one configuration the Wilcoxon p cannot fall "
+               f"below {floor:.3g} (exact, two-sided)" + (", so folds alone can never show a difference." if floor
+                                                          >= 0.05 else ".")]  # fmt: skip
     write_csv(out_dir / "table2_paired.csv", [
         {"comparison": "vs UNeXt" if label in rows else "component", "label": label, "n_images": r.n_images,
          "groups": r.n_groups, "mean_difference": r.mean_difference, "ci_low": r.ci_low, "ci_high": r.ci_high,

@@ -15,21 +15,40 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
+from scunext.deploy.onnx_export import min_onnx_side
 from scunext.deploy.runtimes import ENGINES, make_runner
 from scunext.engine.distributed import cpu_has_native_bf16
 from scunext.hostinfo import cpu_name
 from scunext.losses import DeepSupervisionLoss
 from scunext.models import create_model
-from scunext.profiling import check_threads, count_macs, count_params
+from scunext.profiling import check_threads, count_macs, count_params, p90
 
-__all__ = ["BenchmarkConfig", "run_benchmark", "matmul_gflops", "peak_inference_memory_mb"]
+__all__ = ["BenchmarkConfig", "BenchmarkMemoryError", "run_benchmark", "matmul_gflops", "peak_inference_memory_mb"]
 
 log = logging.getLogger(__name__)
+
+
+class BenchmarkMemoryError(ValueError):
+    """A batch of the benchmark (throughput at batch 8/32, training at batch 8) does not fit in this machine's memory
+    at the asked size."""
+
+
+@contextmanager
+def _fits(what: str, size: int):
+    """Turn an allocation failure of one benchmark step into a one-line :class:`BenchmarkMemoryError` naming it."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc):
+            raise
+        raise BenchmarkMemoryError(f"{what} at --size {size} does not fit in this machine's memory "
+                                   f"({type(exc).__name__}); use a smaller --size") from None  # fmt: skip
 
 
 @dataclass
@@ -172,6 +191,12 @@ def run_benchmark(cfg: BenchmarkConfig, progress=None) -> dict[str, Any]:
 def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
     say = progress or (lambda msg: log.info("%s", msg))
     entries = [(cfg.baseline, "torch")] + [(cfg.model, e) for e in cfg.engines]
+    models = {name: create_model(name, in_channels=cfg.in_channels).eval() for name in (cfg.baseline, cfg.model)}
+    for name, engine in entries:  # before anything is built or timed (the run stopped there after minutes)
+        low = min_onnx_side(models[name]) if engine.startswith("onnxruntime") else 0
+        if cfg.size < low:
+            raise ValueError(f"--size {cfg.size}: the onnxruntime engines need H and W >= {low} for {name}; use a "
+                             f"larger --size, or --engines torch,torch-fused")  # fmt: skip
     runners, info = {}, {}
     for name, engine in entries:
         model = create_model(name, in_channels=cfg.in_channels).eval()
@@ -190,9 +215,10 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
                 run(one)
             lat[key] += _time(run, one, cfg.latency_runs)
             for b in cfg.throughput_batches:
-                xb = torch.randn(b, cfg.in_channels, cfg.size, cfg.size)
-                run(xb)
-                ms = statistics.median(_time(run, xb, 2))
+                with _fits(f"the throughput step of {key[0]} on {key[1]} (a batch of {b})", cfg.size):
+                    xb = torch.randn(b, cfg.in_channels, cfg.size, cfg.size)
+                    run(xb)
+                    ms = statistics.mean(_time(run, xb, 2))  # this round's figure: the mean of 2 timed batches
                 thr.setdefault((*key, b), []).append(b / ms * 1e3)
     # training: eager NCHW (the baseline's reference), the channels_last layout (the default of ``scunext train``)
     # and, on a CPU with native bfloat16, channels_last under bfloat16 autocast (``--cpu-amp``)
@@ -205,9 +231,10 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
         for key in train_keys:
             name, cl, bf16 = key
             say(f"training round {r + 1}/{cfg.rounds}: {name} {_train_label(cl, bf16)}")
-            train[key] += _train_step_ms(
-                name, cfg.in_channels, cfg.size, cfg.train_batch, cfg.train_steps, channels_last=cl, bf16=bf16
-            )
+            with _fits(f"the training step of {name} (a batch of {cfg.train_batch})", cfg.size):
+                train[key] += _train_step_ms(
+                    name, cfg.in_channels, cfg.size, cfg.train_batch, cfg.train_steps, channels_last=cl, bf16=bf16
+                )
     gflops = matmul_gflops(cfg.threads)
 
     base_key = (cfg.baseline, "torch")
@@ -224,7 +251,7 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
             "params": info[name]["params"],
             "gmacs": round(info[name]["macs"] / 1e9, 4),
             "latency_ms_median": round(med, 3),
-            "latency_ms_p90": round(_p90(times), 3),
+            "latency_ms_p90": round(p90(times), 3),
             "latency_ratio_to_baseline": round(med / base_lat, 3),
             "compute_floor_ms": round(flops / (gflops * 1e9) * 1e3, 3),
             "fraction_of_floor": round(flops / (gflops * 1e9) * 1e3 / med, 5),
@@ -240,6 +267,10 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
                 peak_inference_memory_mb(name, engine, cfg.in_channels, cfg.size, 8, cfg.threads), 1
             )
         rows.append(row)
+    if cfg.memory:  # the baseline's row is the first
+        base_mem = rows[0]["peak_memory_mb_b8"]
+        for row in rows:
+            row["peak_memory_ratio"] = round(row["peak_memory_mb_b8"] / base_mem, 3) if base_mem > 0 else None
     base_train = cfg.train_batch / statistics.median(train[(cfg.baseline, False, False)]) * 1e3
     training = []
     for (name, cl, bf16), times in train.items():
@@ -258,6 +289,9 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
             "mac_counter": "torch.utils.flop_counter FLOPs / 2; floor = 2*MACs / measured 1024^3 GEMM GFLOP/s",
             "memory": "peak RSS growth while running a batch of 8 over a warm process (sampled, subprocess)",
             "timing": f"median of {cfg.rounds} interleaved rounds x {cfg.latency_runs} runs after warm-up",
+            "throughput_timing": f"median over {cfg.rounds} rounds of the mean of 2 timed batches after 1 warm-up "
+                                 "batch",
+            "training_timing": f"median over {cfg.rounds} rounds x {cfg.train_steps} steps after 2 warm-up steps",
             "latency_batch": 1,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
             "load_avg_1min_at_end": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
@@ -265,12 +299,6 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
         "inference": rows,
         "training": training,
     }
-
-
-def _p90(times: list[float]) -> float:
-    """90th percentile, linear between the two nearest runs (``times[int(0.9 * (n - 1))]`` was the median for
-    three runs)."""
-    return statistics.quantiles(times, n=10, method="inclusive")[-1] if len(times) > 1 else times[0]
 
 
 def _ort_version() -> str | None:
@@ -287,14 +315,15 @@ def format_report(report: dict[str, Any]) -> str:
     ctx = report["context"]
     bs = report["config"]["throughput_batches"]
     head = f"{'model':<10} {'engine':<16} {'lat ms':>8} {'p90':>7} {'x base':>7} {'floor %':>8}"
-    head += "".join(f" {'b' + str(b) + ' img/s':>11} {'x base':>7}" for b in bs) + f" {'mem MiB':>7}"
+    head += "".join(f" {'b' + str(b) + ' img/s':>11} {'x base':>7}" for b in bs) + f" {'mem MiB':>7} {'x base':>7}"
     lines = [head]
     for r in report["inference"]:
         line = (f"{r['model']:<10} {r['engine']:<16} {r['latency_ms_median']:>8.2f} {r['latency_ms_p90']:>7.2f} "
                 f"{r['latency_ratio_to_baseline']:>7.3f} {100 * r['fraction_of_floor']:>7.1f}%")  # fmt: skip
         line += "".join(f" {r[f'throughput_b{b}_img_s']:>11.1f} {r[f'throughput_b{b}_ratio']:>7.3f}" for b in bs)
         mem = r.get("peak_memory_mb_b8")  # absent with --no-memory: not measured, shown as '-' (not nan)
-        line += f" {'-' if mem is None else f'{mem:.1f}':>7}"
+        ratio = r.get("peak_memory_ratio")
+        line += f" {'-' if mem is None else f'{mem:.1f}':>7} {'-' if ratio is None else f'{ratio:.3f}':>7}"
         lines.append(line)
     lines.append("")
     head = f"training img/s (batch {report['config']['train_batch']})"
@@ -306,7 +335,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"input {ctx['input']}, {ctx['precision']}, {ctx['threads']} threads, torch {ctx['torch']}, "
                  f"onnxruntime {ctx['onnxruntime']}, {ctx['cpu']}; GEMM {ctx['matmul_gflops']} GFLOP/s")  # fmt: skip
-    lines.append(f"baseline: {ctx['baseline']}; {ctx['timing']}")
+    lines.append(f"baseline: {ctx['baseline']}; latency: {ctx['timing']}")
+    if "throughput_timing" in ctx:
+        lines.append(f"throughput: {ctx['throughput_timing']}; training: {ctx['training_timing']}")
     lines.append(f"latency: batch {ctx.get('latency_batch', 1)}; floor %: compute floor / median latency, "
                  f"{ctx['mac_counter']}; mem: {ctx['memory']}")  # fmt: skip
     lines.append(f"OMP_WAIT_POLICY={ctx.get('omp_wait_policy', 'unset')}, load average at the end "

@@ -60,6 +60,12 @@ def check_threads(threads: int | None, flag: str = "--threads") -> None:
                          f"{os.cpu_count()} CPUs)")  # fmt: skip
 
 
+def p90(times: list[float]) -> float:
+    """90th percentile, linear between the two nearest runs (as ``scunext benchmark``: a nearest-rank pick was the
+    maximum for three runs and the median's neighbour for few)."""
+    return statistics.quantiles(times, n=10, method="inclusive")[-1] if len(times) > 1 else times[0]
+
+
 def measure_latency(
     model: nn.Module, input_shape: tuple[int, ...], warmup: int = 5, repeats: int = 20, threads: int | None = None
 ) -> dict[str, float]:
@@ -92,7 +98,7 @@ def measure_latency(
     times.sort()
     return {
         "median_ms": statistics.median(times),
-        "p90_ms": times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))],
+        "p90_ms": p90(times),
         "min_ms": times[0],
         "threads": used,
     }
@@ -106,13 +112,16 @@ class ProfileResult:
     params: int
     macs: int
     gmacs: float
-    latency_ms: float | None
+    latency_ms: float | None  # the median of ``latency_repeats`` timed runs after ``latency_warmup`` untimed ones
     latency_p90_ms: float | None
     input_shape: list[int]
     threads: int
     torch_version: str
     cpu: str
     mac_counter: str = MAC_COUNTER
+    latency_stat: str | None = None
+    latency_repeats: int | None = None
+    latency_warmup: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,6 +156,9 @@ def profile_model(
         threads=lat["threads"] if lat else (threads or torch.get_num_threads()),
         torch_version=torch.__version__,
         cpu=cpu_name(),
+        latency_stat="median" if lat else None,
+        latency_repeats=repeats if lat else None,
+        latency_warmup=warmup if lat else None,
     )
 
 

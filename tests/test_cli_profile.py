@@ -23,6 +23,16 @@ def test_profile_json_console_script():
     assert {"params", "gmacs", "latency_ms"} <= set(data)
     assert data["params"] == 253_345 and data["latency_ms"] > 0
     assert data["input_shape"] == [1, 3, 256, 256] and data["threads"] >= 1 and data["torch_version"]
+    # what latency_ms is a statistic of (the JSON said only "latency_ms")
+    assert (data["latency_stat"], data["latency_repeats"], data["latency_warmup"]) == ("median", 2, 1)
+
+
+def test_profile_table_names_its_timing(capsys):
+    assert main(["profile", "--model", "unext_s", "--size", "64", "--repeats", "3", "--warmup", "1"]) == 0
+    assert "latency: median and p90 (interpolated) of 3 runs after 1 warm-up runs" in capsys.readouterr().out
+    assert main(["profile", "--model", "unext_s", "--size", "64", "--no-latency", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["latency_ms"] is None and data["latency_repeats"] is None and data["latency_stat"] is None
 
 
 def test_profile_all_table(capsys):
@@ -47,6 +57,9 @@ def test_profile_in_channels_json(capsys):
         (["profile", "--model", "unext_s", "--size", "250", "--no-latency"], "divisible by 32"),
         (["profile", "--model", "unext_s", "--in-channels", "0", "--no-latency"], "must be between 1 and 1024"),
         (["profile", "--model", "unext_s", "--repeats", "0"], "--repeats"),
+        # a limit on values, not a claim about this machine's memory (1024 x 256 x 256 floats are 268 MB)
+        (["profile", "--model", "unext_s", "--in-channels", "1024", "--no-latency"],
+         "1024 x 256 x 256 values is above the limit of 3 x 4096 x 4096 (the largest 3-channel input)"),
     ],
 )
 def test_profile_user_errors_are_one_line(argv, needle, capsys):

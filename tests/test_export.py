@@ -501,9 +501,17 @@ def test_static_export_metadata_names_the_graphs_size(tiny_run, tmp_path):
     assert meta["size"] == 64 and "trained_size" not in meta
 
 
-def test_benchmark_p90_interpolates():
-    from scunext.benchmark import _p90
+def test_benchmark_and_profile_p90_interpolate(monkeypatch):
+    """One p90 for both commands: benchmark took times[int(0.9 * (n - 1))] (the median for three runs) and then
+    interpolated, while profile kept a nearest-rank pick (the maximum for three runs)."""
+    import scunext.profiling as prof
+    from scunext.profiling import p90
 
-    assert _p90([1.0, 2.0, 3.0]) == pytest.approx(2.8)  # was times[int(0.9 * 2)] = the median
-    assert _p90([5.0]) == 5.0
-    assert _p90([float(i) for i in range(11)]) == pytest.approx(9.0)
+    assert p90([1.0, 2.0, 3.0]) == pytest.approx(2.8)  # was times[int(0.9 * 2)] = the median
+    assert p90([5.0]) == 5.0
+    assert p90([float(i) for i in range(11)]) == pytest.approx(9.0)
+    ticks = iter(float(t) for t in range(100))  # perf_counter: each timed run lasts 1, 2 and 3 "seconds"
+    starts_ends = iter([0.0, 1.0, 10.0, 12.0, 20.0, 23.0])
+    monkeypatch.setattr(prof.time, "perf_counter", lambda: next(starts_ends, next(ticks)))
+    lat = prof.measure_latency(torch.nn.Identity(), (1, 1, 4, 4), warmup=0, repeats=3, threads=1)
+    assert lat["median_ms"] == pytest.approx(2000.0) and lat["p90_ms"] == pytest.approx(2800.0)

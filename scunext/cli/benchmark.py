@@ -50,7 +50,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     # the end-to-end options and their defaults: given without --end-to-end they are an error, not ignored while
     # the model benchmark (minutes) runs instead
     e2e_only = {a.dest: (a.option_strings[0], a.default) for a in e2e._group_actions if a.dest != "end_to_end"}
-    p.set_defaults(func=run, e2e_only=e2e_only)
+    # and the other way round: the model benchmark's own options, ignored by --end-to-end (its --engines onnxruntime
+    # gave torch numbers there)
+    model_only = {a.dest: (a.option_strings[0], a.default) for a in p._actions
+                  if a.dest in ("model", "baseline", "engines", "size", "in_channels", "runs", "rounds", "no_memory")}
+    p.set_defaults(func=run, e2e_only=e2e_only, model_only=model_only)
 
 
 def _ints(text: str) -> list[int]:
@@ -72,10 +76,19 @@ def run_end_to_end_cli(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(args: argparse.Namespace, options: dict) -> list[str]:
+    return [flag for dest, (flag, default) in options.items() if getattr(args, dest) != default]
+
+
 def run(args: argparse.Namespace) -> int:
     if args.end_to_end:
+        given = _given(args, args.model_only)
+        if given:
+            what, them = ("is an option", "it") if len(given) == 1 else ("are options", "them")
+            raise UsageError(f"{', '.join(given)} {what} of the model benchmark, not of --end-to-end (which sets "
+                             f"its engine with --engine); drop {them}")  # fmt: skip
         return run_end_to_end_cli(args)
-    given = [flag for dest, (flag, default) in args.e2e_only.items() if getattr(args, dest) != default]
+    given = _given(args, args.e2e_only)
     if given:
         what, them = ("is an option", "it") if len(given) == 1 else ("are options", "them")
         raise UsageError(f"{', '.join(given)} {what} of --end-to-end; add that flag, or drop {them} for the model "

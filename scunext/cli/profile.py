@@ -41,9 +41,11 @@ def _table(results: list[ProfileResult]) -> str:
         p90 = "-" if r.latency_p90_ms is None else f"{r.latency_p90_ms:.2f}"
         lines.append(f"{r.model:<12} {r.params:>12,} {r.macs / 1e9:>8.3f} {lat:>20} {p90:>8}")  # (not gmacs: rounded)
     r0 = results[0]
+    timing = (f"latency: median and p90 (interpolated) of {r0.latency_repeats} runs after {r0.latency_warmup} "
+              "warm-up runs; " if r0.latency_repeats else "")  # fmt: skip
     lines.append(
         f"input 1x{r0.input_shape[1]}x{r0.input_shape[2]}x{r0.input_shape[3]}, batch 1, fp32 eager, "
-        f"{r0.threads} threads, torch {r0.torch_version}, {r0.cpu}; MACs: {MAC_COUNTER}"
+        f"{r0.threads} threads, torch {r0.torch_version}, {r0.cpu}; {timing}MACs: {MAC_COUNTER}"
     )
     return "\n".join(lines)
 
@@ -60,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     planes = max(args.in_channels, args.num_classes)
     if planes * args.size**2 > 3 * MAX_SIZE**2:
         raise UsageError(f"--in-channels {args.in_channels} / --num-classes {args.num_classes} at --size {args.size}: "
-                         f"an input or output of {planes} x {args.size} x {args.size} would not fit in memory (at "
-                         f"most 3 x {MAX_SIZE} x {MAX_SIZE} values)")  # fmt: skip
+                         f"an input or output of {planes} x {args.size} x {args.size} values is above the limit of "
+                         f"3 x {MAX_SIZE} x {MAX_SIZE} (the largest 3-channel input); use a smaller "
+                         "--size")  # fmt: skip
     names = list_models() if args.all else [args.model]
     kw = dict(
         size=args.size, in_channels=args.in_channels, num_classes=args.num_classes, latency=not args.no_latency,

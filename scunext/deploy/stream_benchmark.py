@@ -18,8 +18,7 @@ Inputs (generated once per run in a temporary folder from the shipped samples, u
 the files do not compress unrealistically well; ``distinct`` different files, hard-linked to N names):
 
 ``png``    2048x2048 8-bit grayscale PNG chest X-rays (released weights ``lungs``)
-``dicom``  2048x2048 16-bit (12 bits stored) MONOCHROME2 DICOM chest X-rays with a pixel spacing (``lungs``);
-           run only where :func:`~scunext.data.io.read_image` reads DICOM
+``dicom``  2048x2048 16-bit (12 bits stored) MONOCHROME2 DICOM chest X-rays with a pixel spacing (``lungs``)
 ``jpeg``   4000x3000 RGB JPEG dermoscopy photos, quality 90 (``isic2017``)
 
 Outputs go to the same temporary folder and are deleted after each case.
@@ -289,9 +288,19 @@ def run_end_to_end(cfg: EndToEndConfig, progress: Any = None) -> dict[str, Any]:
     return {"config": asdict(cfg), "rows": rows, "context": _context(cfg)}
 
 
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def _context(cfg: EndToEndConfig) -> dict[str, Any]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {"torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
+    return {"torch": torch.__version__, "onnxruntime": _version("onnxruntime"), "pillow": _version("pillow"),
+            "pydicom": _version("pydicom"), "python": platform.python_version(), "cpus": os.cpu_count(),
             "cpu": cpu_name(), "engine": cfg.engine, "threads": cfg.threads,
             "workers": cfg.workers, "batch_size": cfg.batch_size, "load_avg_1min_at_end": round(load, 2),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")}  # fmt: skip
@@ -299,9 +308,9 @@ def _context(cfg: EndToEndConfig) -> dict[str, Any]:
 
 def format_end_to_end(report: dict[str, Any]) -> str:
     """A plain-text table of :func:`run_end_to_end`'s report."""
-    head = (f"{'input':<6} {'size':>9} {'MB/file':>7} {'overlay':>7} {'N':>5} {'img/s':>7} {'peak MB':>8} "
-            f"{'CPU ms':>7} "
-            f"{'| base N':>8} {'img/s':>7} {'peak MB':>8} {'CPU ms':>7} {'| x speed':>9} {'x RSS':>6}")  # fmt: skip
+    head = f"{'input':<6} {'size':>9} {'MB/file':>7} {'overlay':>7} {'N':>5} {'img/s':>7} {'peak MB':>8} {'CPU ms':>7}"
+    if any("baseline_n" in r for r in report["rows"]):  # (--no-baseline: no empty baseline columns)
+        head += f" {'| base N':>8} {'img/s':>7} {'peak MB':>8} {'CPU ms':>7} {'| x speed':>9} {'x RSS':>6}"
     lines = [head]
     for r in report["rows"]:
         line = (f"{r['kind']:<6} {r['size']:>9} {r['file_mb']:>7.2f} {'yes' if r['overlay'] else 'no':>7} "
@@ -316,8 +325,10 @@ def format_end_to_end(report: dict[str, Any]) -> str:
         lines.append(line)
     c = report["context"]
     lines.append("")
-    lines.append(f"engine {c['engine']}, {c['threads']} torch threads, {c['workers']} workers, batch "
-                 f"{c['batch_size']}, torch {c['torch']}, {c['cpus']} CPUs ({c['cpu']}), OMP_WAIT_POLICY="
+    ort = f", onnxruntime {c.get('onnxruntime')}" if str(c["engine"]).startswith("onnxruntime") else ""
+    lines.append(f"engine {c['engine']}, {c['threads']} threads (torch{', onnxruntime' if ort else ''}), "
+                 f"{c['workers']} workers, batch {c['batch_size']}, torch {c['torch']}{ort}, Pillow "
+                 f"{c.get('pillow')}, pydicom {c.get('pydicom')}, {c['cpus']} CPUs ({c['cpu']}), OMP_WAIT_POLICY="
                  f"{c['omp_wait_policy']}, load average at the end {c['load_avg_1min_at_end']}")  # fmt: skip
     lines.append("peak MB: the process's peak resident memory (ru_maxrss), model and PyTorch included; CPU ms: "
                  "process CPU time (all threads) per image; baseline: pre-streaming predict on min(N, baseline_max_n) "

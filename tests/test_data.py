@@ -497,9 +497,12 @@ def test_discover_layouts(tmp_path: Path) -> None:
     isic = tmp_path / "isic"
     _make_folder(isic, ["ISIC_1"])
     (isic / "masks" / "ISIC_1.png").rename(isic / "masks" / "ISIC_1_segmentation.png")
-    with pytest.raises(DataError, match=r"discover_pairs\(..., mask_suffix='_segmentation'\)"):
-        discover_pairs(isic)
     assert discover_pairs(isic, mask_suffix="_segmentation")[0].id == "ISIC_1"
+    (isic / "masks" / "ISIC_2.png").write_bytes((isic / "masks" / "ISIC_1_segmentation.png").read_bytes())
+    (isic / "images" / "ISIC_2.png").write_bytes((isic / "images" / "ISIC_1.png").read_bytes())
+    with pytest.raises(DataError, match=r"discover_pairs\(..., mask_suffix='_segmentation'\)"):
+        discover_pairs(isic)  # one mask with the suffix, one without: not guessed, the error says how
+    assert [p.id for p in discover_pairs(isic, mask_suffix="_segmentation")] == ["ISIC_1", "ISIC_2"]
     prefix = _make_folder(tmp_path / "prefix", [f"case{i}" for i in range(1, 13)])  # case1's mask missing:
     (prefix / "masks" / "case1.png").unlink()  # case10.png is case10's mask, not case1's with a suffix '0'
     with pytest.raises(DataError, match="1 image") as exc:
@@ -508,6 +511,32 @@ def test_discover_layouts(tmp_path: Path) -> None:
     assert [p.id for p in select_pairs(discover_pairs(plain), ["c", "a"])] == ["c", "a"]
     with pytest.raises(DataError, match="1 id.* not found.*zzz"):
         select_pairs(discover_pairs(plain), ["a", "zzz"])
+
+
+def test_official_isic_mask_names_pair_by_their_common_suffix(tmp_path: Path, caplog) -> None:
+    """The official ISIC download names masks ISIC_0000000_segmentation.png, and mask_suffix had no command-line
+    flag: train/evaluate refused the folder (rename every mask, or Python). When every mask is <image id><one
+    suffix>.png, a different image each, the suffix is found and logged; anything less certain is still an error."""
+    root = _make_folder(tmp_path / "isic", ["ISIC_1", "ISIC_10", "ISIC_2"], img_ext=".jpg")
+    for f in list((root / "masks").iterdir()):
+        f.rename(f.with_name(f"{f.stem}_segmentation.png"))
+    with caplog.at_level("INFO", logger="scunext.data.dataset"):
+        pairs = discover_pairs(root)
+    assert [(p.id, p.mask.name) for p in pairs] == [("ISIC_1", "ISIC_1_segmentation.png"),
+                                                    ("ISIC_10", "ISIC_10_segmentation.png"),
+                                                    ("ISIC_2", "ISIC_2_segmentation.png")]  # fmt: skip
+    assert "every mask is named <image id>_segmentation.png; paired by that suffix" in caplog.text
+    (root / "images" / "ISIC_3.jpg").write_bytes((root / "images" / "ISIC_1.jpg").read_bytes())
+    with pytest.raises(DataError, match=r"1 image\(s\) without a mask \(ISIC_3\.jpg\)"):
+        discover_pairs(root)  # an image without its mask is still one (named as such)
+    assert [p.id for p in discover_pairs(root, unpaired="skip")] == ["ISIC_1", "ISIC_10", "ISIC_2"]
+    (root / "images" / "ISIC_3.jpg").unlink()
+    (root / "masks" / "ISIC_9_segmentation.png").write_bytes((root / "masks" / "ISIC_1_segmentation.png").read_bytes())
+    with pytest.raises(DataError, match=r"1 mask\(s\) without an image \(ISIC_9_segmentation\.png\)"):
+        discover_pairs(root)  # a mask whose image is missing: no suffix is guessed
+    # a plain folder never changes: a mask that only looks like <id><suffix> is another image's
+    plain = _make_folder(tmp_path / "plain", ["a", "a_b"])
+    assert [(p.id, p.mask.name) for p in discover_pairs(plain)] == [("a", "a.png"), ("a_b", "a_b.png")]
 
 
 def test_names_that_differ_only_in_unicode_normalisation_pair(tmp_path: Path) -> None:

@@ -209,6 +209,11 @@ def discover_pairs(
 
     by_image = _index(image_files, image_dir, id_of=image_id)
     by_mask = _index(mask_files, mask_dir, mask_suffix)
+    if not mask_suffix and set(by_mask) != set(by_image):
+        found = _common_mask_suffix(set(by_image), mask_files, paired=len(set(by_image) & set(by_mask)))
+        if found:  # e.g. the official ISIC names ISIC_0000000_segmentation.png: every mask is <image id><suffix>.png
+            logger.info("%s: every mask is named <image id>%s.png; paired by that suffix", mask_dir, found)
+            by_mask = _index(mask_files, mask_dir, found)
     no_mask = sorted(set(by_image) - set(by_mask))
     no_image = sorted(set(by_mask) - set(by_image))
     if unpaired not in ("error", "skip"):
@@ -231,6 +236,23 @@ def discover_pairs(
     # earlier runs are what they were for every folder that paired before
     return sorted((Pair(id=image_id(by_image[k]), image=by_image[k], mask=by_mask[k]) for k in by_image),
                   key=lambda p: p.id)
+
+
+def _common_mask_suffix(image_keys: set[str], mask_files: list[Path], paired: int) -> str | None:
+    """The one suffix S that every mask name ends with (``<image id>S.png``, a different id each) and by which more
+    images pair than by the plain names (``paired``); None when there is no such S or more than one. A mask left
+    without an image, or an image without a mask, is then reported (or skipped) as usual."""
+    stems = [unicodedata.normalize("NFC", f.stem) for f in mask_files]
+    found = set()
+    for first in sorted(stems)[:3]:  # (a candidate from a mask whose image is missing does not end every name)
+        for key in image_keys:
+            if not (first.startswith(key) and len(first) > len(key)):
+                continue
+            suffix = first[len(key) :]
+            stripped = {st[: -len(suffix)] for st in stems if st.endswith(suffix)}
+            if len(stripped) == len(stems) and len(stripped & image_keys) > paired:
+                found.add(suffix)
+    return found.pop() if len(found) == 1 else None
 
 
 def _pairing_hint(no_mask: list[str], by_mask: dict[str, Path], mask_all: list[Path]) -> str:

@@ -77,6 +77,8 @@ class TrainConfig:
     fold: int = _f(0, "which fold (0-based) is the held-out test part")
     split_csv: str = _f("", "CSV file for --split csv (default: DATA/splits.csv)", metavar="FILE")
     split_column: str = _f("isic2017_split", "CSV column holding train/val/test", metavar="NAME")
+    split_id_column: str = _f("image_id", "CSV column holding the image ids (file names without the extension)",
+                              metavar="NAME")  # fmt: skip
     max_images: int = _f(0, "use a seeded pick of N dataset images before splitting, 0 = all (paper's ablation: 120)",
                          metavar="N")  # fmt: skip
     max_train_images: int = _f(0, "cap the training images (seeded pick), 0 = all", metavar="N")
@@ -154,7 +156,8 @@ class TrainConfig:
         run is never trained on another split than the one asked for. Old runs' configs are not re-checked."""
         default = TrainConfig()
         ignored = {
-            "csv": [("split_csv", "--split-csv"), ("split_column", "--split-column")],
+            "csv": [("split_csv", "--split-csv"), ("split_column", "--split-column"),
+                    ("split_id_column", "--split-id-column")],
             "kfold": [("folds", "--folds"), ("fold", "--fold")],
         }
         for mode, settings in ignored.items():

@@ -521,3 +521,26 @@ def test_the_batch_of_one_check_counts_each_process_share():
     trainer_mod._check_single_image_batch(model, cfg, -(-18 // 2))
     with pytest.raises(ConfigError, match="9 training images \\(per process\\) in batches of 8"):
         trainer_mod._check_single_image_batch(model, fast_cfg(model="unext_s", size=32, batch_size=8), -(-18 // 2))
+
+
+def test_a_split_csv_with_another_id_column_gives_the_same_split(tmp_path):
+    """The id column of a split CSV was fixed to image_id (no flag): a CSV with its ids under another name was
+    refused. --split-id-column names it; the split is the one the same CSV gives under image_id."""
+    from pathlib import Path
+
+    data = sample_dir("isic2017")
+    rows = list(csv.DictReader((data / "splits.csv").open()))
+    mine = tmp_path / "mine.csv"
+    with mine.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "part"])
+        w.writerows([(r["image_id"], r["isic2017_split"]) for r in rows])
+    ids = [p.id for p in trainer_mod.discover_pairs(data)]
+    default = trainer_mod.build_split(load_config(None, {"data": str(data), "split": "csv"}), ids, Path(data))
+    cfg = load_config(None, {"data": str(data), "split": "csv", "split_csv": str(mine), "split_column": "part",
+                             "split_id_column": "file"})  # fmt: skip
+    split = trainer_mod.build_split(cfg, ids, Path(data))
+    assert (split.train, split.val, split.test) == (default.train, default.val, default.test) and split.test
+    assert split.description["id_column"] == "file"
+    old = load_config(None, {k: v for k, v in cfg.to_dict().items() if k != "split_id_column"})  # an older run
+    assert old.split_id_column == "image_id"

@@ -130,7 +130,7 @@ def build_split(cfg: TrainConfig, ids: list[str], data_root: Path) -> Split:
         csv_path = Path(cfg.split_csv) if cfg.split_csv else data_root / "splits.csv"
         # the CSV is checked against every image on disk: ids that --max-images left out are neither "listed but
         # absent" (a warning and a count for files missing from the disk) nor unlisted
-        split = csv_split(csv_path, cfg.split_column, ids=on_disk)
+        split = csv_split(csv_path, cfg.split_column, id_column=cfg.split_id_column, ids=on_disk)
         if len(ids) < len(on_disk):
             chosen = set(ids)
             split = Split(*([i for i in part if i in chosen] for part in (split.train, split.val, split.test)),

@@ -23,7 +23,8 @@ from scunext.data.transforms import AugmentConfig
 from scunext.errors import ConfigError, shown
 
 __all__ = ["TrainConfig", "load_config", "apply_overrides", "ConfigError", "AugmentConfig", "parse_value", "MAX_SIZE",
-           "MAX_NUM_WORKERS", "MAX_BATCH_SIZE", "MAX_CHANNELS"]
+           "MAX_NUM_WORKERS", "MAX_BATCH_SIZE", "MAX_CHANNELS", "read_config_mapping", "config_from_mapping",
+           "MAX_CONFIG_BYTES"]
 
 
 def _models() -> list[str]:
@@ -115,8 +116,13 @@ class TrainConfig:
                                         "instead of being undone by it (inference is unchanged; "
                                         "docs/robustness.md)")  # fmt: skip
 
-    def validate(self) -> TrainConfig:
-        """Raise :class:`ConfigError` for an invalid value; return self."""
+    def validate(self, saved: bool = False) -> TrainConfig:
+        """Raise :class:`ConfigError` for an invalid value; return self.
+
+        ``saved``: the config of an existing run (its ``config.yaml``). The upper bounds that guard new work against
+        a typo (size, batch size, lr, workers, seed), some added after runs existed, are not applied to it: a run
+        trained with ``seed: 3000000000`` or ``num_workers: 100`` must still evaluate, predict and resume (a resume
+        may lower the workers with ``--num-workers``, checked as new)."""
         for f in dataclasses.fields(self):
             choices = choices_of(f)
             if choices is not None and getattr(self, f.name) not in choices:
@@ -128,11 +134,13 @@ class TrainConfig:
         checks = [
             (not not_finite, f"{' and '.join(not_finite)} must be finite, got "
                              f"{', '.join(str(getattr(self, n)) for n in not_finite)}"),
-            (32 <= self.size <= MAX_SIZE, f"size must be between 32 and {MAX_SIZE}"),
+            (self.size >= 32 and (saved or self.size <= MAX_SIZE), f"size must be between 32 and {MAX_SIZE}"),
             (self.epochs >= 1, "epochs must be >= 1"),
-            (1 <= self.batch_size <= MAX_BATCH_SIZE, f"batch_size must be between 1 and {MAX_BATCH_SIZE:,}"),
+            (self.batch_size >= 1 and (saved or self.batch_size <= MAX_BATCH_SIZE),
+             f"batch_size must be between 1 and {MAX_BATCH_SIZE:,}"),
             (self.lr > 0 and self.min_lr >= 0 and self.min_lr <= self.lr, "need 0 <= min_lr <= lr and lr > 0"),
-            (self.lr <= MAX_LR, f"lr must be <= {MAX_LR:g} (larger steps overflow the optimiser's float32 state)"),
+            (saved or self.lr <= MAX_LR, f"lr must be <= {MAX_LR:g} (larger steps overflow the optimiser's float32 "
+                                         "state)"),
             (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1 and beta2 must be in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (0 < self.test_fraction < 1, "test_fraction must be in (0, 1)"),
@@ -140,10 +148,10 @@ class TrainConfig:
             (self.folds >= 2 and 0 <= self.fold < self.folds, "need folds >= 2 and 0 <= fold < folds"),
             (self.max_train_images >= 0 and self.max_images >= 0, "max_images/max_train_images must be >= 0"),
             (self.num_workers >= 0, "num_workers must be >= 0"),
-            (self.num_workers <= MAX_NUM_WORKERS, f"num_workers must be <= {MAX_NUM_WORKERS} (each is a process that "
-                                                  "imports PyTorch)"),
+            (saved or self.num_workers <= MAX_NUM_WORKERS, f"num_workers must be <= {MAX_NUM_WORKERS} (each is a "
+                                                           "process that imports PyTorch)"),
             (self.eval_every >= 1, "eval_every must be >= 1"),
-            (0 <= self.seed < 2**31, "seed must be in [0, 2**31)"),
+            (self.seed >= 0 and (saved or self.seed < 2**31), "seed must be in [0, 2**31)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -328,7 +336,8 @@ def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConf
     """A copy of ``cfg`` with ``overrides`` applied (values converted to the field types); None values are skipped.
 
     A key ``augment.NAME`` sets one augmentation option and keeps the others; ``model_args.NAME`` and
-    ``loss_args.NAME`` set one argument.
+    ``loss_args.NAME`` set one argument, to the value as given (``"true"`` stays text: the command line's
+    ``--set model_args.act='"true"'`` was parsed a second time here, into True).
     """
     types = field_types()
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
@@ -349,7 +358,7 @@ def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConf
             values["augment"] = _coerce("augment", merged, AugmentConfig)
             continue
         if dot and head in ("model_args", "loss_args") and sub:
-            merged = {**values[head], sub: parse_value(value, key) if isinstance(value, str) else value}
+            merged = {**values[head], sub: value}  # (as given: a --set value is parsed once, by parse_kv)
             values[head] = _coerce(head, merged, types[head])
             continue
         if key not in types:
@@ -373,9 +382,29 @@ class _Dumper(yaml.SafeDumper):
     saved unquoted, the text '1e3' came back from config.yaml as the number 1000.0."""
 
 
+#: numbers as YAML 1.2's core schema reads them. PyYAML's YAML 1.1 rules read ``010`` as 8 (octal), ``1:30`` as 90
+#: (base 60) and ``1_000`` as 1000 in a --config file or a --set, while the flag ``--size 0100`` read 100 and
+#: ``--epochs 1:30`` was an error: one value, whichever way it is given. ``1e-3`` (no dot) is a number too.
+_INT_12 = re.compile(r"^[-+]?[0-9]+$|^0o[0-7]+$|^0x[0-9a-fA-F]+$")
+_FLOAT_12 = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"
+                       r"|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+
+
+def _construct_int_12(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)  # (a leading 0 is decimal: "010" is 10)
+
+
 for _cls in (_Loader, _Dumper):
-    _cls.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
-                               list("-+0123456789"))  # fmt: skip
+    _cls.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+        for first, resolvers in _cls.yaml_implicit_resolvers.items()
+    }
+    _cls.add_implicit_resolver("tag:yaml.org,2002:int", _INT_12, list("-+0123456789"))
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int_12)
 
 
 class _UniqueKeyLoader(_Loader):
@@ -398,29 +427,59 @@ class _UniqueKeyLoader(_Loader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """Defaults <- YAML file <- overrides, validated."""
-    cfg = TrainConfig()
-    if path:
-        p = Path(path)
-        if p.is_dir():
-            raise ConfigError(f"{p} is a folder; --config takes a YAML file")
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-        except _DuplicateKeyError as exc:
-            raise ConfigError(f"{p}: {exc}") from None
-        except (OSError, UnicodeDecodeError) as exc:  # (first: UnicodeDecodeError is a ValueError)
-            raise ConfigError(f"{p}: cannot read the config file ({exc.__class__.__name__})") from None
-        except (yaml.YAMLError, ValueError, RecursionError) as exc:  # (5,000-digit integers, nesting 20,000 deep)
-            raise ConfigError(f"{p}: not valid YAML ({exc.__class__.__name__})") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping of config keys")
-        try:
-            cfg = TrainConfig.from_dict(data)
-        except ConfigError as exc:
-            raise ConfigError(f"{p}: {exc}") from None
-    return apply_overrides(cfg, overrides or {}).validate()
+#: the largest config file read: a config holds a few dozen settings (a few kB); a large file given by mistake (a
+#: CSV, a JSON dump) was parsed whole (5 MB: 1.9 GB of memory and 43 s) before its first unknown key was named
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def read_config_mapping(path: str | Path) -> dict[str, Any]:
+    """The mapping of a YAML config file (read once: a pipe such as ``<(...)`` works), unchecked.
+
+    Raises:
+        ConfigError: a folder, a missing file, more than :data:`MAX_CONFIG_BYTES`, not UTF-8, not YAML, a duplicate
+            key, or not a mapping.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p} is a folder; --config takes a YAML file")
+    if not p.exists():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        with p.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES:,} bytes; a config file holds a few settings (is "
+                              "it the right file?)")  # fmt: skip
+        data = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except _DuplicateKeyError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:  # (first: UnicodeDecodeError is a ValueError)
+        raise ConfigError(f"{p}: cannot read the config file ({exc.__class__.__name__})") from None
+    except (yaml.YAMLError, RecursionError) as exc:  # (5,000-digit integers, nesting 20,000 deep)
+        raise ConfigError(f"{p}: not valid YAML ({exc.__class__.__name__})") from None
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{p}: not valid YAML ({exc.__class__.__name__})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of config keys")
+    return data
+
+
+def config_from_mapping(data: Mapping[str, Any], path: str | Path) -> TrainConfig:
+    """:meth:`TrainConfig.from_dict` of a file's mapping, its errors naming the file."""
+    try:
+        return TrainConfig.from_dict(dict(data))
+    except ConfigError as exc:
+        raise ConfigError(f"{Path(path)}: {exc}") from None
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None, *, saved: bool = False
+) -> TrainConfig:
+    """Defaults <- YAML file <- overrides, validated (``saved``: an existing run's config, see
+    :meth:`TrainConfig.validate`)."""
+    cfg = config_from_mapping(read_config_mapping(path), path) if path else TrainConfig()
+    return apply_overrides(cfg, overrides or {}).validate(saved=saved)

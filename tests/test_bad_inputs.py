@@ -72,6 +72,7 @@ def world_template(tmp_path_factory, tiny_run) -> Path:
         "nested.yaml": "model_args: " + "[" * 20_000 + "]" * 20_000 + "\n",
         "digits.yaml": "epochs: " + "9" * 5000 + "\n",
         "numaug.yaml": "augment: {1: 2, zz: 3}\n",
+        "big.yaml": "epochs: 3\njunk: [" + "1, " * 400_000 + "]\n",  # 1.2 MB: parsed whole (GBs) before
     }
     for name, text in configs.items():
         (w / name).write_text(text)
@@ -214,6 +215,13 @@ CASES = [
     case("train", "--out", "r", "--data", "unpaired", *TINY, needle="without a mask"),
     case("train", "--out", "r", "--split", "csv", "--split-column", "bogus", needle="no split column 'bogus'"),
     case("train", "--out", "r", "--split", "csv", "--split-id-column", "file", needle="no id column 'file'"),
+    # empty or repeated: --resume "" started a new 400-epoch default run, --config "" used the defaults, and of two
+    # --config files the first was ignored
+    case("train", "--resume", "", needle="--resume is empty"),
+    case("train", "--out", "", *TINY, needle="--out is empty"),
+    case("train", "--out", "r", "--config", "", needle="--config is empty"),
+    case("train", "--out", "r", "--config", "tf.yaml", "--config", "aug.yaml", needle="--config given twice"),
+    case("train", "--out", "r", "--config", "big.yaml", needle="larger than 1,000,000 bytes"),
     case("train", "--out", "r", "--split", "csv", "--split-csv", "missing.csv", needle="split CSV not found"),
     case("train", "--out", "r", "--max-images", "1", needle="cannot split 1 ids"),
     case("train", "--out", "file.txt", needle="is a file"),
@@ -344,7 +352,7 @@ CASES = [
     case("profile", "--model", "unext_s", "--num-classes", "0", "--no-latency", needle="--num-classes"),
     case("profile", "--model", "unext_s", "--in-channels", "100000", needle="between 1 and 1024"),
     case("profile", "--model", "unext_s", "--num-classes", "100000", needle="between 1 and 1024"),
-    case("profile", "--model", "unet", "--in-channels", "1000", "--size", "4096", needle="would not fit in memory"),
+    case("profile", "--model", "unet", "--in-channels", "1000", "--size", "4096", needle="above the limit of 3 x 4096"),
     case("profile", "--model", "unet", "--in-channels", "50000000", "--size", "1", "--no-latency",
          needle="between 1 and 1024"),  # a 57.6 GB first layer, built before any size check
     case("profile", needle="one of the arguments --model --all is required"),

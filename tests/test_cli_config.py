@@ -330,3 +330,57 @@ def test_a_text_that_reads_as_a_number_survives_config_yaml(tmp_path):
     again = load_config(tmp_path / "config.yaml")
     assert again.split_column == "1e3" and again == cfg
     assert "split_column: '1e3'" in (tmp_path / "config.yaml").read_text()
+
+
+def test_a_config_from_a_pipe_is_read(tmp_path):
+    """`--config <(...)` (a pipe under /dev/fd) was refused as "config file not found": only regular files passed."""
+    import os
+    import threading
+
+    from scunext.config import read_config_mapping
+
+    fifo = tmp_path / "cfg"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("epochs: 3\nlr: 1e-3\n"))
+    writer.start()
+    assert read_config_mapping(fifo) == {"epochs": 3, "lr": 0.001}
+    writer.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    "text, field, value",
+    [("010", "seed", 10), ("0100", "size", 100), ("1e-3", "lr", 1e-3), ("0x10", "epochs", 16)],
+)
+def test_numbers_read_the_same_from_a_flag_a_set_and_a_file(tmp_path, text, field, value):
+    """YAML 1.1 read '010' as 8 (octal) and '1:30' as 90 (base 60) in --set and --config, while the flag read 10
+    (or refused it): the config file and --set now follow YAML 1.2's core schema."""
+    from scunext.cli.config_flags import parse_kv
+    from scunext.config import TrainConfig
+
+    (tmp_path / "c.yaml").write_text(f"{field}: {text}\n")
+    assert parse_kv([f"{field}={text}"], "--set") == {field: value}
+    assert TrainConfig.from_dict({field: parse_kv([f"{field}={text}"], "--set")[field]}).to_dict()[field] == value
+    from scunext.config import read_config_mapping
+
+    assert read_config_mapping(tmp_path / "c.yaml") == {field: value}
+
+
+def test_base_60_numbers_are_not_numbers():
+    from scunext.cli.config_flags import parse_kv
+
+    with pytest.raises(ConfigError, match="epochs must be an integer, got '1:30'"):
+        load_config(None, parse_kv(["epochs=1:30"], "--set"))  # was 90 epochs
+    with pytest.raises(ConfigError, match="lr must be"):
+        load_config(None, parse_kv(["lr=1:30"], "--set"))  # was 90.0
+    assert parse_kv(["model_args.act=010"], "--set") == {"model_args.act": 10}
+
+
+def test_a_set_model_arg_is_parsed_once():
+    """`--set model_args.act='"true"'` (quoted: the text) became True, and `'010'` (quoted) the octal 8: the value
+    parsed by --set was parsed again when applied. --model-arg always kept the text."""
+    from scunext.cli.config_flags import parse_kv
+    from scunext.config import apply_overrides
+
+    for text, want in (('"true"', "true"), ("'010'", "010"), ("true", True), ("[1, 2]", [1, 2])):
+        cfg = apply_overrides(TrainConfig(), parse_kv([f"model_args.act={text}"], "--set"))
+        assert cfg.model_args == {"act": want}, text

@@ -220,6 +220,33 @@ def test_leaderboard_plan_and_default_models(monkeypatch, caplog):
 
 
 @pytest.mark.parametrize(
+    "table, extra, replaced",
+    [
+        ("table1", ["--set", "seed=7"], "seed: --seeds"),
+        ("leaderboard", ["--config", "split.yaml"], "split: --split"),  # a training config with split: csv
+        ("table2", ["--set", "max_images=0", "--set", "fold=3"], "fold: --folds; max_images: --images"),
+        ("table2", ["--set", "model_args.cbam=false"], "model_args: the table's rows"),
+        ("cross-site", ["--site-pattern", "^(MCUCXR|CHNCXR)_", "--set", "seed=4"], "seed: --seeds"),
+    ],
+)
+def test_settings_the_experiment_replaces_are_refused(tmp_path, capsys, monkeypatch, table, extra, replaced):
+    """--config/--set values that an experiment sets itself per run were dropped without a word (a --config with
+    split: csv trained every run on a random split; --set seed=7 trained seed 0), while experiment.json recorded
+    the asked value. Refused in one line before anything is written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "split.yaml").write_text("split: csv\nepochs: 1\n")
+    data = sample_dir("chest-xray-lungs" if table == "cross-site" else "isic2017")
+    out = tmp_path / "exp"
+    assert main(["experiment", table, "--data", str(data), "--out", str(out), "--epochs", "1", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would be replaced in the runs: the experiment sets" in err[0] and replaced in err[0]
+    assert not out.exists()
+    # what the runs keep is fine: a shared setting, and a value the experiment uses anyway
+    assert main(["experiment", "table1", "--data", str(data), "--out", str(out), "--epochs", "1", "--set",
+                 "weight_decay=0", "--set", f"data={data}", "--models", "unext_s", "--report-only"]) == 0  # fmt: skip
+
+
+@pytest.mark.parametrize(
     "extra, message",
     [
         (["--models", "unext_s,nosuchnet"], "nosuchnet"),

@@ -897,3 +897,64 @@ def test_more_torchrun_processes_than_training_images_is_refused(monkeypatch, tm
     monkeypatch.setattr(trainer_mod, "broadcast_object", lambda obj: obj)
     monkeypatch.setattr(trainer_mod, "_train", lambda *a: "trained")
     assert train(tiny_cfg(max_train_images=4), tmp_path / "r", show_progress=False) == "trained"
+
+
+def _as_if_written_by(run: Path, edit) -> None:
+    """Change config.yaml and the commit record's settings alike, as an older version (or an older bound) left
+    them: ``edit(mapping)`` changes the mapping in place."""
+    import yaml
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    edit(cfg)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    status = json.loads((run / "run.json").read_text())
+    edit(status["commit"]["config"])
+    (run / "run.json").write_text(json.dumps(status, indent=2))
+
+
+def test_a_run_of_an_older_version_resumes_after_an_interrupted_move(tmp_path, one_thread):
+    """A resume that moves a run (--num-workers, --device, --data) rewrites config.yaml in the current format, which
+    adds the settings introduced since (at their defaults). Interrupted before the next epoch committed, the run was
+    refused for good: "not the settings the run was trained with (split_id_column None -> 'image_id')"."""
+    run = tmp_path / "r"
+    train(tiny_cfg(epochs=3), run, show_progress=False, stop_after_epoch=1)
+    _as_if_written_by(run, lambda c: (c.pop("split_id_column"), c["augment"].pop("blur_p")))
+    rd = RunDir(run)
+    rd.verify()  # the older run itself is fine
+    old = rd.load_config()
+    rd.record_move(old, load_config(None, {**old.to_dict(), "num_workers": 1}), {"num_workers": 1})  # then killed
+    assert "split_id_column: image_id" in (run / "config.yaml").read_text()
+    RunDir(run).verify()
+    assert train(None, run, resume=True, show_progress=False, stop_after_epoch=2).epochs_done == 2
+    # a real edit is still refused, also of a setting the record lacks when it is not at its default
+    text = (run / "config.yaml").read_text()
+    for edited in (text.replace("lr: 0.001", "lr: 0.002"), text + "bogus_new_setting: 3\n"):
+        (run / "config.yaml").write_text(edited)
+        with pytest.raises(RunFolderError, match="not the settings the run was trained with"):
+            RunDir(run).verify()
+    (run / "config.yaml").write_text(text)
+    _as_if_written_by(run, lambda c: c.pop("cpu_amp"))  # an added key (now at default) and an edit
+    (run / "config.yaml").write_text((run / "config.yaml").read_text() + "cpu_amp: true\n")
+    with pytest.raises(RunFolderError, match=r"cpu_amp None -> True"):
+        RunDir(run).verify()
+
+
+def test_a_run_trained_before_a_bound_was_added_still_loads(tmp_path, one_thread):
+    """seed < 2**31 and num_workers <= 64 were added after runs existed: a run trained with seed 3000000000 was
+    refused by evaluate, predict and --resume ("invalid config: seed must be in [0, 2**31)"), and --num-workers
+    could not lower the workers of one that had 100 because the saved config was refused first."""
+    from scunext.engine.evaluate import evaluate_run
+
+    run = tmp_path / "r"
+    train(tiny_cfg(epochs=2), run, show_progress=False, stop_after_epoch=1)
+    _as_if_written_by(run, lambda c: c.update(seed=3_000_000_000))
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("num_workers: 0", "num_workers: 100"))
+    cfg = RunDir(run).load_config()
+    assert (cfg.seed, cfg.num_workers) == (3_000_000_000, 100)
+    with pytest.raises(ConfigError, match=r"num_workers must be <= 64"):  # a new value is checked as new
+        train(None, run, resume=True, show_progress=False, resume_overrides={"num_workers": 1000})
+    result = train(None, run, resume=True, show_progress=False, resume_overrides={"num_workers": 0})
+    assert result.epochs_done == 2 and RunDir(run).load_config().seed == 3_000_000_000
+    assert evaluate_run(run, show_progress=False)["n_images"] > 0
+    with pytest.raises(ConfigError, match=r"seed must be in \[0, 2\*\*31\)"):  # a new run keeps the bound
+        load_config(None, {**cfg.to_dict(), "num_workers": 0})

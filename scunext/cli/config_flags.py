@@ -26,13 +26,14 @@ from scunext.config import (
     TrainConfig,
     apply_overrides,
     choices_of,
+    config_from_mapping,
     field_types,
-    load_config,
     parse_value,
+    read_config_mapping,
 )
 from scunext.errors import ConfigError, UsageError
 
-__all__ = ["add_config_flags", "config_from_args", "parse_kv", "flag_name", "given_flags"]
+__all__ = ["add_config_flags", "config_from_args", "config_and_given_keys", "parse_kv", "flag_name", "given_flags"]
 
 
 _ADDED = "_config_fields"  # the Namespace attribute listing the config fields that have a generated flag
@@ -114,9 +115,25 @@ def parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The validated config of a command line: defaults <- ``--config`` file <- ``--set`` <- generated flags."""
+    return config_and_given_keys(args)[0]
+
+
+def config_and_given_keys(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
+    """:func:`config_from_args`, and the config keys the command line gave (in the ``--config`` file, a ``--set``
+    or a flag), whatever their value: a value equal to its default is still the user's."""
     config_file = getattr(args, "config", None)
-    cfg = load_config(config_file) if config_file else TrainConfig()
-    cfg = apply_overrides(cfg, parse_kv(getattr(args, "set", None), "--set"))
+    given: set[str] = set()
+    if config_file is not None and not str(config_file).strip():  # --config "$UNSET" meant the defaults silently
+        raise UsageError("--config is empty; give a YAML file")
+    if config_file:
+        data = read_config_mapping(config_file)
+        given |= {str(k) for k in data}
+        cfg = config_from_mapping(data, config_file)
+    else:
+        cfg = TrainConfig()
+    sets = parse_kv(getattr(args, "set", None), "--set")
+    given |= {k.split(".")[0] for k in sets}
+    cfg = apply_overrides(cfg, sets)
     types = field_types()
     overrides: dict[str, Any] = {}
     generated = set(getattr(args, _ADDED, ()))
@@ -124,6 +141,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, f.name, None)
         if value is None or f.name not in generated:
             continue
+        given.add(f.name)
         tp = types[f.name]
         if tp is AugmentConfig:
             overrides["augment.enabled"] = value
@@ -131,7 +149,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             overrides[f.name] = {**getattr(cfg, f.name), **parse_kv(value, flag_name(f))}
         else:
             overrides[f.name] = value
-    return apply_overrides(cfg, overrides).validate()
+    return apply_overrides(cfg, overrides).validate(), given
 
 
 def given_flags(args: argparse.Namespace, allowed: Iterable[str]) -> list[str]:

@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from scunext.cli.config_flags import add_config_flags, config_from_args
+from scunext.cli.config_flags import add_config_flags, config_and_given_keys
 from scunext.cli.paths import Once
-from scunext.config import apply_overrides
+from scunext.config import TrainConfig, apply_overrides
 from scunext.engine.distributed import resolve_device
+from scunext.errors import UsageError
 from scunext.experiments import CROSS_SITE_MODELS, TABLE1_MODELS, parse_shard, run_plan
 from scunext.experiments.build import OUTPUTS, ExperimentSpec, check_out, latency_cache, plan_experiment, write_tables
 from scunext.metrics.paired import MAX_N_BOOT
@@ -25,7 +26,8 @@ def _budget(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="dataset folder with images/ and masks/")
     p.add_argument("--out", action=Once, required=True,
                    help="experiment folder (one run folder per model x split inside)")
-    p.add_argument("--config", metavar="FILE", help="YAML with shared training settings (lr, batch, augment...)")
+    p.add_argument("--config", action=Once, metavar="FILE",
+                   help="YAML with shared training settings (lr, batch, augment...)")
     add_config_flags(p, SHARED_FLAGS)  # the same flags, help and checks as scunext train
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other shared config key, repeatable")
     p.add_argument("--shard", metavar="I/N", help="run only every N-th planned run from the I-th (N processes share "
@@ -36,6 +38,34 @@ def _budget(p: argparse.ArgumentParser) -> None:
                    "split, log, metrics, per-image scores; no weights) is written to DIR/RUN, and the tables also "
                    "read the records there (e.g. docs/results/EXPERIMENT)")  # fmt: skip
     p.add_argument("--progress-bars", action="store_true", help="show per-run progress bars too")
+
+
+#: what sets, per run, the settings an experiment decides itself
+_OWN_FLAGS = {"data": "--data", "split": "--split", "max_images": "--images", "seed": "--seeds", "model": "--models",
+              "model_args": "the table's rows", "loss": "the table's rows", "fold": "--folds", "folds": "--folds"}
+
+
+def _check_own_settings(given: TrainConfig, keys: set[str], plan: list) -> None:
+    """Refuse a --config or --set value that the experiment replaces in its runs (a --config with ``split: csv``
+    trained every run on a random split, ``--set seed=7`` on seed 0, while experiment.json recorded the asked value).
+    ``given``: the settings as the user gave them, before the experiment's own flags; ``keys``: those the user
+    named (in the file, a --set or a flag)."""
+    mine = given.to_dict()
+    replaced = []
+    for key, value in mine.items():
+        if key not in keys or not plan:
+            continue
+        if key == "data":
+            kept = all(Path(r.cfg.data).resolve() == Path(value).resolve() for r in plan)
+        else:
+            kept = all(r.cfg.to_dict()[key] == value for r in plan)
+        if not kept:
+            replaced.append(key)
+    if replaced:
+        how = "; ".join(f"{k}: {_OWN_FLAGS.get(k, 'the experiment')}" for k in replaced)
+        raise UsageError(f"{', '.join(replaced)} from --config/--set would be replaced in the runs: the experiment "
+                         f"sets {'it' if len(replaced) == 1 else 'them'} itself ({how}); drop "
+                         f"{'it' if len(replaced) == 1 else 'them'} from the config")  # fmt: skip
 
 
 def _models_arg(text: str | None) -> tuple[str, ...] | None:
@@ -104,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["split"] = args.split
     elif args.table == "table2":
         overrides["max_images"] = args.images
-    base = apply_overrides(config_from_args(args), overrides).validate()
+    given, keys = config_and_given_keys(args)
+    base = apply_overrides(given, overrides).validate()
     out = Path(args.out)
     records = Path(args.records) if args.records else None
     check_out(out, records)
@@ -123,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         site_column=getattr(args, "site_column", "site"), id_column=getattr(args, "id_column", "image_id"),
         configs=getattr(args, "configs", None),
     )  # fmt: skip
-    plan = plan_experiment(spec, report_only=args.report_only)
+    plan = plan_experiment(spec, report_only=args.report_only,
+                           check=lambda runs: _check_own_settings(given, keys, runs))
     device = str(resolve_device(base.device))
     results = run_plan(plan, out, progress=lambda m: print(m, file=sys.stderr, flush=True),
                        show_bars=args.progress_bars, device=device, shard=shard,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from scunext.cli.config_flags import add_config_flags, config_from_args, given_flags
-from scunext.cli.paths import Once, check_out_folder
+from scunext.cli.paths import Once, check_out_folder, out_arg
 from scunext.errors import UsageError
 from scunext.runs import RunDir
 
@@ -24,12 +24,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "of a config key is generated from scunext.config.TrainConfig. Under torchrun the same command runs DDP. "
         "Exit codes: 0 done, 1 the run failed on its own (non-finite loss), 2 a usage, config or data error.",
     )
-    p.add_argument("--config", metavar="FILE", help="YAML config file (keys as in config.yaml of a run)")
+    p.add_argument("--config", action=Once, metavar="FILE", help="YAML config file (keys as in config.yaml of a run)")
     add_config_flags(p)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any config key, repeatable (augment.KEY=VALUE for one augmentation option)")  # fmt: skip
     p.add_argument("--out", action=Once, metavar="RUN_DIR", help="run folder (default runs/MODEL-YYYYmmdd-HHMMSS)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    p.add_argument("--resume", action=Once, metavar="RUN_DIR",
+                   help="continue an interrupted run exactly where it stopped")
     p.add_argument("--evaluate", action="store_true", help="evaluate the best checkpoint on the test part after")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -38,19 +39,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from scunext.engine.trainer import train
 
-    if args.resume:
+    resume = out_arg(args.resume, "--resume")  # "" (an unset variable) started a new default run instead
+    out = out_arg(args.out)
+    if resume is not None:
         where = RunDir.MOVABLE  # may change on resume (another machine), recorded in run.json
-        given = given_flags(args, where) + [f"--{k}" for k in ("config", "set", "out") if getattr(args, k)]
+        given = given_flags(args, where) + [f"--{k}" for k in ("config", "set", "out") if getattr(args, k) is not None]
         if given:
             raise UsageError(f"--resume continues the run with its saved config; drop {', '.join(given)} "
                              "(only --device, --data and --num-workers may change)")  # fmt: skip
-        result = train(None, args.resume, resume=True, show_progress=not args.no_progress,
+        result = train(None, resume, resume=True, show_progress=not args.no_progress,
                        resume_overrides={k: getattr(args, k, None) for k in where})  # fmt: skip
     else:
         cfg = config_from_args(args)
-        if args.out:
-            check_out_folder(Path(args.out))
-        out = Path(args.out) if args.out else Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if out is not None:
+            check_out_folder(out)
+        out = out if out is not None else Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = train(cfg, out, show_progress=not args.no_progress)
 
     import torch.distributed as dist  # noqa: F401

@@ -426,7 +426,8 @@ def _move_run(cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[TrainConfig,
         changes["data"] = str(Path(changes["data"]).resolve())
         if not Path(changes["data"]).is_dir():
             raise FileNotFoundError(f"{changes['data']}: dataset folder not found")
-    new = load_config(None, {**cfg.to_dict(), **changes})
+    load_config(None, changes)  # the new values checked as new settings (e.g. --num-workers within its bound)
+    new = load_config(None, {**cfg.to_dict(), **changes}, saved=True)  # the run's own settings as saved
     return new, {k: getattr(new, k) for k in changes if getattr(new, k) != getattr(cfg, k)}
 
 
@@ -458,7 +459,7 @@ def _plan(cfg: TrainConfig, run: RunDir, resume: bool, show_progress: bool, worl
     used = select_pairs(pairs, split.ids)
     found = check_pairs(used, threshold_masks=cfg.threshold_masks, show_progress=show_progress)
     if cfg.in_channels == 0:
-        cfg = load_config(None, {**cfg.to_dict(), "in_channels": found.in_channels})
+        cfg = load_config(None, {**cfg.to_dict(), "in_channels": found.in_channels}, saved=resume)
     _seed_everything(cfg.seed)
     try:
         model = create_model(cfg.model, in_channels=cfg.in_channels, num_classes=1, **cfg.model_args)

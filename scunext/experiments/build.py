@@ -3,6 +3,7 @@ the end. The work behind ``scunext experiment``, which only parses flags into an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,12 @@ def check_out(out: Path, records: Path | None) -> None:
                          "and its tables would be replaced; choose another --out")  # fmt: skip
 
 
-def plan_experiment(spec: ExperimentSpec, *, report_only: bool = False) -> list[PlannedRun]:
+def plan_experiment(spec: ExperimentSpec, *, report_only: bool = False,
+                    check: Callable[[list[PlannedRun]], None] | None = None) -> list[PlannedRun]:
     """The planned runs of ``spec``, after every check that can fail before a run trains, with the settings
-    recorded in ``OUT/experiment.json`` (an experiment continued with other settings is refused)."""
+    recorded in ``OUT/experiment.json`` (an experiment continued with other settings is refused). ``check`` sees
+    the planned runs before anything is written (the CLI refuses settings that the runs would not keep)."""
+    check = check or (lambda plan: None)
     base, out = spec.base, spec.out
     if spec.table == "table1":
         models = spec.models or TABLE1_MODELS
@@ -113,11 +117,12 @@ def plan_experiment(spec: ExperimentSpec, *, report_only: bool = False) -> list[
             raise ValueError("give --models or --configs, not both")
         record = {"table": "cross-site", "seeds": seeds, "models": list(spec.models or CROSS_SITE_MODELS),
                   "configs": spec.configs, "sites": site_rule, "base_config": base.to_dict()}  # fmt: skip
-        cross_site_plan(base, sites, out, seeds, spec.models, spec.configs, write=False)  # all checks, no write
+        check(cross_site_plan(base, sites, out, seeds, spec.models, spec.configs, write=False))  # no write
         check_experiment_record(out, record)
         plan = cross_site_plan(base, sites, out, seeds, spec.models, spec.configs)
     else:
         raise ValueError(f"unknown experiment {spec.table!r}; choose from {', '.join(EXPERIMENTS)}")
+    check(plan)
     if not report_only:
         discover_pairs(Path(base.data))  # a missing or unusable dataset: one line before the experiment folder exists
         for pr in plan:  # a setting the runs' split ignores: one line now, not at the first run (trainer checks too)

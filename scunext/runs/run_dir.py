@@ -266,7 +266,7 @@ class RunDir:
             raise RunFolderError(f"run folder not found: {self.path}")
         if not self.config_file.is_file():
             raise RunFolderError(f"{self.path}: not a training run folder (no {self.CONFIG})")
-        return load_config(self.config_file)
+        return load_config(self.config_file, saved=True)  # (bounds added since it trained do not apply)
 
     def save_config(self, cfg: TrainConfig) -> None:
         atomic_write_text(self.config_file, cfg.to_yaml())
@@ -490,6 +490,8 @@ class RunDir:
         if rec is None:
             return
         want, got = rec.get("config"), self._settings()
+        if isinstance(want, dict) and isinstance(got, dict):  # a key added to the format since, at its default, is
+            got = _without_added_defaults(got, want, self._settings(TrainConfig().to_yaml()) or {})  # no change
         if isinstance(want, dict) and got != want:
             now = got or {}
             keys = sorted(k for k in {*want, *now} if k not in want or k not in now or want[k] != now[k])
@@ -562,7 +564,8 @@ class RunDir:
         settings = self._settings()
         trained = self._settings(config.to_yaml()) if config is not None else None
         try:  # the file as the trainer would read it (an old file's missing keys and partial mappings filled in)
-            on_disk = self._settings(load_config(self.config_file).to_yaml()) if trained is not None else None
+            on_disk = (self._settings(load_config(self.config_file, saved=True).to_yaml())
+                       if trained is not None else None)  # fmt: skip
         except (ValueError, OSError):  # not a readable config any more: --resume refuses it (verify / load_config)
             on_disk = None
         if isinstance(settings, dict) and isinstance(trained, dict) and isinstance(on_disk, dict):
@@ -609,6 +612,21 @@ class RunDir:
         moves.append({"after_epoch": self.epochs_done(), **{k: [getattr(old, k), v] for k, v in changed.items()}})
         self.update_status(moves=moves)
         self.save_config(new)
+
+
+def _without_added_defaults(now: dict[str, Any], want: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``now`` without the keys (also inside mappings such as ``augment``) that ``want`` lacks and that hold their
+    default: a ``config.yaml`` rewritten by a newer version (a resume that moved the run) gains the settings added
+    since, at the defaults the run trained with; that is not an edit."""
+    out = {}
+    for k, v in now.items():
+        if k not in want:
+            if k in defaults and v == defaults[k]:
+                continue
+        elif isinstance(v, dict) and isinstance(want[k], dict) and isinstance(defaults.get(k), dict):
+            v = _without_added_defaults(v, want[k], defaults[k])
+        out[k] = v
+    return out
 
 
 def _log_text(rows: list[dict[str, Any]]) -> str:

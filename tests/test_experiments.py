@@ -224,7 +224,9 @@ def test_leaderboard_plan_and_default_models(monkeypatch, caplog):
     [
         ("table1", ["--set", "seed=7"], "seed: --seeds"),
         ("leaderboard", ["--config", "split.yaml"], "split: --split"),  # a training config with split: csv
-        ("table2", ["--set", "max_images=0", "--set", "fold=3"], "fold: --folds; max_images: --images"),
+        ("table2", ["--set", "max_images=0", "--set", "fold=3"], "max_images from --config/--set would be "
+                                                                 "replaced in every run: the experiment sets it "
+                                                                 "itself (max_images: --images)"),  # (fold 3 is run)
         ("table2", ["--set", "model_args.cbam=false"], "model_args: the table's rows"),
         ("cross-site", ["--site-pattern", "^(MCUCXR|CHNCXR)_", "--set", "seed=4"], "seed: --seeds"),
     ],
@@ -239,11 +241,12 @@ def test_settings_the_experiment_replaces_are_refused(tmp_path, capsys, monkeypa
     out = tmp_path / "exp"
     assert main(["experiment", table, "--data", str(data), "--out", str(out), "--epochs", "1", *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "would be replaced in the runs: the experiment sets" in err[0] and replaced in err[0]
+    assert len(err) == 1 and "would be replaced in every run: the experiment sets" in err[0] and replaced in err[0]
     assert not out.exists()
-    # what the runs keep is fine: a shared setting, and a value the experiment uses anyway
+    # what the runs keep is fine: a shared setting, and a value some runs use (the first seed, a row's model)
     assert main(["experiment", "table1", "--data", str(data), "--out", str(out), "--epochs", "1", "--set",
-                 "weight_decay=0", "--set", f"data={data}", "--models", "unext_s", "--report-only"]) == 0  # fmt: skip
+                 "weight_decay=0", "--set", f"data={data}", "--set", "seed=0", "--set", "model=unext_s",
+                 "--models", "unext_s,sc_unext", "--report-only"]) == 0  # fmt: skip
 
 
 @pytest.mark.parametrize(

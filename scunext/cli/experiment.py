@@ -46,24 +46,25 @@ _OWN_FLAGS = {"data": "--data", "split": "--split", "max_images": "--images", "s
 
 
 def _check_own_settings(given: TrainConfig, keys: set[str], plan: list) -> None:
-    """Refuse a --config or --set value that the experiment replaces in its runs (a --config with ``split: csv``
-    trained every run on a random split, ``--set seed=7`` on seed 0, while experiment.json recorded the asked value).
-    ``given``: the settings as the user gave them, before the experiment's own flags; ``keys``: those the user
-    named (in the file, a --set or a flag)."""
+    """Refuse a --config or --set value that no run of the experiment keeps (a --config with ``split: csv`` trained
+    every run on a random split, ``--set seed=7`` seeds 0-2, while experiment.json recorded the asked value). A
+    value some runs keep is the experiment's design (``loss: bce_dice`` for the rows without the edge loss,
+    ``model: sc_unext`` for its row, ``seed: 0`` for the first seed). ``given``: the settings as the user gave them,
+    before the experiment's own flags; ``keys``: those the user named (in the file, a --set or a flag)."""
     mine = given.to_dict()
     replaced = []
     for key, value in mine.items():
         if key not in keys or not plan:
             continue
         if key == "data":
-            kept = all(Path(r.cfg.data).resolve() == Path(value).resolve() for r in plan)
+            kept = any(Path(r.cfg.data).resolve() == Path(value).resolve() for r in plan)
         else:
-            kept = all(r.cfg.to_dict()[key] == value for r in plan)
+            kept = any(r.cfg.to_dict()[key] == value for r in plan)
         if not kept:
             replaced.append(key)
     if replaced:
         how = "; ".join(f"{k}: {_OWN_FLAGS.get(k, 'the experiment')}" for k in replaced)
-        raise UsageError(f"{', '.join(replaced)} from --config/--set would be replaced in the runs: the experiment "
+        raise UsageError(f"{', '.join(replaced)} from --config/--set would be replaced in every run: the experiment "
                          f"sets {'it' if len(replaced) == 1 else 'them'} itself ({how}); drop "
                          f"{'it' if len(replaced) == 1 else 'them'} from the config")  # fmt: skip
 

@@ -879,6 +879,12 @@ def test_other_torchrun_processes_stop_with_process_0s_refusal(monkeypatch, tmp_
         train(None, run, resume=True, show_progress=False)
     assert isinstance(trainer_mod.StartRefused("x"), RunFolderError)  # the CLI's one-line exit 2
 
+    def gone(obj):
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [::1]:1")
+
+    monkeypatch.setattr(trainer_mod, "broadcast_object", gone)  # another process stopped before (its own error)
+    with pytest.raises(trainer_mod.StartRefused, match="stopped before the run started .*nothing was trained"):
+        train(None, run, resume=True, show_progress=False)
     monkeypatch.setattr(trainer_mod, "broadcast_object", lambda obj: None)  # process 0 started it: train on
     monkeypatch.setattr(trainer_mod, "_train", lambda *a: "trained")
     assert train(None, run, resume=True, show_progress=False) == "trained"

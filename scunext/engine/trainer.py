@@ -374,7 +374,13 @@ def train(
                 refusal = exc
         # every process learns whether process 0 could start the run: with a bare barrier the others waited for it
         # and, when it exited with its one-line refusal (e.g. a damaged checkpoint), failed with a gloo traceback
-        refused = broadcast_object(None if refusal is None else _first_line(refusal))
+        try:
+            refused = broadcast_object(None if refusal is None else _first_line(refusal))
+        except RuntimeError as exc:  # a process stopped before this point (its own refusal in _plan, a kill)
+            if refusal is not None or not any(t in str(exc) for t in _PEER_GONE):
+                raise refusal or exc  # noqa: B904 (process 0's own reason first)
+            raise StartRefused("another process of this torchrun job stopped before the run started (its own "
+                               "message says why); nothing was trained") from None  # fmt: skip
         if refusal is not None:
             raise refusal
         if refused:

@@ -382,29 +382,31 @@ class _Dumper(yaml.SafeDumper):
     saved unquoted, the text '1e3' came back from config.yaml as the number 1000.0."""
 
 
-#: numbers as YAML 1.2's core schema reads them. PyYAML's YAML 1.1 rules read ``010`` as 8 (octal), ``1:30`` as 90
-#: (base 60) and ``1_000`` as 1000 in a --config file or a --set, while the flag ``--size 0100`` read 100 and
-#: ``--epochs 1:30`` was an error: one value, whichever way it is given. ``1e-3`` (no dot) is a number too.
-_INT_12 = re.compile(r"^[-+]?[0-9]+$|^0o[0-7]+$|^0x[0-9a-fA-F]+$")
-_FLOAT_12 = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"
-                       r"|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
-
-
-def _construct_int_12(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    text = loader.construct_scalar(node)
-    if text.startswith(("0o", "0x")):
-        return int(text[2:], 8 if text[1] == "o" else 16)
-    return int(text, 10)  # (a leading 0 is decimal: "010" is 10)
-
-
 for _cls in (_Loader, _Dumper):
-    _cls.yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
-        for first, resolvers in _cls.yaml_implicit_resolvers.items()
-    }
-    _cls.add_implicit_resolver("tag:yaml.org,2002:int", _INT_12, list("-+0123456789"))
-    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-+0123456789."))
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int_12)
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                               list("-+0123456789"))  # fmt: skip
+
+#: YAML 1.1 numbers that read as something else than they look: ``010`` is the octal 8 (YAML 1.2 and the flag
+#: ``--seed 010`` read 10), ``1:30`` and ``1:30.0`` are base 60 (90; ``--epochs 1:30`` is an error). Files and
+#: ``--set`` keep PyYAML's YAML 1.1 reading, so that every config.yaml ever written reads back as it did (its
+#: dumper quotes such text), but these forms are refused instead of silently becoming another number.
+_AMBIGUOUS_NUMBER = re.compile(r"^[-+]?0[0-9_]+$|:")
+
+
+def _refuse_ambiguous(construct):
+    def checked(loader: yaml.SafeLoader, node: yaml.ScalarNode):
+        text = str(node.value)
+        if _AMBIGUOUS_NUMBER.search(text.replace("0x", "").replace("0b", "")):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"ambiguous number {text!r} (YAML 1.1 reads a leading 0 as octal and a ':' as base 60): "
+                "write it without them, or quote it if it is text", node.start_mark)  # fmt: skip
+        return construct(loader, node)
+
+    return checked
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _refuse_ambiguous(yaml.SafeLoader.construct_yaml_int))
+_Loader.add_constructor("tag:yaml.org,2002:float", _refuse_ambiguous(yaml.SafeLoader.construct_yaml_float))
 
 
 class _UniqueKeyLoader(_Loader):
@@ -456,7 +458,10 @@ def read_config_mapping(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:  # (first: UnicodeDecodeError is a ValueError)
         raise ConfigError(f"{p}: cannot read the config file ({exc.__class__.__name__})") from None
     except (yaml.YAMLError, RecursionError) as exc:  # (5,000-digit integers, nesting 20,000 deep)
-        raise ConfigError(f"{p}: not valid YAML ({exc.__class__.__name__})") from None
+        problem = getattr(exc, "problem", None)
+        where = getattr(getattr(exc, "problem_mark", None), "line", None)
+        detail = f"line {where + 1}: {problem}" if problem and where is not None else exc.__class__.__name__
+        raise ConfigError(f"{p}: not valid YAML ({detail})") from None
     except ValueError as exc:
         if isinstance(exc, ConfigError):
             raise

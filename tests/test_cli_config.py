@@ -347,32 +347,33 @@ def test_a_config_from_a_pipe_is_read(tmp_path):
     writer.join(timeout=10)
 
 
-@pytest.mark.parametrize(
-    "text, field, value",
-    [("010", "seed", 10), ("0100", "size", 100), ("1e-3", "lr", 1e-3), ("0x10", "epochs", 16)],
-)
-def test_numbers_read_the_same_from_a_flag_a_set_and_a_file(tmp_path, text, field, value):
+@pytest.mark.parametrize("text", ["010", "0100", "1:30", "1:30.5", "00"])
+def test_numbers_yaml_1_1_would_read_as_another_number_are_refused(tmp_path, text):
     """YAML 1.1 read '010' as 8 (octal) and '1:30' as 90 (base 60) in --set and --config, while the flag read 10
-    (or refused it): the config file and --set now follow YAML 1.2's core schema."""
+    (or refused it): refused in both, with the reason; a text field keeps such text given with --set."""
     from scunext.cli.config_flags import parse_kv
-    from scunext.config import TrainConfig
-
-    (tmp_path / "c.yaml").write_text(f"{field}: {text}\n")
-    assert parse_kv([f"{field}={text}"], "--set") == {field: value}
-    assert TrainConfig.from_dict({field: parse_kv([f"{field}={text}"], "--set")[field]}).to_dict()[field] == value
     from scunext.config import read_config_mapping
 
-    assert read_config_mapping(tmp_path / "c.yaml") == {field: value}
+    with pytest.raises(ConfigError, match=rf"--set seed: '{re.escape(text)}' is not a valid YAML value \(ambiguous "
+                                          r"number"):  # fmt: skip
+        parse_kv([f"seed={text}"], "--set")
+    (tmp_path / "c.yaml").write_text(f"epochs: 3\nseed: {text}\n")
+    with pytest.raises(ConfigError, match=rf"c\.yaml: not valid YAML \(line 2: ambiguous number '{re.escape(text)}'"):
+        read_config_mapping(tmp_path / "c.yaml")
+    assert parse_kv([f"split_column={text}"], "--set") == {"split_column": text}
+    (tmp_path / "q.yaml").write_text(f"split_column: '{text}'\n")  # quoted in a file: the text
+    assert read_config_mapping(tmp_path / "q.yaml") == {"split_column": text}
 
 
-def test_base_60_numbers_are_not_numbers():
-    from scunext.cli.config_flags import parse_kv
+def test_every_config_the_dumper_writes_reads_back_the_same():
+    """The files of every run: text that YAML would read as a number is quoted, numbers read back exactly."""
+    from scunext.config import _Dumper, _UniqueKeyLoader
 
-    with pytest.raises(ConfigError, match="epochs must be an integer, got '1:30'"):
-        load_config(None, parse_kv(["epochs=1:30"], "--set"))  # was 90 epochs
-    with pytest.raises(ConfigError, match="lr must be"):
-        load_config(None, parse_kv(["lr=1:30"], "--set"))  # was 90.0
-    assert parse_kv(["model_args.act=010"], "--set") == {"model_args.act": 10}
+    texts = ["010", "09", "1:30", "1_000", "1e-3", "1.5e3", "0o17", "0x10", ".inf", "yes", "null", "2024-01-01", "~"]
+    numbers = [0, 7, -3, 1e-05, 0.001, -0.5, 1e16, 5e-324, float("inf"), -0.0, 3_000_000_000]
+    data = {f"t{i}": t for i, t in enumerate(texts)} | {f"n{i}": v for i, v in enumerate(numbers)}
+    back = yaml.load(yaml.dump(data, Dumper=_Dumper), Loader=_UniqueKeyLoader)
+    assert back == data and all(type(back[k]) is type(v) for k, v in data.items())
 
 
 def test_a_set_model_arg_is_parsed_once():

@@ -534,9 +534,16 @@ def test_official_isic_mask_names_pair_by_their_common_suffix(tmp_path: Path, ca
     (root / "masks" / "ISIC_9_segmentation.png").write_bytes((root / "masks" / "ISIC_1_segmentation.png").read_bytes())
     with pytest.raises(DataError, match=r"1 mask\(s\) without an image \(ISIC_9_segmentation\.png\)"):
         discover_pairs(root)  # a mask whose image is missing: no suffix is guessed
-    # a plain folder never changes: a mask that only looks like <id><suffix> is another image's
-    plain = _make_folder(tmp_path / "plain", ["a", "a_b"])
-    assert [(p.id, p.mask.name) for p in discover_pairs(plain)] == [("a", "a.png"), ("a_b", "a_b.png")]
+    # a folder where masks pair by their names is never re-paired by a suffix, even when some do not pair: images
+    # p1, p2, p3, p10, p20 and masks p10, p20, p30 (every mask ends with "0" after an image's id) stay p10 <- p10.png
+    mixed = _make_folder(tmp_path / "mixed", ["p1", "p2", "p3", "p10", "p20"])
+    for stem in ("p1", "p2", "p3"):
+        (mixed / "masks" / f"{stem}.png").unlink()
+    (mixed / "masks" / "p30.png").write_bytes((mixed / "masks" / "p10.png").read_bytes())
+    assert [(p.id, p.mask.name) for p in discover_pairs(mixed, unpaired="skip")] == [("p10", "p10.png"),
+                                                                                     ("p20", "p20.png")]  # fmt: skip
+    with pytest.raises(DataError, match=r"3 image\(s\) without a mask \(p1\.png, p2\.png, p3\.png\); 1 mask"):
+        discover_pairs(mixed)
 
 
 def test_names_that_differ_only_in_unicode_normalisation_pair(tmp_path: Path) -> None:

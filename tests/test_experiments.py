@@ -227,7 +227,9 @@ def test_leaderboard_plan_and_default_models(monkeypatch, caplog):
         ("table2", ["--set", "max_images=0", "--set", "fold=3"], "max_images from --config/--set would be "
                                                                  "replaced in every run: the experiment sets it "
                                                                  "itself (max_images: --images)"),  # (fold 3 is run)
-        ("table2", ["--set", "model_args.cbam=false"], "model_args: the table's rows"),
+        ("table2", ["--set", "model_args.cbam=false"], "model_args: its 8 configurations"),
+        ("table2", ["--set", "split=csv"], "split: its k-fold split"),  # (table2 has no --split flag)
+        ("cross-site", ["--site-pattern", "^(MCUCXR|CHNCXR)_", "--set", "max_images=10"], "max_images: its site"),
         ("cross-site", ["--site-pattern", "^(MCUCXR|CHNCXR)_", "--set", "seed=4"], "seed: --seeds"),
     ],
 )

@@ -105,7 +105,12 @@ def parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key:
             raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
-        parsed = parse_value(value, f"{flag} {key}")
+        try:
+            parsed = parse_value(value, f"{flag} {key}")
+        except ConfigError:
+            if key not in text_fields:
+                raise
+            parsed = value  # a text field keeps any text as written (split_column=010, a column named 1:30)
         if parsed is None and key not in text_fields:  # `epochs=null` kept the default (400) silently
             raise UsageError(f"{flag} {key}={value}: an empty value; give one (or leave the key out for its "
                              "default)")  # fmt: skip

@@ -40,12 +40,20 @@ def _budget(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress-bars", action="store_true", help="show per-run progress bars too")
 
 
-#: what sets, per run, the settings an experiment decides itself
-_OWN_FLAGS = {"data": "--data", "split": "--split", "max_images": "--images", "seed": "--seeds", "model": "--models",
-              "model_args": "the table's rows", "loss": "the table's rows", "fold": "--folds", "folds": "--folds"}
+#: what sets, per run, the settings each experiment decides itself (anything else: "the experiment")
+_OWN_FLAGS = {
+    "table1": {"data": "--data", "split": "--split", "seed": "--seeds", "model": "--models"},
+    "leaderboard": {"data": "--data", "split": "--split", "seed": "--seeds", "model": "--models"},
+    "table2": {"data": "--data", "max_images": "--images", "fold": "--folds", "folds": "--folds",
+               "split": "its k-fold split", "model": "its 8 configurations", "model_args": "its 8 configurations",
+               "loss": "its 8 configurations"},
+    "cross-site": {"data": "--data", "seed": "--seeds", "model": "--models or --configs",
+                   "model_args": "--models or --configs", "loss": "--configs", "split": "its site split",
+                   "split_csv": "its site split", "split_column": "its site split", "max_images": "its site split"},
+}  # fmt: skip
 
 
-def _check_own_settings(given: TrainConfig, keys: set[str], plan: list) -> None:
+def _check_own_settings(table: str, given: TrainConfig, keys: set[str], plan: list) -> None:
     """Refuse a --config or --set value that no run of the experiment keeps (a --config with ``split: csv`` trained
     every run on a random split, ``--set seed=7`` seeds 0-2, while experiment.json recorded the asked value). A
     value some runs keep is the experiment's design (``loss: bce_dice`` for the rows without the edge loss,
@@ -63,10 +71,10 @@ def _check_own_settings(given: TrainConfig, keys: set[str], plan: list) -> None:
         if not kept:
             replaced.append(key)
     if replaced:
-        how = "; ".join(f"{k}: {_OWN_FLAGS.get(k, 'the experiment')}" for k in replaced)
+        how = "; ".join(f"{k}: {_OWN_FLAGS.get(table, {}).get(k, 'the experiment')}" for k in replaced)
+        it = "it" if len(replaced) == 1 else "them"
         raise UsageError(f"{', '.join(replaced)} from --config/--set would be replaced in every run: the experiment "
-                         f"sets {'it' if len(replaced) == 1 else 'them'} itself ({how}); drop "
-                         f"{'it' if len(replaced) == 1 else 'them'} from the config")  # fmt: skip
+                         f"sets {it} itself ({how}); drop {it} from --config/--set")  # fmt: skip
 
 
 def _models_arg(text: str | None) -> tuple[str, ...] | None:
@@ -156,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         configs=getattr(args, "configs", None),
     )  # fmt: skip
     plan = plan_experiment(spec, report_only=args.report_only,
-                           check=lambda runs: _check_own_settings(given, keys, runs))
+                           check=lambda runs: _check_own_settings(args.table, given, keys, runs))
     device = str(resolve_device(base.device))
     results = run_plan(plan, out, progress=lambda m: print(m, file=sys.stderr, flush=True),
                        show_bars=args.progress_bars, device=device, shard=shard,

@@ -209,8 +209,8 @@ def discover_pairs(
 
     by_image = _index(image_files, image_dir, id_of=image_id)
     by_mask = _index(mask_files, mask_dir, mask_suffix)
-    if not mask_suffix and set(by_mask) != set(by_image):
-        found = _common_mask_suffix(set(by_image), mask_files, paired=len(set(by_image) & set(by_mask)))
+    if not mask_suffix and by_mask and not set(by_image) & set(by_mask):  # (not one mask pairs by its plain name)
+        found = _common_mask_suffix(set(by_image), mask_files)
         if found:  # e.g. the official ISIC names ISIC_0000000_segmentation.png: every mask is <image id><suffix>.png
             logger.info("%s: every mask is named <image id>%s.png; paired by that suffix", mask_dir, found)
             by_mask = _index(mask_files, mask_dir, found)
@@ -238,10 +238,11 @@ def discover_pairs(
                   key=lambda p: p.id)
 
 
-def _common_mask_suffix(image_keys: set[str], mask_files: list[Path], paired: int) -> str | None:
-    """The one suffix S that every mask name ends with (``<image id>S.png``, a different id each) and by which more
-    images pair than by the plain names (``paired``); None when there is no such S or more than one. A mask left
-    without an image, or an image without a mask, is then reported (or skipped) as usual."""
+def _common_mask_suffix(image_keys: set[str], mask_files: list[Path]) -> str | None:
+    """The one suffix S that every mask name ends with (``<image id>S.png``, a different id each), for a folder in
+    which no mask pairs by its plain name; None when there is no such S or more than one. A mask left without an
+    image, or an image without a mask, is then reported (or skipped) as usual. (A folder where some masks pair by
+    their names is never re-paired: images p1, p10 and masks p10, p30 must not become p1 <- p10.png.)"""
     stems = [unicodedata.normalize("NFC", f.stem) for f in mask_files]
     found = set()
     for first in sorted(stems)[:3]:  # (a candidate from a mask whose image is missing does not end every name)
@@ -250,7 +251,7 @@ def _common_mask_suffix(image_keys: set[str], mask_files: list[Path], paired: in
                 continue
             suffix = first[len(key) :]
             stripped = {st[: -len(suffix)] for st in stems if st.endswith(suffix)}
-            if len(stripped) == len(stems) and len(stripped & image_keys) > paired:
+            if len(stripped) == len(stems) and stripped & image_keys:
                 found.add(suffix)
     return found.pop() if len(found) == 1 else None
 

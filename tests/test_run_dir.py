@@ -885,6 +885,12 @@ def test_other_torchrun_processes_stop_with_process_0s_refusal(monkeypatch, tmp_
     monkeypatch.setattr(trainer_mod, "broadcast_object", gone)  # another process stopped before (its own error)
     with pytest.raises(trainer_mod.StartRefused, match="stopped before the run started .*nothing was trained"):
         train(None, run, resume=True, show_progress=False)
+    fresh = tmp_path / "fresh"  # process 0 created a new run, another process died: the same command may retry
+    monkeypatch.setattr(trainer_mod, "init_distributed", lambda device: (DistInfo(0, 2), torch.device("cpu")))
+    with pytest.raises(trainer_mod.StartRefused, match="stopped before the run started"):
+        train(tiny_cfg(epochs=1), fresh, show_progress=False)
+    assert RunDir(fresh).status() == "failed" and RunDir(fresh).reusable()
+    monkeypatch.setattr(trainer_mod, "init_distributed", lambda device: (DistInfo(1, 2), torch.device("cpu")))
     monkeypatch.setattr(trainer_mod, "broadcast_object", lambda obj: None)  # process 0 started it: train on
     monkeypatch.setattr(trainer_mod, "_train", lambda *a: "trained")
     assert train(None, run, resume=True, show_progress=False) == "trained"

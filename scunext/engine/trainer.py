@@ -379,6 +379,8 @@ def train(
         except RuntimeError as exc:  # a process stopped before this point (its own refusal in _plan, a kill)
             if refusal is not None or not any(t in str(exc) for t in _PEER_GONE):
                 raise refusal or exc  # noqa: B904 (process 0's own reason first)
+            if dist_info.is_main and not resume:  # the folder it just created: replaceable by the same command
+                run.mark_failed("another process of the torchrun job stopped before the first epoch")
             raise StartRefused("another process of this torchrun job stopped before the run started (its own "
                                "message says why); nothing was trained") from None  # fmt: skip
         if refusal is not None:

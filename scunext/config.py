@@ -390,13 +390,13 @@ for _cls in (_Loader, _Dumper):
 #: ``--seed 010`` read 10), ``1:30`` and ``1:30.0`` are base 60 (90; ``--epochs 1:30`` is an error). Files and
 #: ``--set`` keep PyYAML's YAML 1.1 reading, so that every config.yaml ever written reads back as it did (its
 #: dumper quotes such text), but these forms are refused instead of silently becoming another number.
-_AMBIGUOUS_NUMBER = re.compile(r"^[-+]?0[0-9_]+$|:")
+_AMBIGUOUS_NUMBER = re.compile(r"^0[0-9_]+$")  # (after the sign; 0x.. and 0b.. say what they are)
 
 
 def _refuse_ambiguous(construct):
     def checked(loader: yaml.SafeLoader, node: yaml.ScalarNode):
         text = str(node.value)
-        if _AMBIGUOUS_NUMBER.search(text.replace("0x", "").replace("0b", "")):
+        if ":" in text or _AMBIGUOUS_NUMBER.match(text.lstrip("+-")):
             raise yaml.constructor.ConstructorError(
                 None, None, f"ambiguous number {text!r} (YAML 1.1 reads a leading 0 as octal and a ':' as base 60): "
                 "write it without them, or quote it if it is text", node.start_mark)  # fmt: skip

@@ -24,7 +24,7 @@ import torch
 from scunext.deploy.onnx_export import min_onnx_side
 from scunext.deploy.runtimes import ENGINES, make_runner
 from scunext.engine.distributed import cpu_has_native_bf16
-from scunext.hostinfo import cpu_name
+from scunext.hostinfo import cpu_name, package_version
 from scunext.losses import DeepSupervisionLoss
 from scunext.models import create_model
 from scunext.profiling import check_threads, count_macs, count_params, p90
@@ -191,15 +191,14 @@ def run_benchmark(cfg: BenchmarkConfig, progress=None) -> dict[str, Any]:
 def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
     say = progress or (lambda msg: log.info("%s", msg))
     entries = [(cfg.baseline, "torch")] + [(cfg.model, e) for e in cfg.engines]
-    models = {name: create_model(name, in_channels=cfg.in_channels).eval() for name in (cfg.baseline, cfg.model)}
-    for name, engine in entries:  # before anything is built or timed (the run stopped there after minutes)
-        low = min_onnx_side(models[name]) if engine.startswith("onnxruntime") else 0
+    models = [create_model(name, in_channels=cfg.in_channels).eval() for name, _ in entries]  # one per runner
+    for (name, engine), model in zip(entries, models):  # before anything is built or timed (it stopped after minutes)
+        low = min_onnx_side(model) if engine.startswith("onnxruntime") else 0
         if cfg.size < low:
             raise ValueError(f"--size {cfg.size}: the onnxruntime engines need H and W >= {low} for {name}; use a "
                              f"larger --size, or --engines torch,torch-fused")  # fmt: skip
     runners, info = {}, {}
-    for name, engine in entries:
-        model = create_model(name, in_channels=cfg.in_channels).eval()
+    for (name, engine), model in zip(entries, models):
         if name not in info:
             macs = count_macs(model, (1, cfg.in_channels, cfg.size, cfg.size))
             info[name] = {"params": count_params(model), "macs": macs}
@@ -283,7 +282,8 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
         "context": {
             "input": f"{cfg.in_channels}x{cfg.size}x{cfg.size}", "threads": cfg.threads,
             "precision": "fp32 (training rows marked bf16: CPU bfloat16 autocast, as scunext train --cpu-amp)",
-            "torch": torch.__version__, "onnxruntime": _ort_version(), "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": package_version("onnxruntime"),
+            "python": platform.python_version(),
             "cpu": cpu_name(), "matmul_gflops": round(gflops, 1),
             "baseline": f"{cfg.baseline} on eager torch, measured in the same run",
             "mac_counter": "torch.utils.flop_counter FLOPs / 2; floor = 2*MACs / measured 1024^3 GEMM GFLOP/s",
@@ -299,15 +299,6 @@ def _run(cfg: BenchmarkConfig, progress) -> dict[str, Any]:
         "inference": rows,
         "training": training,
     }
-
-
-def _ort_version() -> str | None:
-    try:
-        import onnxruntime
-
-        return onnxruntime.__version__
-    except ImportError:
-        return None
 
 
 def format_report(report: dict[str, Any]) -> str:

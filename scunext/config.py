@@ -449,23 +449,22 @@ def read_config_mapping(path: str | Path) -> dict[str, Any]:
     try:
         with p.open("rb") as f:
             raw = f.read(MAX_CONFIG_BYTES + 1)
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES:,} bytes; a config file holds a few settings (is "
-                              "it the right file?)")  # fmt: skip
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file ({exc.__class__.__name__})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: larger than {MAX_CONFIG_BYTES:,} bytes; a config file holds a few settings (is it "
+                          "the right file?)")  # fmt: skip
+    try:
         data = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except UnicodeDecodeError as exc:  # (before ValueError, of which it is one)
+        raise ConfigError(f"{p}: cannot read the config file ({exc.__class__.__name__})") from None
     except _DuplicateKeyError as exc:
         raise ConfigError(f"{p}: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:  # (first: UnicodeDecodeError is a ValueError)
-        raise ConfigError(f"{p}: cannot read the config file ({exc.__class__.__name__})") from None
-    except (yaml.YAMLError, RecursionError) as exc:  # (5,000-digit integers, nesting 20,000 deep)
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # (5,000-digit integers, nesting 20,000 deep)
         problem = getattr(exc, "problem", None)
         where = getattr(getattr(exc, "problem_mark", None), "line", None)
         detail = f"line {where + 1}: {problem}" if problem and where is not None else exc.__class__.__name__
         raise ConfigError(f"{p}: not valid YAML ({detail})") from None
-    except ValueError as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"{p}: not valid YAML ({exc.__class__.__name__})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import platform
 from pathlib import Path
 
-__all__ = ["cpu_name"]
+__all__ = ["cpu_name", "package_version"]
 
 
 @functools.cache
@@ -22,3 +23,12 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def package_version(module: str) -> str | None:
+    """``module.__version__`` (e.g. ``onnxruntime``, ``PIL``, ``pydicom``), None when it is not installed. Read from
+    the module, not the distribution's metadata: ``onnxruntime-gpu`` installs the module ``onnxruntime``."""
+    try:
+        return getattr(importlib.import_module(module), "__version__", None)
+    except ImportError:
+        return None

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from scunext.deploy.stream import MAX_BATCH_SIZE, MAX_WORKERS
-from scunext.hostinfo import cpu_name
+from scunext.hostinfo import cpu_name, package_version
 from scunext.profiling import check_threads
 
 __all__ = ["KINDS", "MAX_FILES", "EndToEndConfig", "baseline_predict", "generate_inputs", "run_end_to_end",
@@ -288,19 +288,11 @@ def run_end_to_end(cfg: EndToEndConfig, progress: Any = None) -> dict[str, Any]:
     return {"config": asdict(cfg), "rows": rows, "context": _context(cfg)}
 
 
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
-
-
 def _context(cfg: EndToEndConfig) -> dict[str, Any]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {"torch": torch.__version__, "onnxruntime": _version("onnxruntime"), "pillow": _version("pillow"),
-            "pydicom": _version("pydicom"), "python": platform.python_version(), "cpus": os.cpu_count(),
+    return {"torch": torch.__version__, "onnxruntime": package_version("onnxruntime"),
+            "pillow": package_version("PIL"), "pydicom": package_version("pydicom"),
+            "python": platform.python_version(), "cpus": os.cpu_count(),
             "cpu": cpu_name(), "engine": cfg.engine, "threads": cfg.threads,
             "workers": cfg.workers, "batch_size": cfg.batch_size, "load_avg_1min_at_end": round(load, 2),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")}  # fmt: skip

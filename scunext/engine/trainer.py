@@ -97,6 +97,11 @@ def _first_line(exc: BaseException) -> str:
 _PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
 
 
+def _peer_gone(exc: BaseException) -> bool:
+    """``exc`` is gloo's / NCCL's report that another process of the torchrun job is gone."""
+    return isinstance(exc, RuntimeError) and any(t in str(exc) for t in _PEER_GONE)
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -377,7 +382,7 @@ def train(
         try:
             refused = broadcast_object(None if refusal is None else _first_line(refusal))
         except RuntimeError as exc:  # a process stopped before this point (its own refusal in _plan, a kill)
-            if refusal is not None or not any(t in str(exc) for t in _PEER_GONE):
+            if refusal is not None or not _peer_gone(exc):
                 raise refusal or exc  # noqa: B904 (process 0's own reason first)
             if dist_info.is_main and not resume:  # the folder it just created: replaceable by the same command
                 run.mark_failed("another process of the torchrun job stopped before the first epoch")
@@ -392,7 +397,7 @@ def train(
         except (TrainingError, RunFolderError, CheckpointError):
             raise  # a NaN stop already says failed in run.json; a refused resume leaves the folder as it was
         except Exception as exc:
-            if dist_info.enabled and isinstance(exc, RuntimeError) and any(t in str(exc) for t in _PEER_GONE):
+            if dist_info.enabled and _peer_gone(exc):
                 raise PeerStopped(f"another process of this torchrun job stopped ({type(exc).__name__}: "
                                   f"{str(exc).strip().splitlines()[0][-160:]}); {run.path} stays at its last "
                                   "committed epoch: run the same torchrun command with --resume") from exc  # fmt: skip

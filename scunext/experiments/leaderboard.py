@@ -28,7 +28,7 @@ from scunext.experiments.report import (
     run_in_channels,
     write_csv,
 )
-from scunext.hostinfo import cpu_name
+from scunext.hostinfo import cpu_name, package_version
 from scunext.metrics.paired import paired_comparison
 from scunext.models import create_model, list_models
 from scunext.profiling import MAC_COUNTER, count_macs, count_params
@@ -105,15 +105,6 @@ def leaderboard_plan(base: TrainConfig, seeds: int = 3, models: tuple[str, ...] 
     return plan
 
 
-def _ort_version() -> str | None:
-    try:
-        import onnxruntime
-
-        return onnxruntime.__version__
-    except ImportError:
-        return None
-
-
 def engine_latency(
     model_name: str, in_channels: int, size: int = 256, threads: int = 2, runs: int = 20, rounds: int = 3,
     engines: tuple[str, ...] = LATENCY_ENGINES,
@@ -152,7 +143,7 @@ def engine_latency(
     med = {e: round(statistics.median(t), 3) for e, t in times.items()}
     fastest = min(med, key=med.get)
     return {"engines": med, "fastest": fastest, "latency_ms": med[fastest], "threads": threads,
-            "torch": torch.__version__, "onnxruntime": _ort_version(),
+            "torch": torch.__version__, "onnxruntime": package_version("onnxruntime"),
             "cpu": cpu_name(), "input": f"1x{in_channels}x{size}x{size}",
             "timing": f"median of {rounds} interleaved rounds x {runs} runs"}  # fmt: skip
 

@@ -430,7 +430,7 @@ class _UniqueKeyLoader(_Loader):
 
 
 #: the largest config file read: a config holds a few dozen settings (a few kB); a large file given by mistake (a
-#: CSV, a JSON dump) was parsed whole (5 MB: 1.9 GB of memory and 43 s) before its first unknown key was named
+#: CSV, a JSON dump) was parsed whole, in memory, before its first unknown key was named
 MAX_CONFIG_BYTES = 1_000_000
 
 
